@@ -1,0 +1,75 @@
+"""InternVL dynamic tiling, delegated to transformers' GotOcr2 image processor (the InternVL one).
+
+The grid is the one with the closest aspect ratio among grids of min..max tiles (ties go to the larger
+grid while the image area exceeds half the grid's area); a thumbnail is appended when the grid has more
+than one tile. Counting needs only the image size, never the pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+IMG_START = "<img>"
+IMG_END = "</img>"
+IMG_CONTEXT = "<IMG_CONTEXT>"
+IMAGE_PLACEHOLDER = "<image>"
+
+
+@dataclass(frozen=True, slots=True)
+class TilingConfig:
+    tile_size: int = 448
+    max_tiles: int = 12
+    min_tiles: int = 1
+    use_thumbnail: bool = True
+    tokens_per_tile: int = 256
+
+    def __post_init__(self) -> None:
+        if self.tile_size <= 0:
+            raise ValueError(f"tile_size must be positive, got {self.tile_size}")
+        if not 1 <= self.min_tiles <= self.max_tiles:
+            raise ValueError(f"need 1 <= min_tiles <= max_tiles, got {self.min_tiles}, {self.max_tiles}")
+        if self.tokens_per_tile <= 0:
+            raise ValueError(f"tokens_per_tile must be positive, got {self.tokens_per_tile}")
+
+    @property
+    def max_image_tokens(self) -> int:
+        """Largest token cost of one image, tags included."""
+        extra = 1 if (self.use_thumbnail and self.max_tiles > 1) else 0
+        return image_token_count(self.max_tiles + extra, self)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@functools.lru_cache(maxsize=16)
+def image_processor(cfg: TilingConfig):
+    """The transformers image processor configured for `cfg` (Pillow backend, no torchvision needed)."""
+    # Importing the PIL class directly avoids the "requires torchvision" fallback warning.
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return GotOcr2ImageProcessorPil(
+        crop_to_patches=True,
+        min_patches=cfg.min_tiles,
+        max_patches=cfg.max_tiles,
+        size={"height": cfg.tile_size, "width": cfg.tile_size},
+        do_convert_rgb=True,
+    )
+
+
+@functools.lru_cache(maxsize=65536)
+def num_tiles(width: int, height: int, cfg: TilingConfig = TilingConfig()) -> int:
+    """Tiles InternVL feeds the vision tower for a width x height image, thumbnail included."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    n = image_processor(cfg).get_number_of_image_patches(height, width)
+    if not cfg.use_thumbnail and n > 1:
+        n -= 1
+    return n
+
+
+def image_token_count(tiles: int, cfg: TilingConfig = TilingConfig()) -> int:
+    """Tokens an image of `tiles` tiles occupies: <img>, 256 context tokens a tile, </img>."""
+    return tiles * cfg.tokens_per_tile + 2

@@ -1,0 +1,92 @@
+"""Loading the text tokenizer: any local Hugging Face tokenizer directory, or the bundled default.
+
+The image tags and context token are added when a tokenizer lacks them, exactly as the trainer adds them
+to the model's embeddings, so both sides count the same ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .tiling import IMG_CONTEXT, IMG_END, IMG_START
+
+IMAGE_TOKENS = (IMG_START, IMG_END, IMG_CONTEXT)
+BUNDLED = "bundled"
+
+
+def bundled_tokenizer_dir() -> Path:
+    return Path(str(resources.files("v2pe_common").joinpath("assets/tokenizer")))
+
+
+@dataclass(frozen=True)
+class TextTokenizer:
+    """A Hugging Face tokenizer plus the ids the encoder needs; `identity` goes into manifests."""
+
+    hf: object
+    name: str
+    sha256: str
+
+    @functools.cached_property
+    def img_start_id(self) -> int:
+        return self.hf.convert_tokens_to_ids(IMG_START)
+
+    @functools.cached_property
+    def img_end_id(self) -> int:
+        return self.hf.convert_tokens_to_ids(IMG_END)
+
+    @functools.cached_property
+    def img_context_id(self) -> int:
+        return self.hf.convert_tokens_to_ids(IMG_CONTEXT)
+
+    @functools.cached_property
+    def bos_id(self) -> int | None:
+        return self.hf.bos_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.hf)
+
+    @property
+    def identity(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "vocab_size": self.vocab_size}
+
+    def encode(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self.hf.encode(text, add_special_tokens=False)
+
+
+def tokenizer_hash(directory: Path) -> str:
+    """sha256 over the tokenizer's files (names and bytes), so two copies of one tokenizer agree."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(path: str | None = None) -> TextTokenizer:
+    """Load a local tokenizer directory (never downloads). None or 'bundled' gives the bundled default."""
+    from transformers import AutoTokenizer
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    if path in (None, "", BUNDLED):
+        directory, name = bundled_tokenizer_dir(), BUNDLED
+    else:
+        directory, name = Path(path).expanduser(), str(path)
+    if not directory.is_dir():
+        raise ValueError(f"tokenizer path {str(directory)!r} is not a directory holding a Hugging Face tokenizer")
+    try:
+        hf = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # transformers raises many types for unreadable tokenizers
+        raise ValueError(f"cannot load a tokenizer from {str(directory)!r}: {exc.__class__.__name__}: {exc}") from exc
+    missing = [t for t in IMAGE_TOKENS if hf.convert_tokens_to_ids(t) in (None, hf.unk_token_id)]
+    if missing:
+        hf.add_tokens(missing, special_tokens=True)
+    return TextTokenizer(hf=hf, name=name, sha256=tokenizer_hash(directory))

@@ -1,0 +1,34 @@
+"""The unit every source yields: one question about one image, with provenance and lazily loaded bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A VQA item. `load()` returns the encoded image bytes (kept as the source encoded them).
+
+    Width and height are known without decoding, so planning and token counting never touch pixels.
+    `doc_id` groups items that come from one document: a sample never mixes two items of one doc_id
+    unless they are the same item.
+    """
+
+    dataset: str
+    split: str
+    id: str
+    doc_id: str
+    width: int
+    height: int
+    ext: str  # "jpg" | "png" | "webp": the format of load()'s bytes
+    question: str
+    answers: tuple[str, ...]
+    load: Callable[[], bytes] = field(compare=False, repr=False)
+    # Words that name this document uniquely inside a long sample ("the invoice INV-20931"),
+    # so a question about it stays answerable among distractors.
+    title: str = ""
+    question_type: str = ""
+
+    def provenance(self, role: str) -> dict:
+        return {"dataset": self.dataset, "split": self.split, "id": self.id, "doc_id": self.doc_id, "role": role}
