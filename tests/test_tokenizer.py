@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from v2pe_common.tokenizer import bundled_tokenizer_dir, load_tokenizer, tokenizer_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bundled_tokenizer_loads_offline_with_image_tokens():
+    tok = load_tokenizer()
+    assert tok.name == "bundled"
+    ids = {tok.img_start_id, tok.img_end_id, tok.img_context_id}
+    assert len(ids) == 3 and None not in ids
+    assert tok.encode("<|im_start|>") == [tok.hf.convert_tokens_to_ids("<|im_start|>")]
+
+
+def test_bundled_tokenizer_is_reproduced_by_its_script(tmp_path):
+    script = (ROOT / "scripts" / "make_tokenizer.py").read_text()
+    target = tmp_path / "tok"
+    code = script.replace(
+        'OUT = Path(__file__).resolve().parents[1] / "v2pe_common" / "assets" / "tokenizer"', f"OUT = Path({str(target)!r})"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert tokenizer_hash(target) == tokenizer_hash(bundled_tokenizer_dir())
+
+
+def test_unreadable_tokenizer_path_names_the_path(tmp_path):
+    with pytest.raises(ValueError, match="not a directory"):
+        load_tokenizer(str(tmp_path / "missing"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot load a tokenizer from"):
+        load_tokenizer(str(tmp_path / "broken"))
+
+
+def test_a_local_tokenizer_without_image_tokens_gets_them_added(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]").save_pretrained(tmp_path)
+    tok = load_tokenizer(str(tmp_path))
+    assert tok.img_context_id not in (None, 0)
+    assert tok.identity["sha256"] == tokenizer_hash(tmp_path)
+    assert json.loads((tmp_path / "tokenizer.json").read_text())  # the folder itself is left untouched

@@ -1,0 +1,286 @@
+"""A build: plan samples from a seed, cut them into shard tasks, write each atomically, then the manifest.
+
+Every sample depends only on (seed, index), so shard tasks are independent: any number of workers, any
+order, and any rerun produce the same bytes. A finished task leaves a marker; a rerun skips it.
+
+Folder layout:
+    OUT/build.json                 identity of the build (arguments, versions, build_id)
+    OUT/shards/train-000000.tar    webdataset shards
+    OUT/.v2pe/done/000000.json     per-task completion marker with its files, hashes and stats
+    OUT/manifest.json              written last, from the markers
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from v2pe_common import schema
+from v2pe_common.template import get_template
+from v2pe_common.tiling import TilingConfig
+from v2pe_common.tokenizer import load_tokenizer
+
+from .config import BuildConfig
+from .manifest import make_manifest
+from .plan import Accounting, Budget, PlanError, SamplePlan
+from .sources.registry import open_source
+from .tasks import long_vqa
+from .writers.atomic import AtomicFile, file_digest, write_json_atomic
+from .writers.wds import TarShardWriter
+
+BUILD_FILE = "build.json"
+MANIFEST_FILE = "manifest.json"
+DONE_DIR = ".v2pe/done"
+SHARD_DIR = "shards"
+
+
+class BuildError(RuntimeError):
+    """The build cannot start or continue; the message says why and what to do."""
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("v2pe", "pillow", "transformers", "tokenizers", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    start: int
+    stop: int
+
+
+def shard_tasks(cfg: BuildConfig) -> list[ShardTask]:
+    return [
+        ShardTask(i, start, min(start + cfg.shard_size, cfg.num_samples))
+        for i, start in enumerate(range(0, cfg.num_samples, cfg.shard_size))
+    ]
+
+
+def build_identity(cfg: BuildConfig, tokenizer_identity: dict) -> dict:
+    ident = {"args": cfg.identity(), "tokenizer": tokenizer_identity, "versions": versions(), "format_version": 1}
+    blob = json.dumps(ident, sort_keys=True).encode()
+    ident["build_id"] = hashlib.sha256(blob).hexdigest()[:16]
+    return ident
+
+
+class Builder:
+    """Holds what every task needs; cheap to fork into worker processes."""
+
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        self.acc = Accounting(tokenizer, get_template(cfg.template), TilingConfig(max_tiles=cfg.max_tiles))
+        try:
+            source = open_source(cfg.source, cfg.split, cfg.seed, cfg.image_format)
+        except ValueError as exc:
+            raise BuildError(str(exc)) from None
+        self.ctx = long_vqa.TaskContext(
+            task=cfg.task,
+            split=cfg.split,
+            seed=cfg.seed,
+            budget=Budget(cfg.min_length, cfg.length),
+            acc=self.acc,
+            source=source,
+            depth=cfg.depth,
+        )
+        self.identity = build_identity(cfg, tokenizer.identity)
+        self.out = Path(cfg.out)
+
+    def check_feasible(self) -> None:
+        floor = long_vqa.min_sample_tokens(self.ctx)
+        if self.cfg.length < floor:
+            raise BuildError(
+                f"--len {self.cfg.length} is smaller than one image plus its prompt ({floor} tokens): "
+                "no sample can be built; use a larger --len"
+            )
+        span = self.cfg.length - self.cfg.min_length
+        if span < 256 and self.cfg.min_length > floor:
+            raise BuildError(
+                f"bin [{self.cfg.min_length}, {self.cfg.length}] is narrower than one image tile (256 tokens); "
+                "widen it with --min-len"
+            )
+
+    def plan(self, index: int) -> SamplePlan:
+        return long_vqa.plan(self.ctx, index)
+
+    def shard_path(self, task: ShardTask, part: int | None) -> Path:
+        suffix = "" if part is None else f"-{part:03d}"
+        return self.out / SHARD_DIR / f"{self.cfg.split}-{task.index:06d}{suffix}.tar"
+
+    def run_task(self, task: ShardTask, progress: Callable[[int, int], None] = lambda s, t: None) -> dict:
+        """Write one task's shard(s) atomically and return its completion marker."""
+        files, tokens, rejected, examples = [], [], {}, []
+        capped = self.cfg.shard_bytes is not None
+        part = _Part(self.shard_path(task, 0 if capped else None))
+        try:
+            for index in range(task.start, task.stop):
+                try:
+                    plan = self.plan(index)
+                except PlanError as exc:
+                    raise BuildError(str(exc)) from None
+                for reason, n in plan.rejected.items():
+                    rejected[reason] = rejected.get(reason, 0) + n
+                    if len(examples) < 20:
+                        examples.append({"reason": reason, "sample_index": index, "count": n})
+                schema.validate(plan.record, schema.SAMPLE, where=f"{part.file.final.name}:{plan.record['id']}")
+                schema.check_counts(plan.record)
+                if capped and part.writer.num_samples and part.file.tmp.stat().st_size >= self.cfg.shard_bytes:
+                    files.append(part.commit(self.out))
+                    part = _Part(self.shard_path(task, len(files)))
+                part.write(plan)
+                meta = plan.record["meta"]
+                tokens.append([meta["num_tokens"], meta["text_tokens"], meta["image_tokens"], len(plan.items)])
+                progress(1, plan.num_tokens)
+            files.append(part.commit(self.out))
+        except BaseException:
+            part.abort()
+            raise
+        marker = {"task": dataclasses.asdict(task), "files": files, "tokens": tokens,
+                  "rejected": {"counts": rejected, "examples": examples}}
+        write_json_atomic(self.out / DONE_DIR / f"{task.index:06d}.json", marker)
+        return marker
+
+
+class _Part:
+    """One shard file being written under its temporary name."""
+
+    def __init__(self, final: Path):
+        self.file = AtomicFile(final)
+        self.writer = TarShardWriter(self.file.tmp)
+        self.num_tokens = 0
+
+    def write(self, plan: SamplePlan) -> None:
+        self.writer.write(plan)
+        self.num_tokens += plan.num_tokens
+
+    def commit(self, root: Path) -> dict:
+        self.writer.close()
+        final = self.file.commit()
+        size, digest = file_digest(final)
+        return {"path": str(final.relative_to(root)), "format": "wds", "num_samples": self.writer.num_samples,
+                "bytes": size, "sha256": digest, "num_tokens": self.num_tokens}
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.file.abort()
+
+
+def _task_done(out: Path, task: ShardTask) -> bool:
+    marker = out / DONE_DIR / f"{task.index:06d}.json"
+    if not marker.exists():
+        return False
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return all((out / f["path"]).is_file() and (out / f["path"]).stat().st_size == f["bytes"] for f in files)
+
+
+def prepare_out(builder: Builder) -> None:
+    """Claim the output folder for this build, or refuse without touching anything."""
+    out = builder.out
+    ident_file = out / BUILD_FILE
+    if ident_file.exists():
+        try:
+            existing = json.loads(ident_file.read_text())
+        except ValueError:
+            raise BuildError(f"{ident_file} is not valid JSON; choose another --out") from None
+        if existing.get("build_id") != builder.identity["build_id"]:
+            changed = sorted(
+                k for k in set(existing.get("args", {})) | set(builder.identity["args"])
+                if existing.get("args", {}).get(k) != builder.identity["args"].get(k)
+            )
+            what = f"arguments differ: {changed}" if changed else "tokenizer or package versions differ"
+            raise BuildError(
+                f"{out} holds another build (build_id {existing.get('build_id')}; {what}); "
+                "choose an empty --out or rerun with the same arguments"
+            )
+        return
+    if out.exists() and any(out.iterdir()):
+        raise BuildError(f"{out} is not empty and holds no v2pe build; choose an empty or new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(ident_file, builder.identity)
+
+
+# Worker processes inherit the builder through fork; only task indices cross the process boundary.
+_WORKER: dict = {}
+
+
+def _worker_init(builder: Builder, progress_queue) -> None:
+    _WORKER["builder"] = builder
+    _WORKER["queue"] = progress_queue
+
+
+def _worker_run(task: ShardTask) -> dict:
+    q = _WORKER["queue"]
+    return _WORKER["builder"].run_task(task, progress=lambda s, t: q.put((s, t)))
+
+
+def _run_parallel(builder: Builder, todo: list[ShardTask], workers: int, progress) -> Iterator[dict]:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(builder, q)) as pool:
+        pending = [pool.apply_async(_worker_run, (t,)) for t in todo]
+        while pending:
+            try:
+                while True:
+                    progress(*q.get(timeout=0.1))
+            except queue.Empty:
+                pass
+            for res in [p for p in pending if p.ready()]:
+                pending.remove(res)
+                yield res.get()  # re-raises a worker's exception here
+        try:
+            while True:
+                progress(*q.get_nowait())
+        except queue.Empty:
+            pass
+
+
+def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
+    """Run (or finish) a build and return its manifest."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    builder = Builder(cfg)
+    builder.check_feasible()
+    prepare_out(builder)
+    tasks = shard_tasks(cfg)
+    todo = [t for t in tasks if not _task_done(builder.out, t)]
+    from tqdm import tqdm
+
+    remaining = sum(t.stop - t.start for t in todo)
+    bar = tqdm(total=remaining, unit="sample", disable=not show_progress, desc=f"build {cfg.task}")
+    tokens_seen = 0
+
+    def progress(samples: int, tokens: int) -> None:
+        nonlocal tokens_seen
+        tokens_seen += tokens
+        bar.update(samples)
+        bar.set_postfix(tokens=f"{tokens_seen / 1e6:.2f}M", refresh=False)
+
+    if cfg.workers > 1 and len(todo) > 1:
+        for _ in _run_parallel(builder, todo, min(cfg.workers, len(todo)), progress):
+            pass
+    else:
+        for t in todo:
+            builder.run_task(t, progress)
+    bar.close()
+    markers = [json.loads((builder.out / DONE_DIR / f"{t.index:06d}.json").read_text()) for t in tasks]
+    manifest = make_manifest(builder.identity, cfg, builder.acc, markers)
+    schema.validate(manifest, schema.MANIFEST, where=str(builder.out / MANIFEST_FILE))
+    write_json_atomic(builder.out / MANIFEST_FILE, manifest)
+    return manifest

@@ -1,0 +1,81 @@
+"""`v2pe-data`: build long-context multimodal samples, validate build folders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def build(
+    task: str = typer.Argument(..., help="Task to build: long_vqa."),
+    length: Optional[str] = typer.Option(None, "--len", help="Upper edge of the length bin: 32k, 64K, 1m, 131072."),
+    min_length: Optional[str] = typer.Option(None, "--min-len", help="Lower edge of the bin (default 7/8 of --len)."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", help="Samples to build."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (default out/TASK_LEN)."),
+    seed: Optional[int] = typer.Option(None, help="Seed; the same seed and arguments give identical bytes."),
+    split: Optional[str] = typer.Option(None, help="Source split to draw from: train, val or test."),
+    source: Optional[str] = typer.Option(None, help="Item source (synthetic is offline and the default)."),
+    depth: Optional[float] = typer.Option(None, help="Fix the target's relative depth in [0,1] (default: uniform)."),
+    shard_size: Optional[str] = typer.Option(None, "--shard-size", help="Samples per shard (8) or a byte cap (256MB)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel worker processes."),
+    tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer folder of the target model."),
+    template: Optional[str] = typer.Option(None, help="Chat template: internlm2-chat or chatml."),
+    max_tiles: Optional[int] = typer.Option(None, "--max-tiles", help="InternVL max tiles per image (12)."),
+    recipe: Optional[Path] = typer.Option(None, help="YAML recipe; flags override its keys."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Build samples of an exact token budget into webdataset shards plus manifest.json."""
+    from .build import BuildError, build as run_build
+    from .config import BuildConfig, ConfigError, parse_shard_size
+
+    flags = {
+        "task": task, "length": length, "min_length": min_length, "num_samples": num_samples, "out": out,
+        "seed": seed, "split": split, "source": source, "depth": depth, "workers": workers,
+        "tokenizer": tokenizer, "template": template, "max_tiles": max_tiles,
+    }
+    try:
+        if shard_size is not None:
+            flags["shard_size"], flags["shard_bytes"] = parse_shard_size(shard_size)
+        given = {k: v for k, v in flags.items() if v is not None}
+        cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="options")
+        manifest = run_build(cfg, show_progress=not quiet)
+    except (ConfigError, BuildError, ValueError) as exc:
+        _fail(str(exc))
+    stats = manifest["token_stats"]
+    typer.echo(
+        f"{manifest['num_samples']} samples in {len(manifest['shards'])} shards -> {cfg.out} "
+        f"(tokens min {stats['min']}, max {stats['max']}, mean {stats['mean']:.0f})"
+        if manifest["num_samples"] else f"0 samples -> {cfg.out}"
+    )
+
+
+@app.command()
+def validate(
+    out: Path = typer.Argument(..., help="Build folder holding manifest.json."),
+    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer to recount with (default: the build's own)."),
+    no_images: bool = typer.Option(False, "--no-images", help="Skip decoding images."),
+) -> None:
+    """Check a build folder against the schemas and the manifest's hashes; recount tokens."""
+    from .validate import ValidationError, validate_build
+
+    try:
+        summary = validate_build(out, tokenizer_path=tokenizer, check_images=not no_images)
+    except ValidationError as exc:
+        _fail(str(exc))
+    recount = f", {summary['recounted']} token counts re-checked" if summary["recounted"] else ""
+    typer.echo(f"ok: {summary['samples']} samples in {summary['shards']} shards{recount}")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

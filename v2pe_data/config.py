@@ -1,0 +1,138 @@
+"""The build recipe: one typed config, loaded from YAML, validated at the boundary with errors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from v2pe_common.lengths import format_length, parse_length
+from v2pe_common.template import TEMPLATES
+
+TASKS = ("long_vqa",)
+SPLITS = ("train", "val", "test")
+# Byte-capped shards are built from tasks of this many samples, each rolled into parts by size.
+SAMPLES_PER_BYTE_TASK = 32
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)\s*$", re.I)
+_BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+class ConfigError(ValueError):
+    """A recipe key or CLI option is invalid; the message names it."""
+
+
+@dataclass(kw_only=True, slots=True)
+class BuildConfig:
+    task: str = "long_vqa"
+    length: int = 64 * 1024
+    min_length: int | None = None  # default: 7/8 of length
+    num_samples: int = 64
+    seed: int = 0
+    split: str = "train"
+    source: str = "synthetic"
+    mode: str = "concat"
+    depth: float | None = None
+    shard_size: int = 8  # samples per shard task
+    shard_bytes: int | None = None  # optional size cap: a task's output rolls into parts
+    workers: int = 1
+    out: str = ""
+    tokenizer: str | None = None
+    template: str = "internlm2-chat"
+    max_tiles: int = 12
+    image_format: str = "jpg"
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, key: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"{key}: {msg}")
+
+        need(self.task in TASKS, "task", f"unknown task {self.task!r}; choose one of {list(TASKS)}")
+        need(self.length > 0, "length", "must be positive")
+        if self.min_length is None:
+            self.min_length = self.length * 7 // 8
+        need(0 <= self.min_length <= self.length, "min_length", f"must lie in [0, length={self.length}]")
+        need(self.num_samples >= 0, "num_samples", "must be >= 0")
+        need(self.split in SPLITS, "split", f"choose one of {list(SPLITS)}")
+        need(self.mode == "concat", "mode", "only 'concat' is available for long_vqa")
+        need(self.depth is None or 0.0 <= self.depth <= 1.0, "depth", "must lie in [0, 1]")
+        need(self.shard_size >= 1, "shard_size", "must be >= 1 sample")
+        need(self.shard_bytes is None or self.shard_bytes >= 1, "shard_bytes", "must be >= 1 byte")
+        need(self.workers >= 1, "workers", "must be >= 1")
+        need(self.template in TEMPLATES, "template", f"choose one of {sorted(TEMPLATES)}")
+        need(1 <= self.max_tiles <= 64, "max_tiles", "must lie in [1, 64]")
+        need(self.image_format in ("jpg", "png"), "image_format", "choose jpg or png")
+        if not self.out:
+            self.out = f"out/{self.task}_{format_length(self.length)}"
+
+    # Arguments that change the bytes of the output; `workers` and `out` do not.
+    def identity(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("workers")
+        d.pop("out")
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "recipe") -> BuildConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a mapping of keys to values")
+        known = {f.name: f for f in fields(cls)}
+        aliases = {"len": "length", "min_len": "min_length"}
+        kwargs = {}
+        for key, value in raw.items():
+            name = aliases.get(key, key)
+            if name not in known:
+                raise ConfigError(f"{where}: unknown key {key!r}; known keys: {sorted(known)}")
+            if name == "shard_size" and isinstance(value, str):
+                try:
+                    kwargs["shard_size"], kwargs["shard_bytes"] = parse_shard_size(value)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+                continue
+            kwargs[name] = _coerce(name, value, where)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> BuildConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read recipe: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls.from_dict(raw, where=str(path))
+
+
+def parse_shard_size(value: str | int) -> tuple[int, int | None]:
+    """'16' -> (16 samples, no byte cap); '256MB' -> (SAMPLES_PER_BYTE_TASK, 256e6)."""
+    text = str(value)
+    match = _BYTES.match(text)
+    if match:
+        number, unit = match.groups()
+        return SAMPLES_PER_BYTE_TASK, int(float(number) * _BYTE_UNITS[unit.lower()])
+    if text.strip().isdigit() and int(text) > 0:
+        return int(text), None
+    raise ConfigError(f"shard_size: {value!r} is neither a sample count (16) nor a byte size (256MB)")
+
+
+def _coerce(name: str, value, where: str):
+    try:
+        if name in ("length", "min_length") and value is not None:
+            return parse_length(value)
+        if name in ("num_samples", "seed", "workers", "max_tiles", "shard_bytes", "shard_size") and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"expected an integer, got {value!r}")
+        if name == "depth" and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"expected a number in [0, 1], got {value!r}")
+            return float(value)
+        return value
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {name}: {exc}") from None

@@ -1,0 +1,140 @@
+"""The training recipe: one typed config, loaded from YAML, validated at the boundary with errors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from v2pe_common.lengths import parse_length
+
+POSITION_MODES = ("default", "v2pe_fix", "v2pe_rnd")
+LOSS_REDUCTIONS = ("token", "square")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class ConfigError(ValueError):
+    """A recipe key or CLI option is invalid; the message names it."""
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    # what to train
+    model: str = "tiny"  # "tiny" (random init, CPU-sized) or a local InternVL checkpoint directory (native layout)
+    tokenizer: str | None = None  # default: the model directory's tokenizer, or the bundled one for tiny
+    data: list[str] = field(default_factory=list)  # v2pe-data build folders (manifest.json) or tar files
+    out: str = "runs/tiny"
+    # sequence and positions
+    max_seq_len: int = 34000
+    position_mode: str = "v2pe_rnd"
+    stride: int | None = None  # for v2pe_fix
+    template: str | None = None  # override the template recorded in the data
+    # optimisation (defaults: the published V2PE 32K recipe)
+    lr: float = 5e-6
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_ratio: float = 0.03
+    max_steps: int = 20000
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    loss_reduction: str = "square"
+    precision: str = "auto"  # bf16 autocast on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False
+    freeze_projector: bool = False
+    freeze_language: bool = False
+    # parallelism
+    cp: int = 1  # context-parallel degree; world size = dp * cp
+    # bookkeeping
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 2500
+    keep_last: int = 2
+    strict: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, key: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"{key}: {msg}")
+
+        need(bool(self.model), "model", "give 'tiny' or a local checkpoint directory")
+        need(isinstance(self.data, list) and all(isinstance(d, str) for d in self.data), "data",
+             "must be a list of build folders or tar paths")
+        need(self.max_seq_len > 0, "max_seq_len", "must be positive")
+        need(self.position_mode in POSITION_MODES, "position_mode", f"choose one of {list(POSITION_MODES)}")
+        need(self.position_mode != "v2pe_fix" or self.stride in (1, 2, 4, 8, 16, 32, 64, 128, 256), "stride",
+             "v2pe_fix needs stride in {1, 2, 4, ..., 256}")
+        need(self.lr > 0, "lr", "must be positive")
+        need(0 <= self.min_lr <= self.lr, "min_lr", "must lie in [0, lr]")
+        need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must lie in [0, 1)")
+        need(self.max_steps >= 1, "max_steps", "must be >= 1")
+        need(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        need(self.grad_clip > 0, "grad_clip", "must be positive")
+        need(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"choose one of {list(LOSS_REDUCTIONS)}")
+        need(self.precision in PRECISIONS, "precision", f"choose one of {list(PRECISIONS)}")
+        need(self.cp >= 1, "cp", "must be >= 1")
+        need(self.save_every >= 1, "save_every", "must be >= 1")
+        need(self.log_every >= 1, "log_every", "must be >= 1")
+        need(self.keep_last >= 1, "keep_last", "must be >= 1")
+        self.betas = tuple(self.betas)
+        need(len(self.betas) == 2, "betas", "must be two numbers")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "recipe") -> TrainConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a mapping of keys to values")
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for key, value in raw.items():
+            if key not in known:
+                raise ConfigError(f"{where}: unknown key {key!r}; known keys: {sorted(known)}")
+            kwargs[key] = _coerce(key, value, known[key].type, where)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read recipe: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values")
+        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls.from_dict(raw, where=str(path))
+
+
+def _coerce(key: str, value, annotation: str, where: str):
+    """YAML gives ints for floats ('lr: 1') and strings for lengths ('34k'); anything else must match."""
+    if value is None:
+        return None
+    if key == "max_seq_len":
+        try:
+            return parse_length(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: max_seq_len: {exc}") from None
+    if key == "data" and isinstance(value, str):
+        return [value]
+    checks = {"int": int, "float": (int, float), "bool": bool, "str": str}
+    base = annotation.split("|")[0].strip()
+    if base in checks:
+        ok = isinstance(value, checks[base]) and (base == "bool" or not isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"{where}: {key}: expected {base}, got {value!r}")
+        return float(value) if base == "float" else value
+    return value

@@ -1,0 +1,38 @@
+"""AdamW with decoupled weight decay on matrices only, and a linear-warmup cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # Norm weights, biases and embeddings-like vectors are not decayed (standard practice).
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas, eps: float) -> torch.optim.AdamW:
+    groups = param_groups(model, weight_decay)
+    if not any(g["params"] for g in groups):
+        raise ValueError("nothing to train: every parameter is frozen")
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def cosine_with_warmup(optimizer, *, total_steps: int, warmup_ratio: float, min_lr_ratio: float = 0.0):
+    warmup = int(math.ceil(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * cosine
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
