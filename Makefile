@@ -39,3 +39,18 @@ tokenizer:
 clean:
 	rm -rf out/ runs/ build/ dist/ *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+
+# --- training ----------------------------------------------------------------------------------
+TINY_DATA ?= out/tiny_8k
+
+train-tiny:
+	$(VENV)/bin/v2pe-data build long_vqa --len 8k --min-len 2k --num-samples 32 --shard-size 8 --out $(TINY_DATA) --quiet
+	$(VENV)/bin/v2pe-train train --recipe recipes/tiny.yaml --data $(TINY_DATA) --out $(OUT)/tiny
+
+smoke: train-tiny
+
+train-32k:
+	@test -n "$(MODEL)" || { echo "error: train-32k needs MODEL=<native InternVL checkpoint folder> (convert remote-code ones with 'v2pe-train convert'); on a CPU machine try 'make train-tiny'" >&2; exit 2; }
+	@test -n "$(DATA)" || { echo "error: train-32k needs DATA=<v2pe-data build folder>, e.g. from 'v2pe-data build --recipe recipes/long_vqa_32k.yaml'; or try 'make train-tiny'" >&2; exit 2; }
+	$(VENV)/bin/v2pe-train train --recipe recipes/train_32k.yaml --model $(MODEL) $(foreach d,$(DATA),--data $(d)) --require-gpu --check-only
+	$(VENV)/bin/torchrun --nproc_per_node $(GPUS) -m v2pe_train train --recipe recipes/train_32k.yaml --model $(MODEL) $(foreach d,$(DATA),--data $(d)) --out $(OUT)/train_32k --require-gpu

@@ -1,0 +1,114 @@
+"""The training loop: the loss falls on a small fixed set, resume is exact, DDP equals one process."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.distributed import run_distributed
+from v2pe_data.build import build
+from v2pe_data.config import BuildConfig
+from v2pe_train import checkpoint as ckpt
+from v2pe_train.config import TrainConfig
+from v2pe_train.distributed import Topology
+from v2pe_train.train import Trainer, TrainError, preflight, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    build(BuildConfig(length=3072, min_length=1024, num_samples=4, shard_size=4, max_tiles=2, out=str(out), seed=11),
+          show_progress=False)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def one_sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "one"
+    build(BuildConfig(length=3072, min_length=1024, num_samples=1, shard_size=4, max_tiles=2, out=str(out), seed=11),
+          show_progress=False)
+    return str(out)
+
+
+def cfg(data, out, **kw):
+    args = dict(model="tiny", data=[data], out=str(out), max_seq_len=3072, position_mode="v2pe_rnd", lr=3e-3,
+                warmup_ratio=0.0, weight_decay=0.0, max_steps=12, save_every=100, loss_reduction="square",
+                precision="fp32", seed=5)
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def test_loss_falls_clearly_on_a_small_fixed_set(one_sample, tmp_path):
+    losses = train(cfg(one_sample, tmp_path / "run", lr=1e-2, max_steps=8), progress=False).losses
+    assert len(losses) == 8
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.8 * first, losses
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, 9))
+    assert any((tmp_path / "run" / "tb").iterdir())
+
+
+def test_resuming_after_step_k_repeats_the_uninterrupted_losses_bit_for_bit(data, tmp_path):
+    full = train(cfg(data, tmp_path / "full", max_steps=4, save_every=2), progress=False).losses
+    first = train(cfg(data, tmp_path / "cut", max_steps=4, save_every=2), max_steps=2, progress=False).losses
+    assert ckpt.latest_checkpoint(tmp_path / "cut").name == "step_00000002"
+    rest = train(cfg(data, tmp_path / "cut", max_steps=4, save_every=2), resume=True, progress=False).losses
+    assert first + rest == full  # exact equality: same floats, not approximately
+
+
+def test_a_checkpoint_of_another_model_refuses_to_load(data, tmp_path):
+    train(cfg(data, tmp_path / "run", max_steps=1, save_every=1), progress=False)
+    trainer = Trainer(cfg(data, tmp_path / "run", max_steps=1, freeze_vision=True))
+    trainer.model.model.language_model.layers = trainer.model.model.language_model.layers[:1]
+    with pytest.raises(ckpt.CheckpointError, match="another model"):
+        trainer.resume()
+
+
+def _ddp_run(rank, world, group, config_dict):
+    trainer = Trainer(TrainConfig(**config_dict), Topology(rank=rank, world=world, cp=1))
+    result = trainer.fit(progress=False)
+    return result.losses, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data, tmp_path):
+    # One shard of 4 samples, split by sample across 2 ranks: rank r takes samples r, r+2, ...
+    # A single process with grad_accum=2 sees the same global batch at every step.
+    base = dict(model="tiny", data=[data], max_seq_len=3072, position_mode="v2pe_fix", stride=64, lr=1e-3,
+                warmup_ratio=0.0, max_steps=2, save_every=100, loss_reduction="square", precision="fp32", seed=5)
+    single = Trainer(TrainConfig(**base, out=str(tmp_path / "one"), grad_accum=2))
+    one = single.fit(progress=False)
+    two = run_distributed(_ddp_run, world=2, args=({**base, "out": str(tmp_path / "two")},), timeout=240)
+    (losses0, params0), (losses1, params1) = two
+    assert losses0 == losses1
+    torch.testing.assert_close(torch.tensor(losses0), torch.tensor(one.losses), rtol=1e-5, atol=1e-6)
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(params0[name], value, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(params1[name], params0[name], rtol=0, atol=0, msg=name)
+
+
+def test_preflight_says_what_is_missing(tmp_path):
+    with pytest.raises(TrainError, match="no checkpoint at"):
+        preflight(TrainConfig(model=str(tmp_path / "nope"), data=[str(tmp_path)]))
+    with pytest.raises(TrainError, match="does not exist"):
+        preflight(TrainConfig(model="tiny", data=[str(tmp_path / "missing")]))
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainError, match="make train-tiny"):
+            preflight(TrainConfig(model="tiny", data=[str(tmp_path)]), require_gpu=True)
+
+
+def test_recipes_in_the_repo_load_and_name_bad_keys(tmp_path):
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    TrainConfig.from_yaml(root / "tiny.yaml")
+    TrainConfig.from_yaml(root / "train_32k.yaml", {"model": "m", "data": ["d"]})
+    from v2pe_train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model"):
+        TrainConfig.from_yaml(root / "train_32k.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: tiny\nlearning_rate: 1\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
+        TrainConfig.from_yaml(bad)
+    bad.write_text("model: tiny\nlr: fast\n")
+    with pytest.raises(ConfigError, match="lr: expected float"):
+        TrainConfig.from_yaml(bad)

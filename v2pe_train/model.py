@@ -1,0 +1,228 @@
+"""The HF-native InternVL (`InternVLForConditionalGeneration`) as v2pe trains it.
+
+`build_model("tiny", tok)` is a random model that still eats the real data contract (448-px tiles,
+256 tokens a tile) so CPU tests run the true shapes; `build_model(DIR, tok)` loads a native checkpoint
+(remote-code InternVL2 checkpoints go through `v2pe-train convert` first). Either way the text model
+gets the float64 rotary (`rope.py`) and the tokenizer's `<IMG_CONTEXT>` id. The model is single-device:
+nothing here knows about distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from v2pe_common.tokenizer import TextTokenizer
+
+from .rope import dense_attention_mask, install_float64_rope, packed_causal_mask
+
+TILE_SIZE = 448
+TOKENS_PER_TILE = 256
+TINY = "tiny"
+
+
+def tiny_config(vocab_size: int, image_token_id: int, *, eos_token_id: int | None = None):
+    """A ~650K-parameter InternVL on the real contract: 448-px tiles, patch 14 → 32×32, shuffle 0.5 → 256."""
+    from transformers import InternVLConfig
+
+    return InternVLConfig(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=TILE_SIZE,
+            patch_size=14,
+            attention_bias=True,  # InternViT-300M has qkv biases
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rope_theta=1e6,
+            tie_word_embeddings=False,
+            eos_token_id=eos_token_id,
+        ),
+        image_token_id=image_token_id,
+        image_seq_length=TOKENS_PER_TILE,
+        downsample_ratio=0.5,
+        tie_word_embeddings=False,  # InternLM2 keeps a separate output matrix; so does the tiny model
+    )
+
+
+def check_native_checkpoint(path: str | Path) -> Path:
+    """`path` as a Path if it holds a native InternVL checkpoint; otherwise an error that says what to do."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"model {str(directory)!r} is not a directory (nor the spec 'tiny')")
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} is missing: not a Hugging Face model directory")
+    cfg = json.loads(cfg_path.read_text())
+    archs = cfg.get("architectures") or []
+    if "llm_config" in cfg or cfg.get("model_type") == "internvl_chat" or "InternVLChatModel" in archs:
+        raise ValueError(
+            f"{directory} is a remote-code InternVLChatModel checkpoint (llm_config, vision_model.*, mlp1.*); "
+            f"convert it first: `v2pe-train convert {directory} <OUT_DIR>`, then train from <OUT_DIR>"
+        )
+    if cfg.get("model_type") != "internvl":
+        raise ValueError(f"{cfg_path}: model_type {cfg.get('model_type')!r}, expected 'internvl' (InternVLConfig)")
+    return directory
+
+
+def build_model(
+    spec: str | Path,
+    tokenizer: TextTokenizer,
+    *,
+    dtype: torch.dtype = torch.float32,
+    freeze_vision: bool = False,
+    freeze_projector: bool = False,
+    freeze_language: bool = False,
+    attn_implementation: str | dict[str, str] = "sdpa",
+    seed: int = 0,
+) -> nn.Module:
+    """A ready-to-train `InternVLForConditionalGeneration`: vocabulary fitted, float64 rope, freezes applied.
+
+    `attn_implementation` is a name or a per-sub-config dict, e.g. {"text_config": "ring_zigzag",
+    "vision_config": "sdpa"} once a custom attention is registered. `seed` only affects the tiny model.
+    """
+    from transformers import InternVLForConditionalGeneration
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    if str(spec) == TINY:
+        cfg = tiny_config(tokenizer.vocab_size, tokenizer.img_context_id, eos_token_id=tokenizer.hf.eos_token_id)
+        # Seeded without touching the caller's global RNG stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = InternVLForConditionalGeneration(cfg)
+        model.set_attn_implementation(attn_implementation)
+        model = model.to(dtype)
+    else:
+        directory = check_native_checkpoint(spec)
+        model = InternVLForConditionalGeneration.from_pretrained(
+            str(directory),
+            local_files_only=True,
+            use_safetensors=True,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+        )
+    check_tile_contract(model)
+    fit_vocabulary(model, tokenizer, allow_new_image_token=str(spec) == TINY)
+    install_float64_rope(model)
+    set_trainable(model, vision=not freeze_vision, projector=not freeze_projector, language=not freeze_language)
+    return model
+
+
+def check_tile_contract(model: nn.Module) -> None:
+    """The data builder counts 256 tokens per 448-px tile; the vision side must produce exactly that."""
+    vc = model.config.vision_config
+    size = vc.image_size[0] if isinstance(vc.image_size, (list, tuple)) else vc.image_size
+    patch = vc.patch_size[0] if isinstance(vc.patch_size, (list, tuple)) else vc.patch_size
+    tokens = int((size // patch) ** 2 * model.config.downsample_ratio**2)
+    if size != TILE_SIZE or tokens != TOKENS_PER_TILE:
+        raise ValueError(
+            f"model gives {tokens} tokens per {size}-px tile; the data contract is {TOKENS_PER_TILE} per {TILE_SIZE}"
+        )
+
+
+def fit_vocabulary(model: nn.Module, tokenizer: TextTokenizer, *, allow_new_image_token: bool = False) -> None:
+    """Point `image_token_id` at the tokenizer's `<IMG_CONTEXT>` and grow the embeddings to its vocabulary.
+
+    New rows start at the mean of the existing rows (input and output matrices), as the reference trainer
+    initialises its added tokens.
+    """
+    ctx = tokenizer.img_context_id
+    old_id = model.config.image_token_id
+    if old_id != ctx and not allow_new_image_token:
+        raise ValueError(
+            f"checkpoint image_token_id {old_id} != tokenizer <IMG_CONTEXT> id {ctx}: this tokenizer does not belong "
+            "to this checkpoint (pass the tokenizer saved next to it)"
+        )
+    n_old = model.get_input_embeddings().num_embeddings
+    n_new = tokenizer.vocab_size
+    if n_new > n_old:
+        model.resize_token_embeddings(n_new, mean_resizing=False)
+        with torch.no_grad():
+            inp = model.get_input_embeddings().weight
+            inp[n_old:] = inp[:n_old].mean(0)
+            out = model.get_output_embeddings()
+            if out is not None and out.weight is not inp:
+                out.weight[n_old:] = out.weight[:n_old].mean(0)
+    if ctx >= model.get_input_embeddings().num_embeddings:
+        raise ValueError(f"<IMG_CONTEXT> id {ctx} is outside the model's vocabulary")
+    model.config.image_token_id = ctx
+
+
+def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    inner = model.model
+    return {
+        "vision": [inner.vision_tower],
+        "projector": [inner.multi_modal_projector],
+        "language": [inner.language_model, model.lm_head],
+    }
+
+
+def set_trainable(model: nn.Module, *, vision: bool = True, projector: bool = True, language: bool = True) -> None:
+    for name, flag in (("vision", vision), ("projector", projector), ("language", language)):
+        for module in parts(model)[name]:
+            module.requires_grad_(flag)
+
+
+def forward(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    *,
+    pixel_values: torch.Tensor | None = None,
+    sample_lengths: Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    return_hidden: bool = False,
+) -> torch.Tensor:
+    """Logits [B, L, V] (or the final hidden states [B, L, H]) for one of our batches.
+
+    input_ids [B, L]; position_ids [B, L] float64 V2PE positions; pixel_values [T, 3, 448, 448] for the
+    batch's tiles in sequence order; sample_lengths per row when rows are packed. Labels stay with the
+    training loop, which owns the loss. An attention mask is always passed (see rope.py: the mask trap).
+    """
+    if input_ids.shape != position_ids.shape or input_ids.dim() != 2:
+        shapes = f"input_ids {tuple(input_ids.shape)}, position_ids {tuple(position_ids.shape)}"
+        raise ValueError(f"{shapes}: both must be [B, L]")
+    batch, length = input_ids.shape
+    device = input_ids.device
+    if attention_mask is None:
+        packed = sample_lengths is not None and any(list(r) != [length] for r in sample_lengths)
+        if packed:
+            attention_mask = packed_causal_mask(sample_lengths, length, dtype=model.dtype, device=device)
+        else:
+            attention_mask = dense_attention_mask(batch, length, device=device)
+    if pixel_values is not None:
+        pixel_values = pixel_values.to(device=device, dtype=model.dtype)
+    out = model.model(
+        input_ids=input_ids,
+        pixel_values=pixel_values,
+        attention_mask=attention_mask,
+        position_ids=position_ids.to(torch.float64),
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state
+    return hidden if return_hidden else model.lm_head(hidden)
+
+
+def save_model(model: nn.Module, directory: str | Path, tokenizer: TextTokenizer | None = None) -> Path:
+    """config.json + safetensors weights (+ the tokenizer), loadable by `build_model(directory, tokenizer)`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory))
+    if tokenizer is not None:
+        tokenizer.hf.save_pretrained(str(directory))
+    return directory

@@ -1,0 +1,223 @@
+"""The training loop: one process or torchrun, data parallel over dp ranks, exact resume.
+
+Gradients are synchronised by DDP over all ranks, with each rank's loss scaled by world / (global
+weight sum): the summed gradient is then exactly the gradient of the global-batch loss, however the batch
+is split across ranks, context-parallel shards or accumulation steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from v2pe_common.tokenizer import load_tokenizer
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import LoaderConfig, TrainDataLoader
+from .distributed import Topology, all_reduce_sum, barrier, init_distributed, topology_from_env
+from .loss import shift_labels, token_weights, weighted_ce_sum
+from .model import TINY, build_model, forward
+from .optim import build_optimizer, cosine_with_warmup
+
+
+class TrainError(RuntimeError):
+    """The run cannot start: the message says what is missing."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float] = field(default_factory=list)  # one per optimizer step run by this call
+    run_dir: str = ""
+
+
+class LossModule(nn.Module):
+    """Everything between a batch and the weighted CE sum, inside one forward so DDP sees all of it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, position_ids, pixel_values, sample_lengths, shifted, weights):
+        hidden = forward(self.model, input_ids, position_ids, pixel_values=pixel_values,
+                         sample_lengths=sample_lengths, return_hidden=True)
+        return weighted_ce_sum(hidden, self.model.lm_head, shifted, weights)
+
+
+def resolve_tokenizer(cfg: TrainConfig) -> str | None:
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    if cfg.model != TINY and any((Path(cfg.model) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return cfg.model
+    return None
+
+
+def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
+    """Fail at once, with what is missing, before any process group or model exists."""
+    if require_gpu and not torch.cuda.is_available():
+        raise TrainError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
+    if cfg.model != TINY and not (Path(cfg.model) / "config.json").is_file():
+        raise TrainError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
+                         "convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
+    if not cfg.data:
+        raise TrainError("data: no data given (pass v2pe-data build folders with --data / DATA=...)")
+    for d in cfg.data:
+        import glob
+
+        if not Path(d).exists() and not glob.glob(d):
+            raise TrainError(f"data: {d!r} does not exist (build it with `v2pe-data build`, or run `make train-tiny`)")
+
+
+def _autocast(device: torch.device, precision: str):
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, topo: Topology | None = None):
+        self.cfg = cfg
+        self.topo = topo or topology_from_env(cfg.cp)
+        if self.topo.cp > 1:
+            raise TrainError("cp > 1 needs the context-parallel trainer (v2pe_train.parallel)")
+        self.device = init_distributed(self.topo)
+        torch.manual_seed(cfg.seed)
+        self.run_dir = Path(cfg.out)
+        self.tokenizer = load_tokenizer(resolve_tokenizer(cfg))
+        self.model = build_model(cfg.model, self.tokenizer, freeze_vision=cfg.freeze_vision,
+                                 freeze_projector=cfg.freeze_projector, freeze_language=cfg.freeze_language,
+                                 seed=cfg.seed).to(self.device)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model.train()
+        self.loss_module: nn.Module = LossModule(self.model)
+        if self.topo.world > 1:
+            self.loss_module = nn.parallel.DistributedDataParallel(
+                self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                                         eps=cfg.eps)
+        self.scheduler = cosine_with_warmup(self.optimizer, total_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio,
+                                            min_lr_ratio=cfg.min_lr / cfg.lr)
+        pixel_dtype = "bf16" if self.device.type == "cuda" else "fp32"
+        self.loader = TrainDataLoader(
+            LoaderConfig(data=cfg.data, max_seq_len=cfg.max_seq_len, seed=cfg.seed, num_epochs=None,
+                         dp_rank=self.topo.dp_rank, dp_size=self.topo.dp, template=cfg.template,
+                         position_mode=cfg.position_mode, stride=cfg.stride, pixel_dtype=pixel_dtype,
+                         strict=cfg.strict),
+            self.tokenizer, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+        self.step = 0
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(
+            self.run_dir, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            loader_state=self.loader.state_dict(), rank=self.topo.rank, world=self.topo.world, barrier=barrier,
+            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.keep_last)
+
+    def resume(self, path: Path | None = None) -> bool:
+        path = path or ckpt.latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        self.step, loader_state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer,
+                                                       scheduler=self.scheduler, rank=self.topo.rank,
+                                                       world=self.topo.world)
+        self.loader.load_state_dict(loader_state)
+        return True
+
+    # -- one optimizer step ----------------------------------------------------------------------
+    def train_step(self, micro_batches) -> tuple[float, float, int]:
+        cfg = self.cfg
+        prepared = []
+        for b in micro_batches:
+            lengths = [b.sample_lengths.tolist()]
+            shifted = shift_labels(b.labels)
+            prepared.append((b, lengths, shifted, token_weights(shifted, lengths, cfg.loss_reduction)))
+        local_w = torch.stack([w.sum() for *_, w in prepared]).sum().to(torch.float64)
+        denom = float(all_reduce_sum(local_w.to(self.device)).item())
+        if denom == 0:
+            raise TrainError(f"step {self.step}: the global batch has no supervised tokens")
+        scale = self.topo.world / denom
+        total = torch.zeros((), dtype=torch.float64)
+        tokens = 0
+        for i, (b, lengths, shifted, w) in enumerate(prepared):
+            last = i == len(prepared) - 1
+            sync = contextlib.nullcontext() if (last or self.topo.world == 1) else self.loss_module.no_sync()
+            with sync, _autocast(self.device, cfg.precision):
+                ce = self.loss_module(b.input_ids.to(self.device), b.position_ids.to(self.device),
+                                      b.pixel_values.to(self.device) if b.pixel_values.numel() else None,
+                                      lengths, shifted.to(self.device), w.to(self.device))
+            (ce * scale).backward()
+            total += ce.detach().double().cpu()
+            tokens += b.num_tokens
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        loss = float(all_reduce_sum(total.to(self.device)).item()) / denom
+        return loss, grad_norm, tokens
+
+    def fit(self, max_steps: int | None = None, progress: bool = True) -> TrainResult:
+        from tqdm import tqdm
+
+        stop = min(max_steps or self.cfg.max_steps, self.cfg.max_steps)
+        rank0 = self.topo.rank == 0
+        writer = None
+        if rank0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "tb"))
+        result = TrainResult(step=self.step, run_dir=str(self.run_dir))
+        it = iter(self.loader)
+        bar = tqdm(total=stop, initial=self.step, disable=not (progress and rank0), unit="step", desc="train")
+        while self.step < stop:
+            t0 = time.perf_counter()
+            micro = [next(it) for _ in range(self.cfg.grad_accum)]
+            loss, grad_norm, tokens = self.train_step(micro)
+            dt = time.perf_counter() - t0
+            if not math.isfinite(loss):
+                raise TrainError(f"step {self.step}: loss is {loss}; stopping (lower lr, check data)")
+            result.losses.append(loss)
+            if rank0:
+                lr = self.scheduler.get_last_lr()[0]
+                if self.step % self.cfg.log_every == 0:
+                    for name, value in (("loss", loss), ("lr", lr), ("grad_norm", grad_norm),
+                                        ("tokens_per_s", tokens * self.topo.dp / dt)):
+                        writer.add_scalar(f"train/{name}", value, self.step)
+                    with open(self.run_dir / "log.jsonl", "a") as fh:
+                        fh.write(json.dumps({"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                                             "tokens": tokens, "seconds": dt}) + "\n")
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / dt:.0f}", refresh=False)
+                bar.update(1)
+            if self.step % self.cfg.save_every == 0 or self.step == stop:
+                self.save()
+        bar.close()
+        if writer:
+            writer.close()
+        stats = self.loader.stats
+        if rank0 and any(stats.counts.values()):
+            (self.run_dir / "data_errors.json").write_text(json.dumps(stats.state_dict(), indent=1))
+        result.step = self.step
+        return result
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, max_steps: int | None = None, progress: bool = True,
+          require_gpu: bool = False) -> TrainResult:
+    preflight(cfg, require_gpu=require_gpu)
+    trainer = Trainer(cfg)
+    if resume and not trainer.resume():
+        raise TrainError(f"--resume: no checkpoint under {Path(cfg.out) / ckpt.CKPT_DIR}")
+    return trainer.fit(max_steps=max_steps, progress=progress)
