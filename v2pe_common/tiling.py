@@ -15,6 +15,8 @@ IMG_START = "<img>"
 IMG_END = "</img>"
 IMG_CONTEXT = "<IMG_CONTEXT>"
 IMAGE_PLACEHOLDER = "<image>"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,9 @@ def image_processor(cfg: TilingConfig):
         max_patches=cfg.max_tiles,
         size={"height": cfg.tile_size, "width": cfg.tile_size},
         do_convert_rgb=True,
+        # InternVL normalises with ImageNet statistics, not the processor's CLIP defaults.
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
     )
 
 

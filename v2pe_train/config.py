@@ -49,6 +49,7 @@ class TrainConfig:
     freeze_language: bool = False
     # parallelism
     cp: int = 1  # context-parallel degree; world size = dp * cp
+    ring_backend: str = "auto"  # auto | torch | flash: kernels of the ring attention when cp > 1
     # bookkeeping
     seed: int = 0
     log_every: int = 1
@@ -78,6 +79,7 @@ class TrainConfig:
         need(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"choose one of {list(LOSS_REDUCTIONS)}")
         need(self.precision in PRECISIONS, "precision", f"choose one of {list(PRECISIONS)}")
         need(self.cp >= 1, "cp", "must be >= 1")
+        need(self.ring_backend in ("auto", "torch", "flash"), "ring_backend", "choose auto, torch or flash")
         need(self.save_every >= 1, "save_every", "must be >= 1")
         need(self.log_every >= 1, "log_every", "must be >= 1")
         need(self.keep_last >= 1, "keep_last", "must be >= 1")

@@ -62,11 +62,14 @@ def weighted_ce_sum(hidden: torch.Tensor, lm_head: torch.nn.Module, shifted: tor
     h = hidden.reshape(-1, hidden.shape[-1])
     t = shifted.reshape(-1)
     w = weights.reshape(-1).to(h.device)
-    total = h.new_zeros((), dtype=torch.float32)
+    total = None
     for s in range(0, h.shape[0], chunk):
         sl = slice(s, s + chunk)
-        if not torch.any(w[sl] > 0):
+        # A rank holding no supervised token still runs one zero-weight chunk: its backward must reach
+        # every parameter (DDP waits for them) and the attention (ring backward is collective).
+        if not torch.any(w[sl] > 0) and (total is not None or s + chunk < h.shape[0]):
             continue
+        total = 0 if total is None else total
         if torch.is_grad_enabled() and h.requires_grad:
             total = total + checkpoint(_chunk_ce, h[sl], lm_head, t[sl], w[sl], use_reentrant=False)
         else:

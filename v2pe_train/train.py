@@ -22,10 +22,11 @@ from v2pe_common.tokenizer import load_tokenizer
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import LoaderConfig, TrainDataLoader
-from .distributed import Topology, all_reduce_sum, barrier, init_distributed, topology_from_env
+from .distributed import Topology, all_reduce_sum, barrier, groups, init_distributed, topology_from_env
 from .loss import shift_labels, token_weights, weighted_ce_sum
 from .model import TINY, build_model, forward
 from .optim import build_optimizer, cosine_with_warmup
+from .parallel import ContextParallel
 
 
 class TrainError(RuntimeError):
@@ -42,11 +43,17 @@ class TrainResult:
 class LossModule(nn.Module):
     """Everything between a batch and the weighted CE sum, inside one forward so DDP sees all of it."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, context_parallel: ContextParallel | None = None):
         super().__init__()
         self.model = model
+        self.cp = context_parallel
 
     def forward(self, input_ids, position_ids, pixel_values, sample_lengths, shifted, weights):
+        if self.cp is not None:
+            cu = [0]
+            for n in sample_lengths[0]:
+                cu.append(cu[-1] + int(n))
+            return self.cp(input_ids, position_ids, pixel_values, cu, shifted, weights)
         hidden = forward(self.model, input_ids, position_ids, pixel_values=pixel_values,
                          sample_lengths=sample_lengths, return_hidden=True)
         return weighted_ce_sum(hidden, self.model.lm_head, shifted, weights)
@@ -88,8 +95,6 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, topo: Topology | None = None):
         self.cfg = cfg
         self.topo = topo or topology_from_env(cfg.cp)
-        if self.topo.cp > 1:
-            raise TrainError("cp > 1 needs the context-parallel trainer (v2pe_train.parallel)")
         self.device = init_distributed(self.topo)
         torch.manual_seed(cfg.seed)
         self.run_dir = Path(cfg.out)
@@ -100,7 +105,13 @@ class Trainer:
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
-        self.loss_module: nn.Module = LossModule(self.model)
+        context_parallel = None
+        if self.topo.cp > 1:
+            cp_group, _ = groups(self.topo)
+            pad_id = self.tokenizer.hf.pad_token_id
+            context_parallel = ContextParallel(self.model, cp_group, self.topo.cp_rank, self.topo.cp,
+                                               pad_id=0 if pad_id is None else pad_id, backend=cfg.ring_backend)
+        self.loss_module: nn.Module = LossModule(self.model, context_parallel)
         if self.topo.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -135,7 +146,8 @@ class Trainer:
         return True
 
     # -- one optimizer step ----------------------------------------------------------------------
-    def train_step(self, micro_batches) -> tuple[float, float, int]:
+    def backward(self, micro_batches) -> tuple[torch.Tensor, float, int]:
+        """Accumulate the gradient of the global-batch loss; return (local CE sum, global weight sum, tokens)."""
         cfg = self.cfg
         prepared = []
         for b in micro_batches:
@@ -143,10 +155,11 @@ class Trainer:
             shifted = shift_labels(b.labels)
             prepared.append((b, lengths, shifted, token_weights(shifted, lengths, cfg.loss_reduction)))
         local_w = torch.stack([w.sum() for *_, w in prepared]).sum().to(torch.float64)
-        denom = float(all_reduce_sum(local_w.to(self.device)).item())
+        # Every rank of a cp group holds the whole sequence's weights: count them once.
+        denom = float(all_reduce_sum(local_w.to(self.device)).item()) / self.topo.cp
         if denom == 0:
             raise TrainError(f"step {self.step}: the global batch has no supervised tokens")
-        scale = self.topo.world / denom
+        scale = self.topo.world / denom  # DDP averages over the world; this makes it the global-loss gradient
         total = torch.zeros((), dtype=torch.float64)
         tokens = 0
         for i, (b, lengths, shifted, w) in enumerate(prepared):
@@ -159,8 +172,12 @@ class Trainer:
             (ce * scale).backward()
             total += ce.detach().double().cpu()
             tokens += b.num_tokens
+        return total, denom, tokens
+
+    def train_step(self, micro_batches) -> tuple[float, float, int]:
+        total, denom, tokens = self.backward(micro_batches)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip))
+            [p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

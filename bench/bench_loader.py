@@ -1,0 +1,129 @@
+"""Loader throughput on ~32K-token samples against the floor of only decoding and tiling the same images.
+
+Builds a small 32K set with v2pe-data into a temporary folder (not timed), then times, in one process:
+  floor:  PIL decode + the transformers image processor (tiling, resize, normalise) for every image of the
+          build, bytes already in memory;
+  loader: PackedLoader over the build folder (tar streaming, schema checks, tokenising and labels, tiles
+          to bf16, V2PE positions, packing, collation), one process, no workers.
+Each is timed `--rounds` times, alternating, and the best round is kept. Prints samples/s, tokens/s,
+tiles/s, the loader/floor time ratio (target <= 1.3) and peak RSS.
+    python bench/bench_loader.py [--samples 6] [--len 32k] [--rounds 2] [--mode v2pe_rnd]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--len", dest="length", default="32k")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--mode", default="v2pe_rnd", help="position mode for the loader")
+    ap.add_argument("--pixel-dtype", default="bf16")
+    ap.add_argument("--keep", default=None, help="build into this folder (reused when it already holds the build)")
+    args = ap.parse_args()
+
+    from PIL import Image
+
+    from v2pe_common.lengths import parse_length
+    from v2pe_common.tiling import TilingConfig, image_processor
+    from v2pe_common.tokenizer import load_tokenizer
+    from v2pe_data.build import build
+    from v2pe_data.config import BuildConfig
+    from v2pe_data.validate import iter_tar_samples
+    from v2pe_train.data import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, PackedLoader
+
+    length = parse_length(args.length)
+    tmp = None
+    if args.keep:
+        out = Path(args.keep)
+    else:
+        tmp = tempfile.mkdtemp(prefix="bench_loader_")
+        out = Path(tmp) / "build"
+    try:
+        t = time.perf_counter()
+        cfg = BuildConfig(length=length, num_samples=args.samples, shard_size=2, out=str(out), seed=0,
+                          workers=min(2, os.cpu_count() or 1))
+        manifest = build(cfg, show_progress=False)
+        print(f"build: {args.samples} samples at {args.length} in {time.perf_counter() - t:.1f}s (not timed below)")
+
+        # what the floor gets: the image bytes of the build, in memory
+        images = []
+        for shard in manifest["shards"]:
+            for _, record, members in iter_tar_samples(out / shard["path"]):
+                tiling = TilingConfig(**record["meta"]["tiling"])
+                images.extend((members[n], tiling) for n in record["images"])
+        kw = dict(return_tensors="pt", image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
+
+        def floor() -> tuple[float, int]:
+            tiles = 0
+            t0 = time.perf_counter()
+            for data, tiling in images:
+                with Image.open(io.BytesIO(data)) as im:
+                    tiles += int(image_processor(tiling)(images=im, **kw)["pixel_values"].shape[0])
+            return time.perf_counter() - t0, tiles
+
+        tok = load_tokenizer()
+        lcfg = LoaderConfig(data=[str(out)], max_seq_len=length, position_mode=args.mode, pixel_dtype=args.pixel_dtype)
+
+        def loader() -> tuple[float, int, int, int]:
+            ld = PackedLoader(lcfg, tok)
+            n = tokens = tiles = 0
+            t0 = time.perf_counter()
+            for batch in ld:
+                n += batch.num_samples
+                tokens += batch.num_tokens
+                tiles += batch.num_tiles
+            dt = time.perf_counter() - t0
+            if ld.stats.num_errors:
+                raise SystemExit(f"loader skipped samples: {ld.stats.summary()}")
+            return dt, n, tokens, tiles
+
+        # warm-up: processor construction, first-call costs
+        with Image.open(io.BytesIO(images[0][0])) as im:
+            image_processor(images[0][1])(images=im, **kw)
+
+        floors, loads = [], []
+        for _ in range(args.rounds):
+            floors.append(floor())
+            loads.append(loader())
+        f_dt, f_tiles = min(floors)
+        l_dt, n, tokens, l_tiles = min(loads)
+        assert f_tiles == l_tiles, (f_tiles, l_tiles)
+        ratio = l_dt / f_dt
+        result = {
+            "samples": n, "tokens": tokens, "images": len(images), "tiles": l_tiles,
+            "floor_s": round(f_dt, 3), "loader_s": round(l_dt, 3),
+            "floor_samples_per_s": round(n / f_dt, 3), "loader_samples_per_s": round(n / l_dt, 3),
+            "loader_tokens_per_s": round(tokens / l_dt), "loader_tiles_per_s": round(l_tiles / l_dt, 1),
+            "floor_tiles_per_s": round(f_tiles / f_dt, 1),
+            "ratio_loader_over_floor": round(ratio, 3), "target_ratio": 1.3, "peak_rss_mib": round(peak_rss_mib()),
+            "rounds": {"floor_s": [round(x[0], 3) for x in floors], "loader_s": [round(x[0], 3) for x in loads]},
+        }
+        print(f"floor : {f_dt:7.2f}s  {n / f_dt:6.3f} samples/s  {f_tiles / f_dt:7.1f} tiles/s  (decode + processor only)")
+        print(f"loader: {l_dt:7.2f}s  {n / l_dt:6.3f} samples/s  {l_tiles / l_dt:7.1f} tiles/s  {tokens / l_dt:9.0f} tokens/s")
+        print(f"ratio loader/floor = {ratio:.3f} (target <= 1.3) {'OK' if ratio <= 1.3 else 'ABOVE TARGET'}")
+        print(json.dumps(result))
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""cp = 2 (zigzag ring over gloo, vision tiles split and gathered) equals cp = 1 on one long sample."""
+
+import pytest
+import torch
+
+from tests.distributed import run_distributed
+from v2pe_data.build import build
+from v2pe_data.config import BuildConfig
+from v2pe_train.config import TrainConfig
+from v2pe_train.distributed import Topology
+from v2pe_train.parallel import ContextParallel
+from v2pe_train.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def long_sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cp") / "one"
+    build(BuildConfig(length=4096, min_length=2048, num_samples=1, shard_size=1, max_tiles=3, out=str(out), seed=2),
+          show_progress=False)
+    return str(out)
+
+
+def config(data, out, cp, reduction="square"):
+    return dict(model="tiny", data=[data], out=str(out), max_seq_len=4096, position_mode="v2pe_rnd", lr=1e-3,
+                max_steps=1, loss_reduction=reduction, precision="fp32", seed=3, cp=cp, ring_backend="torch")
+
+
+def loss_and_grads(trainer):
+    batch = next(iter(trainer.loader))
+    total, denom, _ = trainer.backward([batch])
+    grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return float(total), denom, grads, batch.num_tokens
+
+
+def _cp_worker(rank, world, group, cfg):
+    trainer = Trainer(TrainConfig(**cfg), Topology(rank=rank, world=world, cp=world))
+    assert isinstance(trainer.loss_module.module.cp, ContextParallel)
+    return loss_and_grads(trainer)
+
+
+@pytest.mark.parametrize("reduction", ["square", "token"])
+def test_cp2_loss_and_parameter_gradients_equal_cp1(long_sample, tmp_path, reduction):
+    one_loss, one_denom, one_grads, tokens = loss_and_grads(Trainer(TrainConfig(**config(long_sample, tmp_path / "a", 1, reduction))))
+    results = run_distributed(_cp_worker, world=2, args=(config(long_sample, tmp_path / "b", 2, reduction),), timeout=240)
+    assert tokens > 2048
+    cp_loss = sum(r[0] for r in results)  # each rank's CE sum covers its zigzag half of the tokens
+    assert results[0][1] == results[1][1] == pytest.approx(one_denom)
+    assert cp_loss / one_denom == pytest.approx(one_loss / one_denom, rel=1e-5)
+    for name, g in one_grads.items():
+        torch.testing.assert_close(results[0][2][name], g, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(results[1][2][name], results[0][2][name], rtol=0, atol=0, msg=name)

@@ -1,0 +1,24 @@
+"""The training loader: v2pe-data shards -> packed, tiled, tokenised batches with V2PE positions.
+
+    from v2pe_train.data import LoaderConfig, TrainDataLoader
+    loader = TrainDataLoader(LoaderConfig(data=["out/long_vqa_32k"], max_seq_len=32768,
+                                          position_mode="v2pe_rnd", dp_rank=r, dp_size=n, num_epochs=None), tok)
+    for batch in loader: ...          # Batch: input_ids, labels, position_ids, pixel_values, cu_seqlens, ...
+    ckpt["data"] = loader.state_dict()  # exact resume: loader.load_state_dict(ckpt["data"])
+
+Modules: shards (manifests, tar streaming, epoch order, dp split), samples (record -> tokens, tiles,
+positions), packing, collate (the Batch), loader (PackedLoader, torch wrappers), stats (bad-input counts).
+"""
+
+from .collate import Batch, collate
+from .loader import LoaderConfig, LoaderDataset, PackedLoader, TrainDataLoader
+from .packing import Packer
+from .samples import IMAGENET_MEAN, IMAGENET_STD, Sample, SampleError, SampleProcessor, stride_rng
+from .shards import ShardRef, resolve_sources
+from .stats import REASONS, LoaderError, LoaderStats
+
+__all__ = [
+    "Batch", "collate", "LoaderConfig", "LoaderDataset", "PackedLoader", "TrainDataLoader", "Packer",
+    "IMAGENET_MEAN", "IMAGENET_STD", "Sample", "SampleError", "SampleProcessor", "stride_rng",
+    "ShardRef", "resolve_sources", "REASONS", "LoaderError", "LoaderStats",
+]

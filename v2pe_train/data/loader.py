@@ -1,0 +1,385 @@
+"""The training data stream: shards -> samples -> packs -> batches, with a position that can be saved.
+
+Order. Each epoch reads the shards in a permutation seeded by (seed, epoch); inside a shard, samples
+come in tar order (a tar is a stream: no sample shuffle, so shards are the unit of shuffling). Data
+parallelism splits by `dp_rank` / `dp_size`, which the trainer derives from its dp × cp layout — never
+the global rank: every rank of a context-parallel group must get the same samples. With at least
+`dp_size` shards a rank reads every dp_size-th shard of the epoch's order; with fewer, every rank reads
+all shards and keeps every dp_size-th sample (`shards.owns_sample`). Ranks can then see different
+numbers of samples in an epoch; a step-based loop over `num_epochs=None` (endless) never runs dry.
+
+Position. `state_dict()` taken between two batches holds the epoch, the shard position in this
+epoch's order, the samples consumed in that shard, and the samples read but not yet delivered (the
+packing buffer and packs already formed), as (shard, offset, id) references, plus the counters of
+`LoaderStats`. `load_state_dict()` on a fresh loader re-reads those few samples (re-decoding them; the
+v2pe_rnd strides come from (seed, epoch, sample id)) and continues, so the batches after a resume are
+exactly the batches an uninterrupted loader yields next.
+
+Bad input (missing or corrupt shard, undecodable image, schema failure, tiles or length mismatch, too
+long) is counted in `loader.stats` with "shard:key: message" examples and skipped; `strict=True` raises
+`LoaderError` on the first instead. With endless epochs, an epoch that yields no usable sample at all
+raises `LoaderError` rather than spinning without a batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from v2pe_common.tiling import TilingConfig
+from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
+
+from ..positions import MODES, STRIDES
+from .collate import Batch, collate
+from .packing import Packer
+from .samples import IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleError, SampleProcessor
+from .shards import ShardReadError, ShardRef, epoch_order, fingerprint, iter_samples, owns_sample, resolve_sources, skip_to
+from .stats import LoaderError, LoaderStats
+
+log = logging.getLogger("v2pe_train.data")
+STATE_VERSION = 1
+
+
+@dataclass(kw_only=True)
+class LoaderConfig:
+    data: Sequence[str]  # build folders / manifest.json / tar paths / globs
+    max_seq_len: int | None = None  # pack samples up to this many tokens; None: one sample per batch, no limit
+    max_tiles_per_pack: int | None = None
+    buffer_size: int = 16  # packing candidates held at most (see packing.py)
+    seed: int = 0
+    shuffle: bool = True  # shard order per epoch; False: the order given
+    num_epochs: int | None = 1  # None: endless
+    dp_rank: int = 0
+    dp_size: int = 1
+    template: str | None = None  # None: the template named in each record's meta
+    tiling: TilingConfig | None = None  # None: the tiling recorded in each record's meta
+    position_mode: str = "default"  # default | v2pe_fix | v2pe_rnd
+    stride: int | None = None  # for v2pe_fix
+    pixel_dtype: str = "bf16"  # bf16 | fp32 | fp16
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if not 0 <= self.dp_rank < self.dp_size:
+            raise ValueError(f"need 0 <= dp_rank < dp_size, got dp_rank={self.dp_rank}, dp_size={self.dp_size}")
+        if self.position_mode not in MODES:
+            raise ValueError(f"position_mode must be one of {MODES}, got {self.position_mode!r}")
+        if self.position_mode == "v2pe_fix" and self.stride not in STRIDES:
+            raise ValueError(f"position_mode 'v2pe_fix' needs stride in {STRIDES}, got {self.stride!r}")
+        if self.pixel_dtype not in PIXEL_DTYPES:
+            raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {self.pixel_dtype!r}")
+        if self.max_seq_len is not None and self.max_seq_len < 1:
+            raise ValueError(f"max_seq_len must be positive, got {self.max_seq_len}")
+        if self.num_epochs is not None and self.num_epochs < 0:
+            raise ValueError(f"num_epochs must be >= 0 or None, got {self.num_epochs}")
+        if self.buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {self.buffer_size}")
+
+
+class PackedLoader:
+    """Iterate `Batch`es; `state_dict()` / `load_state_dict()` between batches for exact resume.
+
+    `tokenizer` is the trainer's (a TextTokenizer, a local tokenizer directory, or None for the bundled
+    one). One iterator at a time; a new `iter()` continues from the current position.
+    """
+
+    def __init__(self, config: LoaderConfig, tokenizer: TextTokenizer | str | None = None):
+        self.config = config
+        self.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else load_tokenizer(tokenizer)
+        self.shards: list[ShardRef] = resolve_sources(config.data)
+        self.stats = LoaderStats(strict=config.strict)
+        self.processor = SampleProcessor(
+            self.tokenizer,
+            template=config.template,
+            tiling=config.tiling,
+            position_mode=config.position_mode,
+            stride=config.stride,
+            seed=config.seed,
+            pixel_dtype=config.pixel_dtype,
+            image_mean=config.image_mean,
+            image_std=config.image_std,
+            max_seq_len=config.max_seq_len,
+            max_tiles_per_pack=config.max_tiles_per_pack,
+        )
+        self.packer = Packer(config.max_seq_len, max_tiles_per_pack=config.max_tiles_per_pack, buffer_size=config.buffer_size)
+        self._fingerprint = fingerprint(self.shards)
+        # the position
+        self.epoch = 0
+        self.shard_pos = 0
+        self.offset = 0
+        self._ready: collections.deque[list[Sample]] = collections.deque()
+        self._restore: dict | None = None  # loaded refs not yet re-read
+        self._active = False
+        self._good = 0  # usable samples read in the current epoch (guards endless epochs over nothing)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _report(self, reason: str, ref: ShardRef, key: str | None, message: str) -> None:
+        self.stats.report(reason, ref.name, key, message)
+
+    def _reread(self, refs: list[list]) -> dict[tuple[int, int], Sample]:
+        """Re-read buffered samples on resume: one pass per shard, skipping to each saved offset."""
+        out: dict[tuple[int, int], Sample] = {}
+        by_shard: dict[int, list[tuple[int, str]]] = collections.defaultdict(list)
+        for shard, offset, sample_id in refs:
+            by_shard[int(shard)].append((int(offset), sample_id))
+        for shard, wanted in sorted(by_shard.items()):
+            ref = self.shards[shard]
+            it = iter_samples(ref)
+            pos = 0
+            for offset, sample_id in sorted(wanted):
+                try:
+                    skip_to(it, offset - pos)
+                    ts = next(it, None)
+                    pos = offset + 1
+                    if ts is None or ts.key != sample_id:
+                        raise ShardReadError("corrupt_shard", f"sample {offset} is not {sample_id!r} any more (shard changed?)")
+                    out[(shard, offset)] = self.processor.process(ts, shard=ref.index, epoch=self.epoch)
+                except SampleError as exc:
+                    self._report(exc.reason, ref, sample_id, str(exc))
+                except ShardReadError as exc:
+                    self._report(exc.reason, ref, sample_id, str(exc))
+                    break
+            it.close()
+        return out
+
+    def _restore_buffer(self) -> None:
+        st, self._restore = self._restore, None
+        if st is None:
+            return
+        samples = self._reread([r for refs in st["ready"] for r in refs] + list(st["pending"]))
+
+        def pick(refs: list[list]) -> list[Sample]:
+            return [samples[(int(sh), int(off))] for sh, off, _ in refs if (int(sh), int(off)) in samples]
+
+        for refs in st["ready"]:
+            pack = pick(refs)
+            if pack:
+                self._ready.append(pack)
+        self.packer.restore(pick(st["pending"]), st["min_len"], st["min_tiles"])
+
+    def _emit(self) -> Iterator[Batch]:
+        while self._ready:
+            pack = self._ready.popleft()
+            batch = collate(pack)
+            self.stats.packs += 1
+            self.stats.samples += len(pack)
+            self.stats.tokens += batch.num_tokens
+            yield batch
+
+    def _epoch_shards(self) -> tuple[list[ShardRef], bool]:
+        c = self.config
+        return epoch_order(self.shards, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle, rank=c.dp_rank, world=c.dp_size)
+
+    def _read_shard(self, ref: ShardRef, sample_split: bool) -> Iterator[Batch]:
+        c = self.config
+        key = None
+        try:
+            it = iter_samples(ref)
+            skip_to(it, self.offset)
+            for ts in it:
+                key = ts.key
+                self.offset = ts.offset + 1  # consumed, whatever becomes of it
+                if sample_split and not owns_sample(ref, ts.offset, c.dp_rank, c.dp_size):
+                    continue
+                try:
+                    sample = self.processor.process(ts, shard=ref.index, epoch=self.epoch)
+                except SampleError as exc:
+                    self._report(exc.reason, ref, ts.key, str(exc))
+                    continue
+                self._good += 1
+                self._ready.extend(self.packer.add(sample))
+                yield from self._emit()
+        except ShardReadError as exc:
+            self._report(exc.reason, ref, key if exc.reason == "corrupt_shard" else None, str(exc))
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._active:
+            raise RuntimeError("PackedLoader supports one iterator at a time")
+        self._active = True
+        try:
+            self._restore_buffer()
+            yield from self._emit()
+            c = self.config
+            while c.num_epochs is None or self.epoch < c.num_epochs:
+                order, sample_split = self._epoch_shards()
+                whole_epoch = self.shard_pos == 0 and self.offset == 0
+                self._good = 0
+                while self.shard_pos < len(order):
+                    yield from self._read_shard(order[self.shard_pos], sample_split)
+                    self.shard_pos += 1
+                    self.offset = 0
+                self._ready.extend(self.packer.flush())
+                yield from self._emit()
+                if c.num_epochs is None and whole_epoch and self._good == 0:
+                    # endless epochs over nothing usable would spin forever without a batch
+                    raise LoaderError(
+                        f"dp rank {c.dp_rank}/{c.dp_size}: a whole epoch over {len(order)} shard(s) gave no usable "
+                        f"sample\n{self.stats.summary()}"
+                    )
+                self.epoch += 1
+                self.shard_pos = 0
+                self.offset = 0
+        finally:
+            self._active = False
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        c = self.config
+        if self._restore is not None:
+            buffer = {k: self._restore[k] for k in ("ready", "pending", "min_len", "min_tiles")}
+        else:
+            buffer = self.packer.state()
+            buffer["ready"] = [[s.ref for s in pack] for pack in self._ready]
+        return {
+            "version": STATE_VERSION,
+            "shards": self._fingerprint,
+            "num_shards": len(self.shards),
+            "seed": c.seed,
+            "shuffle": c.shuffle,
+            "dp_rank": c.dp_rank,
+            "dp_size": c.dp_size,
+            "packing": [c.max_seq_len, c.max_tiles_per_pack, c.buffer_size],
+            "epoch": self.epoch,
+            "shard_pos": self.shard_pos,
+            "offset": self.offset,
+            **buffer,
+            "stats": self.stats.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._active:
+            raise RuntimeError("load_state_dict while iterating")
+        c = self.config
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')!r}, expected {STATE_VERSION}")
+        mine = {"shards": self._fingerprint, "num_shards": len(self.shards), "seed": c.seed, "shuffle": c.shuffle,
+                "dp_rank": c.dp_rank, "dp_size": c.dp_size}
+        bad = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if bad:
+            raise ValueError(
+                "loader state was saved for other data or another split: "
+                + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in bad.items())
+            )
+        if list(state["packing"]) != [c.max_seq_len, c.max_tiles_per_pack, c.buffer_size]:
+            log.warning("loader state was saved with packing %s, now %s: packs after the resume differ",
+                        state["packing"], [c.max_seq_len, c.max_tiles_per_pack, c.buffer_size])
+        self.epoch, self.shard_pos, self.offset = int(state["epoch"]), int(state["shard_pos"]), int(state["offset"])
+        self._ready.clear()
+        self.packer.restore([], None, None)
+        self._restore = {k: state[k] for k in ("ready", "pending", "min_len", "min_tiles")}
+        self.stats.load_state_dict(state.get("stats", {}))
+
+
+# -- torch integration ----------------------------------------------------------------------------
+class LoaderDataset(torch.utils.data.IterableDataset):
+    """`PackedLoader` as a torch IterableDataset; use with `DataLoader(ds, batch_size=None)`.
+
+    With workers, worker w of n reads as data-parallel rank `dp_rank * n + w'` of `dp_size * n`, where
+    w' = (w + first_worker) % n is its logical id (a resumed run rotates the ids so that torch's
+    round-robin starts with the worker whose batch comes next). Each batch carries its worker's
+    loader state (`batch.state`, `batch.worker`); `TrainDataLoader` collects them.
+    """
+
+    def __init__(self, config: LoaderConfig, tokenizer: TextTokenizer | str | None = None,
+                 worker_states: dict[int, dict] | None = None, first_worker: int = 0):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.worker_states = worker_states or {}
+        self.first_worker = first_worker
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            n, logical, cfg = 1, 0, self.config
+        else:
+            n = info.num_workers
+            logical = (info.id + self.first_worker) % n
+            cfg = dataclasses.replace(self.config, dp_rank=self.config.dp_rank * n + logical, dp_size=self.config.dp_size * n)
+        loader = PackedLoader(cfg, self.tokenizer)
+        if logical in self.worker_states:
+            loader.load_state_dict(self.worker_states[logical])
+        for batch in loader:
+            batch.state = loader.state_dict()
+            batch.worker = logical
+            yield batch
+
+
+class TrainDataLoader:
+    """What the training loop iterates: batches, plus `state_dict()` / `load_state_dict()` and `stats`.
+
+    `num_workers=0` reads in the calling process. With workers, each reads its own slice (see
+    `LoaderDataset`), decoding in parallel; the saved state is every worker's position after the last
+    batch this object handed out, so batches prefetched but not consumed are produced again after a
+    resume. The data order depends on `num_workers`; resume with the same value. Exact resume with
+    workers holds while no worker runs out of data (endless epochs, as a step-based loop uses).
+    """
+
+    def __init__(self, config: LoaderConfig, tokenizer: TextTokenizer | str | None = None, *,
+                 num_workers: int = 0, prefetch_factor: int = 2, pin_memory: bool = False):
+        self.config = config
+        self.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else load_tokenizer(tokenizer)
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
+        self.pin_memory = pin_memory
+        self._loader = PackedLoader(config, self.tokenizer) if num_workers == 0 else None
+        self._worker_states: dict[int, dict] = {}
+        self._next_worker = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._loader is not None:
+            for batch in self._loader:
+                if self.pin_memory and torch.cuda.is_available():
+                    batch = batch.pin_memory()
+                yield batch
+            return
+        ds = LoaderDataset(self.config, self.tokenizer, dict(self._worker_states), self._next_worker)
+        dl = torch.utils.data.DataLoader(
+            ds, batch_size=None, num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
+            pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=False,
+        )
+        for batch in dl:
+            self._worker_states[batch.worker] = batch.state
+            self._next_worker = (batch.worker + 1) % self.num_workers
+            batch.state = None
+            yield batch
+
+    @property
+    def stats(self) -> LoaderStats:
+        if self._loader is not None:
+            return self._loader.stats
+        total = LoaderStats()
+        for st in self._worker_states.values():
+            s = st["stats"]
+            for k, v in s["counts"].items():
+                total.counts[k] = total.counts.get(k, 0) + v
+            for k, v in s["examples"].items():
+                total.examples.setdefault(k, []).extend(v)
+            total.samples += s["samples"]
+            total.packs += s["packs"]
+            total.tokens += s["tokens"]
+        return total
+
+    def state_dict(self) -> dict:
+        if self._loader is not None:
+            return {"num_workers": 0, "loader": self._loader.state_dict()}
+        return {"num_workers": self.num_workers, "next_worker": self._next_worker,
+                "workers": {str(k): v for k, v in self._worker_states.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state.get("num_workers", -1)) != self.num_workers:
+            raise ValueError(f"loader state was saved with num_workers={state.get('num_workers')}, now {self.num_workers}: "
+                             "the data split depends on it")
+        if self._loader is not None:
+            self._loader.load_state_dict(state["loader"])
+        else:
+            self._worker_states = {int(k): v for k, v in state["workers"].items()}
+            self._next_worker = int(state["next_worker"])

@@ -1,0 +1,252 @@
+"""One streamed record -> token ids, labels, V2PE positions and tiles, or a counted reason to skip it.
+
+The cheap checks run on the record alone, before any image byte is read: schema and invariants, tiles
+the trainer's tiling gives each image size, the encoded length against `meta["num_tokens"]`, and the
+`max_seq_len` / `max_tiles_per_pack` limits. Images are then decoded one at a time as their members come
+off the tar: decode (PIL), tile and normalise with the same transformers processor the data side counts
+with, keep only the tile tensor, close the image.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from v2pe_common import encoding, schema
+from v2pe_common.template import ChatTemplate, get_template
+from v2pe_common.tiling import TilingConfig, image_processor, num_tiles
+from v2pe_common.tokenizer import TextTokenizer
+
+from ..positions import position_ids
+from .shards import TarSample
+
+log = logging.getLogger("v2pe_train.data")
+
+# InternVL normalises with the ImageNet statistics (the reference's build_transform; the HF InternVL
+# processor configs say the same). The GotOcr2 processor's own defaults are CLIP's, so they are passed.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PIXEL_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+
+
+class SampleError(Exception):
+    """A sample is skipped; `reason` is one of stats.REASONS."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Sample:
+    id: str
+    shard: int  # index of its shard in the loader's shard list
+    offset: int  # index of the sample inside its shard
+    input_ids: np.ndarray  # int64 [L]
+    labels: np.ndarray  # int64 [L], -100 where unsupervised; not shifted
+    position_ids: np.ndarray  # float64 [L], starting at 0
+    pixel_values: torch.Tensor  # [sum(image_tiles), 3, H, W], images in sequence order
+    image_tiles: list[int]
+    num_supervised: int
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def num_tiles(self) -> int:
+        return sum(self.image_tiles)
+
+    @property
+    def ref(self) -> list:
+        return [self.shard, self.offset, self.id]
+
+
+def stride_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
+    """The v2pe_rnd stride generator of one sample in one epoch: a resumed run draws the same strides."""
+    h = int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "little")
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, h]))
+
+
+@functools.lru_cache(maxsize=32)
+def _tiling_from_meta(items: tuple) -> TilingConfig:
+    return TilingConfig(**dict(items))
+
+
+_TILING_FIELDS = tuple(f.name for f in fields(TilingConfig))
+
+
+class SampleProcessor:
+    """Turns streamed tar samples into `Sample`s for one tokenizer, template, tiling and position mode."""
+
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        *,
+        template: str | None = None,
+        tiling: TilingConfig | None = None,
+        position_mode: str = "default",
+        stride: int | None = None,
+        seed: int = 0,
+        pixel_dtype: str = "bf16",
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        max_seq_len: int | None = None,
+        max_tiles_per_pack: int | None = None,
+    ):
+        if pixel_dtype not in PIXEL_DTYPES:
+            raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {pixel_dtype!r}")
+        self.tokenizer = tokenizer
+        self.template: ChatTemplate | None = get_template(template) if template else None
+        self.tiling = tiling
+        self.position_mode = position_mode
+        self.stride = stride
+        self.seed = seed
+        self.dtype = PIXEL_DTYPES[pixel_dtype]
+        self.image_mean = list(image_mean)
+        self.image_std = list(image_std)
+        self.max_seq_len = max_seq_len
+        self.max_tiles_per_pack = max_tiles_per_pack
+        self._warned_tokenizer = False
+
+    # -- the record alone -------------------------------------------------------------------------
+    def plan(self, data: bytes, key: str):
+        """Parse, validate and encode a record; raise SampleError before any image is read."""
+        try:
+            record = json.loads(data)
+        except ValueError as exc:
+            raise SampleError("schema", f"record is not valid JSON: {exc}") from None
+        try:
+            schema.validate(record, schema.SAMPLE)
+            schema.check_counts(record)
+        except schema.SchemaError as exc:
+            raise SampleError("schema", str(exc)) from None
+        if record["id"] != key:
+            raise SampleError("schema", f"$.id {record['id']!r} differs from the tar key")
+        meta = record["meta"]
+        meta_tiling = {k: meta["tiling"][k] for k in _TILING_FIELDS if k in meta["tiling"]}
+        try:
+            tiling = self.tiling or _tiling_from_meta(tuple(sorted(meta_tiling.items())))
+            template = self.template or get_template(meta["template"])
+        except (TypeError, ValueError) as exc:
+            raise SampleError("schema", f"$.meta: {exc}") from None
+        tiles = [int(t) for t in meta["tiles"]]
+        for i, ((w, h), t) in enumerate(zip(meta["image_sizes"], tiles)):
+            expect = num_tiles(int(w), int(h), tiling)
+            if expect != t:
+                raise SampleError(
+                    "tiles_mismatch",
+                    f"image {record['images'][i]} ({w}x{h}) gives {expect} tiles with max_tiles={tiling.max_tiles}, "
+                    f"$.meta.tiles says {t}",
+                )
+        try:
+            enc = encoding.encode(record["conversations"], tiles, self.tokenizer, template, tiling)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SampleError("schema", f"cannot encode the conversations: {exc}") from None
+        if meta["tokenizer"]["sha256"] == self.tokenizer.sha256:
+            same_accounting = template.name == meta["template"] and tiling.tokens_per_tile == meta_tiling.get(
+                "tokens_per_tile", tiling.tokens_per_tile
+            )
+            if same_accounting and len(enc) != meta["num_tokens"]:
+                raise SampleError(
+                    "length_mismatch", f"encodes to {len(enc)} tokens, $.meta.num_tokens says {meta['num_tokens']}"
+                )
+        elif not self._warned_tokenizer:
+            self._warned_tokenizer = True
+            log.warning(
+                "the data was counted with tokenizer %s (sha256 %s…), the trainer uses %s (sha256 %s…): "
+                "sequence lengths come from the trainer's tokenizer and differ from meta.num_tokens",
+                meta["tokenizer"]["name"], meta["tokenizer"]["sha256"][:12], self.tokenizer.name, self.tokenizer.sha256[:12],
+            )
+        if self.max_seq_len is not None and len(enc) > self.max_seq_len:
+            raise SampleError("too_long", f"{len(enc)} tokens > max_seq_len {self.max_seq_len} (rejected whole, never cut)")
+        if self.max_tiles_per_pack is not None and sum(tiles) > self.max_tiles_per_pack:
+            raise SampleError("too_long", f"{sum(tiles)} tiles > max_tiles_per_pack {self.max_tiles_per_pack}")
+        return record, enc, tiling
+
+    # -- pixels -----------------------------------------------------------------------------------
+    def tile(self, data: bytes, name: str, expect: int, tiling: TilingConfig, out: torch.Tensor) -> None:
+        """Decode one image and write its normalised tiles into `out` [expect, 3, H, W]; the PIL image is closed here."""
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                size = im.size
+                result = image_processor(tiling)(
+                    images=im, return_tensors="pt", image_mean=self.image_mean, image_std=self.image_std
+                )
+        except Exception as exc:  # PIL and the processor raise many types for undecodable bytes
+            raise SampleError("bad_image", f"image {name} does not decode: {type(exc).__name__}: {exc}") from None
+        pixels = result["pixel_values"]
+        if not tiling.use_thumbnail and pixels.shape[0] > 1:
+            pixels = pixels[:-1]  # the processor appends the thumbnail last
+        got = int(pixels.shape[0])
+        if got != num_tiles(size[0], size[1], tiling) or got != expect:
+            raise SampleError(
+                "tiles_mismatch", f"image {name} ({size[0]}x{size[1]}) gives {got} tiles, $.meta.tiles says {expect}"
+            )
+        out.copy_(pixels)
+
+    def process(self, ts: TarSample, *, shard: int, epoch: int) -> Sample:
+        """Consume one streamed sample. Raises SampleError (skip it) or shards.ShardReadError (stop the shard)."""
+        plan = None
+        early: dict[str, bytes] = {}  # image members met before the record (not how v2pe-data writes)
+        done: set[str] = set()
+        for member in ts.members():
+            if member.suffix == "json":
+                if plan is not None:
+                    raise SampleError("schema", "two .json members")
+                plan = self.plan(member.read(), ts.key)
+                record, enc, tiling = plan
+                # The tile count of every image is known (and checked) before any pixel is decoded,
+                # so the sample's tiles go straight into one buffer: no per-image copies to concatenate.
+                bounds = np.concatenate([[0], np.cumsum(enc.tiles, dtype=np.int64)]).tolist()
+                pixels = torch.empty((bounds[-1], 3, tiling.tile_size, tiling.tile_size), dtype=self.dtype)
+                index = {name: i for i, name in enumerate(record["images"])}
+
+                def put(name: str, data: bytes) -> None:
+                    i = index[name]
+                    self.tile(data, name, enc.tiles[i], tiling, pixels[bounds[i] : bounds[i + 1]])
+                    done.add(name)
+
+                for name, data in early.items():
+                    if name in index:
+                        put(name, data)
+                early.clear()
+            elif plan is None:
+                early[member.suffix] = member.read()
+            elif member.suffix in index and member.suffix not in done:
+                put(member.suffix, member.read())
+        if plan is None:
+            raise SampleError("schema", "no .json record member")
+        missing = [n for n in record["images"] if n not in done]
+        if missing:
+            raise SampleError("bad_image", f"image member(s) {missing} missing from the shard")
+        pos = position_ids(
+            len(enc),
+            enc.image_starts,
+            enc.tiles,
+            mode=self.position_mode,
+            stride=self.stride,
+            rng=stride_rng(self.seed, epoch, record["id"]) if self.position_mode == "v2pe_rnd" else None,
+            tokens_per_tile=tiling.tokens_per_tile,
+        )
+        return Sample(
+            id=record["id"],
+            shard=shard,
+            offset=ts.offset,
+            input_ids=enc.input_ids,
+            labels=enc.labels,
+            position_ids=pos,
+            pixel_values=pixels,
+            image_tiles=list(enc.tiles),
+            num_supervised=int(np.count_nonzero(enc.labels != encoding.IGNORE_INDEX)),
+        )

@@ -1,0 +1,74 @@
+"""Counting bad input: every rejected shard or sample is counted by reason, with examples naming shard and key."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+log = logging.getLogger("v2pe_train.data")
+
+# Reasons a shard or a sample is skipped. Shard-level: missing_shard, corrupt_shard (unreadable, truncated,
+# or fewer samples than its manifest promises). Sample-level: the rest.
+REASONS = (
+    "missing_shard",
+    "corrupt_shard",
+    "bad_image",  # an image member missing or failing to decode
+    "schema",  # record not JSON, failing the sample schema or its invariants, or not encodable
+    "tiles_mismatch",  # tiles per image differ from meta["tiles"] (e.g. another max_tiles)
+    "length_mismatch",  # same tokenizer as the data, yet the sequence length differs from meta["num_tokens"]
+    "too_long",  # longer than max_seq_len (or more tiles than max_tiles_per_pack): rejected whole, never cut
+)
+EXAMPLES_PER_REASON = 5
+
+
+class LoaderError(RuntimeError):
+    """Raised in strict mode on the first bad shard or sample; the message is 'shard:key: reason: detail'."""
+
+
+@dataclass
+class LoaderStats:
+    """Counts by reason plus the first few examples ("shard:key: message") of each."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    samples: int = 0  # samples delivered
+    packs: int = 0  # batches delivered
+    tokens: int = 0  # tokens delivered
+    strict: bool = False
+
+    def report(self, reason: str, shard: str, key: str | None, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+        where = f"{shard}:{key}" if key is not None else shard
+        text = f"{where}: {message}"
+        if self.strict:
+            raise LoaderError(f"{reason}: {text}")
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        ex = self.examples.setdefault(reason, [])
+        if len(ex) < EXAMPLES_PER_REASON:
+            ex.append(text)
+            log.warning("skipped (%s) %s", reason, text)
+
+    @property
+    def num_errors(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        head = f"{self.samples} samples in {self.packs} batches ({self.tokens} tokens)"
+        if not self.counts:
+            return head + ", nothing skipped"
+        parts = [head + ", skipped: " + ", ".join(f"{r}={n}" for r, n in sorted(self.counts.items()))]
+        for reason in sorted(self.examples):
+            parts.extend(f"  {reason}: {e}" for e in self.examples[reason])
+        return "\n".join(parts)
+
+    def state_dict(self) -> dict:
+        return {"counts": dict(self.counts), "examples": {k: list(v) for k, v in self.examples.items()},
+                "samples": self.samples, "packs": self.packs, "tokens": self.tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts = dict(state.get("counts", {}))
+        self.examples = {k: list(v) for k, v in state.get("examples", {}).items()}
+        self.samples = int(state.get("samples", 0))
+        self.packs = int(state.get("packs", 0))
+        self.tokens = int(state.get("tokens", 0))

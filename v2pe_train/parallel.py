@@ -1,0 +1,107 @@
+"""Context parallelism around the single-device model: one packed sequence split zigzag over a cp group.
+
+The model code never imports torch.distributed; this layer wraps it:
+  1. labels are shifted on the whole sequence, every packed sample is padded to a multiple of 2W
+     (pad id, ignored label, positions continuing max+1, max+2, ...), then the token ids, float64 V2PE
+     positions, labels and loss weights are split zigzag with one index set;
+  2. the vision tower's tiles are divided over the cp ranks and the features all-gathered with a
+     gradient that sums every rank's contribution, so no rank encodes all tiles of a 1M-token sample;
+  3. the language model runs with the `v2pe_ring` attention (transformers attention interface), which
+     takes the global cu_seqlens and the cp group, and the weighted CE is summed over the local tokens.
+The caller normalises by the global weight sum, so cp = 1 and cp = W give the same loss and gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .loss import IGNORE_INDEX, weighted_ce_sum
+from .ring import RingContext, pad_to_multiple, use_ring_attention, zigzag_indices
+
+
+class _GatherTiles(torch.autograd.Function):
+    """all_gather along dim 0 (equal sizes); backward sums the gradient over ranks and keeps this rank's rows.
+
+    Written out rather than torch.distributed.nn's all_gather, whose backward needs reduce_scatter or
+    all_to_all; an all_reduce works on every backend, gloo included.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group, rank: int, world: int) -> torch.Tensor:
+        ctx.group, ctx.rank, ctx.world, ctx.rows = group, rank, world, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        start = ctx.rank * ctx.rows
+        return grad[start : start + ctx.rows], None, None, None
+
+
+def image_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """[T, 256, H] projected features of T tiles (the single-device computation)."""
+    cfg = model.config
+    out = model.model.get_image_features(pixel_values=pixel_values, vision_feature_layer=cfg.vision_feature_layer,
+                                         vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+    return out.pooler_output
+
+
+def sharded_image_features(model: nn.Module, pixel_values: torch.Tensor, group, rank: int, world: int) -> torch.Tensor:
+    """Each rank encodes ceil(T/W) tiles (zero tiles pad the last rank); the features are gathered."""
+    total = pixel_values.shape[0]
+    per_rank = -(-total // world)
+    pad = per_rank * world - total
+    if pad:
+        pixel_values = torch.cat([pixel_values, pixel_values.new_zeros((pad, *pixel_values.shape[1:]))])
+    mine = pixel_values[rank * per_rank : (rank + 1) * per_rank]
+    feats = image_features(model, mine.to(dtype=model.dtype))
+    return _GatherTiles.apply(feats, group, rank, world)[:total]
+
+
+class ContextParallel:
+    """Computes a cp rank's weighted CE sum for one packed sequence. Construct on every rank of the group."""
+
+    def __init__(self, model: nn.Module, group, rank: int, world: int, *, pad_id: int, backend: str = "auto"):
+        self.model, self.group, self.rank, self.world = model, group, rank, world
+        self.pad_id = pad_id
+        self.backend = backend
+        use_ring_attention(model)
+
+    def shard(self, cu_seqlens: Sequence[int], input_ids: torch.Tensor, position_ids: torch.Tensor,
+              shifted: torch.Tensor, weights: torch.Tensor):
+        """Pad each sample to a multiple of 2W and take this rank's zigzag shard of every per-token tensor."""
+        layout = pad_to_multiple(cu_seqlens, 2 * self.world)
+        idx = torch.from_numpy(zigzag_indices(layout.cu_seqlens, self.rank, self.world))
+        ids = layout.pad(input_ids[0], self.pad_id)
+        pos = layout.pad_positions(position_ids[0])
+        lab = layout.pad(shifted[0], IGNORE_INDEX)
+        w = layout.pad(weights[0], 0.0)
+        return layout, ids, idx, pos[idx], lab[idx], w[idx]
+
+    def __call__(self, input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights) -> torch.Tensor:
+        model = self.model
+        layout, ids, idx, pos, lab, w = self.shard(cu_seqlens, input_ids, position_ids, shifted, weights)
+        device = input_ids.device
+        idx = idx.to(device)
+        local_ids = ids[idx]
+        embeds = model.get_input_embeddings()(local_ids)
+        if pixel_values is not None and pixel_values.numel():
+            feats = sharded_image_features(model, pixel_values, self.group, self.rank, self.world)
+            feats = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
+            is_img = ids == model.config.image_token_id
+            if int(is_img.sum()) != feats.shape[0]:
+                raise ValueError(f"{int(is_img.sum())} image tokens but {feats.shape[0]} image features")
+            ordinal = torch.cumsum(is_img.long(), 0) - 1  # k-th image token of the sequence <- feature row k
+            local_img = is_img[idx]
+            embeds = embeds.masked_scatter(local_img[:, None], feats[ordinal[idx][local_img]])
+        ctx = RingContext(group=self.group, cu_seqlens=tuple(int(c) for c in layout.cu_seqlens), backend=self.backend)
+        out = model.model.language_model(inputs_embeds=embeds[None], position_ids=pos[None].to(device),
+                                         use_cache=False, ring_context=ctx)
+        return weighted_ce_sum(out.last_hidden_state, model.lm_head, lab[None].to(device), w[None].to(device))
