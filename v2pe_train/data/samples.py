@@ -25,14 +25,14 @@ from v2pe_common.tiling import TilingConfig, image_processor, num_tiles
 from v2pe_common.tokenizer import TextTokenizer
 
 from ..positions import position_ids
+from v2pe_common.tiling import IMAGENET_MEAN, IMAGENET_STD
+
 from .shards import TarSample
 
 log = logging.getLogger("v2pe_train.data")
 
 # InternVL normalises with the ImageNet statistics (the reference's build_transform; the HF InternVL
-# processor configs say the same). The GotOcr2 processor's own defaults are CLIP's, so they are passed.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# processor configs say the same); v2pe_common.tiling configures the processor with them.
 PIXEL_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
 
