@@ -54,3 +54,9 @@ train-32k:
 	@test -n "$(DATA)" || { echo "error: train-32k needs DATA=<v2pe-data build folder>, e.g. from 'v2pe-data build --recipe recipes/long_vqa_32k.yaml'; or try 'make train-tiny'" >&2; exit 2; }
 	$(VENV)/bin/v2pe-train train --recipe recipes/train_32k.yaml --model $(MODEL) $(foreach d,$(DATA),--data $(d)) --require-gpu --check-only
 	$(VENV)/bin/torchrun --nproc_per_node $(GPUS) -m v2pe_train train --recipe recipes/train_32k.yaml --model $(MODEL) $(foreach d,$(DATA),--data $(d)) --out $(OUT)/train_32k --require-gpu
+
+train-256k:
+	@test -n "$(MODEL)" || { echo "error: train-256k needs MODEL=<native InternVL checkpoint folder>; on a CPU machine try 'make train-tiny'" >&2; exit 2; }
+	@test -n "$(DATA)" || { echo "error: train-256k needs DATA=<v2pe-data build folder of 256K samples>; or try 'make train-tiny'" >&2; exit 2; }
+	$(VENV)/bin/v2pe-train train --recipe recipes/train_256k.yaml --model $(MODEL) $(foreach d,$(DATA),--data $(d)) --require-gpu --check-only
+	$(VENV)/bin/torchrun --nproc_per_node $(GPUS) -m v2pe_train train --recipe recipes/train_256k.yaml --model $(MODEL) $(foreach d,$(DATA),--data $(d)) --out $(OUT)/train_256k --require-gpu

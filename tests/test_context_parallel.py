@@ -49,3 +49,21 @@ def test_cp2_loss_and_parameter_gradients_equal_cp1(long_sample, tmp_path, reduc
     for name, g in one_grads.items():
         torch.testing.assert_close(results[0][2][name], g, rtol=1e-4, atol=1e-5, msg=name)
         torch.testing.assert_close(results[1][2][name], results[0][2][name], rtol=0, atol=0, msg=name)
+
+
+def test_bad_parallel_configurations_fail_fast_with_one_message(tmp_path):
+    from v2pe_train.train import TrainError, preflight
+
+    with pytest.raises(ValueError, match="world size 3 is not divisible by cp=2"):
+        Topology(rank=0, world=3, cp=2)
+    with pytest.raises(TrainError, match="need sequences of at least 16 tokens"):
+        preflight(TrainConfig(model="tiny", data=[str(tmp_path)], cp=8, max_seq_len=8))
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainError, match="'flash' needs CUDA"):
+            preflight(TrainConfig(model="tiny", data=[str(tmp_path)], cp=2, ring_backend="flash"))
+
+
+def test_dp_and_cp_ranks_follow_consecutive_cp_blocks():
+    topo = [Topology(rank=r, world=4, cp=2) for r in range(4)]
+    assert [(t.dp_rank, t.cp_rank) for t in topo] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert {t.dp for t in topo} == {2}

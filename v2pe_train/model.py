@@ -24,6 +24,7 @@ from .rope import dense_attention_mask, install_float64_rope, packed_causal_mask
 TILE_SIZE = 448
 TOKENS_PER_TILE = 256
 TINY = "tiny"
+SHAPE_2B = "2b"  # random init in the shape of InternVL2-2B: for throughput and memory benchmarks only
 
 
 def tiny_config(vocab_size: int, image_token_id: int, *, eos_token_id: int | None = None):
@@ -58,6 +59,30 @@ def tiny_config(vocab_size: int, image_token_id: int, *, eos_token_id: int | Non
         downsample_ratio=0.5,
         tie_word_embeddings=False,  # InternLM2 keeps a separate output matrix; so does the tiny model
     )
+
+
+def shape_2b_config(vocab_size: int, image_token_id: int, *, eos_token_id: int | None = None):
+    """InternVL2-2B's shapes: InternViT-300M (24 x 1024) + MLP projector + an InternLM2-1.8B-shaped Llama.
+
+    Random weights: only for measuring speed and memory without downloading the checkpoint.
+    """
+    from transformers import InternVLConfig
+
+    return InternVLConfig(
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=TILE_SIZE, patch_size=14, attention_bias=True),
+        text_config=dict(model_type="llama", vocab_size=vocab_size, hidden_size=2048, intermediate_size=8192,
+                         num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
+                         max_position_embeddings=32768, rope_theta=1e6, tie_word_embeddings=False,
+                         eos_token_id=eos_token_id),
+        image_token_id=image_token_id,
+        image_seq_length=TOKENS_PER_TILE,
+        downsample_ratio=0.5,
+        tie_word_embeddings=False,
+    )
+
+
+PRESETS = {TINY: tiny_config, SHAPE_2B: shape_2b_config}
 
 
 def check_native_checkpoint(path: str | Path) -> Path:
@@ -99,8 +124,8 @@ def build_model(
     from transformers import InternVLForConditionalGeneration
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    if str(spec) == TINY:
-        cfg = tiny_config(tokenizer.vocab_size, tokenizer.img_context_id, eos_token_id=tokenizer.hf.eos_token_id)
+    if str(spec) in PRESETS:
+        cfg = PRESETS[str(spec)](tokenizer.vocab_size, tokenizer.img_context_id, eos_token_id=tokenizer.hf.eos_token_id)
         # Seeded without touching the caller's global RNG stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -117,7 +142,7 @@ def build_model(
             attn_implementation=attn_implementation,
         )
     check_tile_contract(model)
-    fit_vocabulary(model, tokenizer, allow_new_image_token=str(spec) == TINY)
+    fit_vocabulary(model, tokenizer, allow_new_image_token=str(spec) in PRESETS)
     install_float64_rope(model)
     set_trainable(model, vision=not freeze_vision, projector=not freeze_projector, language=not freeze_language)
     return model

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .data import LoaderConfig, TrainDataLoader
 from .distributed import Topology, all_reduce_sum, barrier, groups, init_distributed, topology_from_env
 from .loss import shift_labels, token_weights, weighted_ce_sum
-from .model import TINY, build_model, forward
+from .model import PRESETS, build_model, forward
 from .optim import build_optimizer, cosine_with_warmup
 from .parallel import ContextParallel
 
@@ -62,7 +62,7 @@ class LossModule(nn.Module):
 def resolve_tokenizer(cfg: TrainConfig) -> str | None:
     if cfg.tokenizer:
         return cfg.tokenizer
-    if cfg.model != TINY and any((Path(cfg.model) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+    if cfg.model not in PRESETS and any((Path(cfg.model) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         return cfg.model
     return None
 
@@ -71,9 +71,18 @@ def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
     """Fail at once, with what is missing, before any process group or model exists."""
     if require_gpu and not torch.cuda.is_available():
         raise TrainError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
-    if cfg.model != TINY and not (Path(cfg.model) / "config.json").is_file():
+    if cfg.model not in PRESETS and not (Path(cfg.model) / "config.json").is_file():
         raise TrainError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
                          "convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
+    if cfg.cp > 1 and cfg.max_seq_len < 2 * cfg.cp:
+        raise TrainError(f"cp: {cfg.cp} ranks need sequences of at least {2 * cfg.cp} tokens (2 zigzag chunks a rank); "
+                         f"max_seq_len is {cfg.max_seq_len}")
+    if cfg.ring_backend == "flash":
+        from importlib.util import find_spec
+
+        if not torch.cuda.is_available() or find_spec("flash_attn") is None or find_spec("ring_flash_attn") is None:
+            raise TrainError("ring_backend: 'flash' needs CUDA plus flash-attn and ring-flash-attn "
+                             "(pip install -e '.[gpu]'); use 'auto' or 'torch' on this machine")
     if not cfg.data:
         raise TrainError("data: no data given (pass v2pe-data build folders with --data / DATA=...)")
     for d in cfg.data:

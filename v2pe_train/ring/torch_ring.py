@@ -64,11 +64,11 @@ def _ring_forward(q, k, v, segs: Segments, scale: float, group, kernel: BlockKer
     comm = RingComm(group, tag_base=0)
     rank, world = comm.rank, comm.world
     acc = accum_dtype(q.dtype)
-    if world == 1 and len(segs) == 1:  # plain causal attention, no merge buffers
-        out, lse = kernel.forward(q, k, v, True, scale)
-        return out.to(acc).contiguous(), lse.to(acc).contiguous()
-    out = torch.empty(q.shape, dtype=acc, device=q.device)
-    lse = torch.empty(q.shape[:2], dtype=acc, device=q.device)
+    # step 0 covers every local row exactly once: with one sample its block IS the initial out/lse
+    out = lse = None
+    if len(segs) > 1:
+        out = torch.empty(q.shape, dtype=acc, device=q.device)
+        lse = torch.empty(q.shape[:2], dtype=acc, device=q.device)
     cur_k, cur_v = k, v
     for step in range(world):
         if step + 1 < world:
@@ -78,7 +78,9 @@ def _ring_forward(q, k, v, segs: Segments, scale: float, group, kernel: BlockKer
         src = (rank - step) % world
         for rows, keys, causal in _step_blocks(step, src, rank, segs):
             block_out, block_lse = kernel.forward(q[rows], cur_k[keys], cur_v[keys], causal, scale)
-            if step == 0:
+            if step == 0 and out is None:
+                out, lse = block_out.to(acc).contiguous(), block_lse.to(acc).contiguous()
+            elif step == 0:
                 out[rows] = block_out
                 lse[rows] = block_lse
             else:
