@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
-
+from v2pe_common.recipe import ConfigError, read_recipe
 from v2pe_common.lengths import format_length, parse_length
 from v2pe_common.template import TEMPLATES
 
@@ -18,10 +17,6 @@ SPLITS = ("train", "val", "test")
 SAMPLES_PER_BYTE_TASK = 32
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)\s*$", re.I)
 _BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-class ConfigError(ValueError):
-    """A recipe key or CLI option is invalid; the message names it."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -98,16 +93,8 @@ class BuildConfig:
             raise ConfigError(f"{where}: {exc}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> BuildConfig:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read recipe: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(raw, where=str(path))
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None):
+        return cls.from_dict(read_recipe(path, overrides), where=str(path))
 
 
 def parse_shard_size(value: str | int) -> tuple[int, int | None]:

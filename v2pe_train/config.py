@@ -6,17 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
+from v2pe_common.recipe import ConfigError, read_recipe
 from v2pe_common.lengths import parse_length
 
 POSITION_MODES = ("default", "v2pe_fix", "v2pe_rnd")
 LOSS_REDUCTIONS = ("token", "square")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class ConfigError(ValueError):
-    """A recipe key or CLI option is invalid; the message names it."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -107,18 +102,8 @@ class TrainConfig:
             raise ConfigError(f"{where}: {exc}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read recipe: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys to values")
-        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(raw, where=str(path))
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None):
+        return cls.from_dict(read_recipe(path, overrides), where=str(path))
 
 
 def _coerce(key: str, value, annotation: str, where: str):
