@@ -19,6 +19,10 @@ buffers, K/V receive buffers, travelling dk/dv accumulators, gloo's own
 buffers).  It excludes the ~200+ MB of torch libraries, identical for both
 configurations, which would only dilute the ratio.  RSS is page-granular and
 counts allocator caching, so small configurations are noisy; use >= 16K tokens.
+The workers run with MALLOC_MMAP_THRESHOLD_=65536 (glibc maps every
+tensor-sized block and unmaps it on free, so RSS follows live tensor bytes),
+and warm up with the same call pattern first (the first `backward(gradient)`
+of a process costs ~30 MiB of one-off resident memory).
 If clear_refs is not writable, it falls back to ru_maxrss (which then also
 includes the import-time peak) and says so.
 
