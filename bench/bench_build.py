@@ -53,12 +53,15 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="v2pe-bench-"))
     try:
         base = dict(task="long_vqa", length=args.length, num_samples=args.samples, shard_size=2, seed=0)
-        warm = BuildConfig.from_dict({**base, "num_samples": 1, "out": str(tmp / "warm")})
-        timed_build(warm)  # imports, tokenizer and processor load are start-up, not throughput
-        one_s, manifest = timed_build(BuildConfig.from_dict({**base, "out": str(tmp / "w1")}))
-        two_s, manifest2 = timed_build(BuildConfig.from_dict({**base, "out": str(tmp / "w2"), "workers": 2}))
+        # Start-up (imports, tokenizer, processor) and the renderer's glyph caches are not throughput:
+        # warm them on other samples (another seed), then time best-of-2 for every configuration.
+        timed_build(BuildConfig.from_dict({**base, "seed": 1, "num_samples": 4, "out": str(tmp / "warm")}))
+        floor_s = min(floor_seconds(BuildConfig.from_dict({**base, "out": str(tmp / "floor")})) for _ in range(2))
+        one = [timed_build(BuildConfig.from_dict({**base, "out": str(tmp / f"w1_{r}")})) for r in range(2)]
+        two = [timed_build(BuildConfig.from_dict({**base, "out": str(tmp / f"w2_{r}"), "workers": 2})) for r in range(2)]
+        one_s, manifest = min(one, key=lambda x: x[0])
+        two_s, manifest2 = min(two, key=lambda x: x[0])
         assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in manifest2["shards"]]
-        floor_s = floor_seconds(BuildConfig.from_dict({**base, "out": str(tmp / "floor")}))
         tokens = manifest["token_stats"]["total"]
         images = manifest["token_stats"]["images_total"]
         n_bytes = sum(s["bytes"] for s in manifest["shards"])
