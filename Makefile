@@ -32,6 +32,8 @@ test-gpu:
 bench:
 	$(PY) bench/bench_build.py
 	$(PY) bench/bench_positions.py
+	$(PY) bench/bench_loader.py
+	$(PY) bench/bench_ring_memory.py
 
 tokenizer:
 	$(PY) scripts/make_tokenizer.py
