@@ -30,8 +30,10 @@ from v2pe_common.tokenizer import load_tokenizer
 from .config import BuildConfig
 from .manifest import make_manifest
 from .plan import Accounting, Budget, PlanError, SamplePlan
-from .sources.registry import open_source
-from .tasks import long_vqa
+from .canvas import CanvasLayout
+from .seeding import stable_rng
+from .sources.registry import SourceUnavailable, open_source
+from .tasks import long_vqa, paste
 from .writers.atomic import AtomicFile, file_digest, write_json_atomic
 from .writers.wds import TarShardWriter
 
@@ -78,6 +80,34 @@ def build_identity(cfg: BuildConfig, tokenizer_identity: dict) -> dict:
     return ident
 
 
+@dataclass
+class SourceSlot:
+    """One entry of the mix, opened: its task context, planner and share of the samples."""
+
+    entry: dict
+    ctx: long_vqa.TaskContext | None
+    status: str  # "available" or why not
+
+    def plan(self, index: int, layout: CanvasLayout) -> SamplePlan:
+        if self.entry["mode"] == "paste":
+            return paste.plan(self.ctx, index, layout)
+        return long_vqa.plan(self.ctx, index)
+
+    def min_tokens(self, layout: CanvasLayout) -> int:
+        if self.entry["mode"] == "paste":
+            return paste.min_sample_tokens(self.ctx, layout)
+        return long_vqa.min_sample_tokens(self.ctx)
+
+    def describe(self) -> dict:
+        info = {k: self.entry[k] for k in ("name", "kind", "mode", "share") if k in self.entry}
+        info["path"] = self.entry.get("path")
+        info["status"] = self.status
+        source = self.ctx.source if self.ctx else None
+        if source is not None:
+            info.update(source.describe() if hasattr(source, "describe") else {"split": source.split})
+        return info
+
+
 class Builder:
     """Holds what every task needs; cheap to fork into worker processes."""
 
@@ -85,38 +115,67 @@ class Builder:
         self.cfg = cfg
         tokenizer = load_tokenizer(cfg.tokenizer)
         self.acc = Accounting(tokenizer, get_template(cfg.template), TilingConfig(max_tiles=cfg.max_tiles))
-        try:
-            source = open_source(cfg.source, cfg.split, cfg.seed, cfg.image_format)
-        except ValueError as exc:
-            raise BuildError(str(exc)) from None
-        self.ctx = long_vqa.TaskContext(
-            task=cfg.task,
-            split=cfg.split,
-            seed=cfg.seed,
-            budget=Budget(cfg.min_length, cfg.length),
-            acc=self.acc,
-            source=source,
-            depth=cfg.depth,
-        )
+        self.layout = CanvasLayout(grid=cfg.paste_grid)
+        self.slots = [self._open(entry) for entry in cfg.sources]
+        self.live = [s for s in self.slots if s.ctx is not None]
+        if not self.live:
+            raise BuildError("no source is available: " + "; ".join(s.status for s in self.slots))
         self.identity = build_identity(cfg, tokenizer.identity)
         self.out = Path(cfg.out)
 
+    def _open(self, entry: dict) -> SourceSlot:
+        try:
+            source = open_source(entry, self.cfg.split, self.cfg.seed, self.cfg.image_format, strict=self.cfg.strict)
+        except SourceUnavailable as exc:
+            if self.cfg.strict:
+                raise BuildError(f"{exc} (--strict)") from None
+            return SourceSlot(entry, None, f"unavailable: {exc}")
+        except ValueError as exc:  # strict source errors and bad source configuration
+            raise BuildError(str(exc)) from None
+        if len(source) == 0:
+            if self.cfg.strict:
+                raise BuildError(f"source {entry['name']!r} has no valid {self.cfg.split} items (--strict)")
+            return SourceSlot(entry, None, f"unavailable: no valid {self.cfg.split} items")
+        ctx = long_vqa.TaskContext(task=self.cfg.task, split=self.cfg.split, seed=self.cfg.seed,
+                                   budget=Budget(self.cfg.min_length, self.cfg.length), acc=self.acc, source=source,
+                                   depth=self.cfg.depth)
+        return SourceSlot(entry, ctx, "available")
+
     def check_feasible(self) -> None:
-        floor = long_vqa.min_sample_tokens(self.ctx)
-        if self.cfg.length < floor:
-            raise BuildError(
-                f"--len {self.cfg.length} is smaller than one image plus its prompt ({floor} tokens): "
-                "no sample can be built; use a larger --len"
-            )
+        for slot in self.live:
+            floor = slot.min_tokens(self.layout)
+            if self.cfg.length < floor:
+                raise BuildError(
+                    f"--len {self.cfg.length} is smaller than one image plus its prompt ({floor} tokens, source "
+                    f"{slot.entry['name']!r}, {slot.entry['mode']} mode): no sample can be built; use a larger --len"
+                )
         span = self.cfg.length - self.cfg.min_length
-        if span < 256 and self.cfg.min_length > floor:
+        if span < 256 and self.cfg.min_length > min(s.min_tokens(self.layout) for s in self.live):
             raise BuildError(
                 f"bin [{self.cfg.min_length}, {self.cfg.length}] is narrower than one image tile (256 tokens); "
                 "widen it with --min-len"
             )
 
+    def slot_for(self, index: int) -> SourceSlot:
+        """Which source sample `index` comes from: drawn by share from a stable seed."""
+        if len(self.live) == 1:
+            return self.live[0]
+        rng = stable_rng(self.cfg.seed, "mix", self.cfg.split, index)
+        return rng.choices(self.live, weights=[s.entry["share"] for s in self.live])[0]
+
     def plan(self, index: int) -> SamplePlan:
-        return long_vqa.plan(self.ctx, index)
+        return self.slot_for(index).plan(index, self.layout)
+
+    def source_report(self) -> tuple[list[dict], dict, list[dict]]:
+        """(per-source descriptions, rejected-row counts by reason, examples naming the source id)."""
+        counts: dict[str, int] = {}
+        examples: list[dict] = []
+        for slot in self.live:
+            for row in getattr(slot.ctx.source, "rejected", []):
+                counts[row["reason"]] = counts.get(row["reason"], 0) + 1
+                if len(examples) < 100:
+                    examples.append(dict(row))
+        return [s.describe() for s in self.slots], counts, examples
 
     def shard_path(self, task: ShardTask, part: int | None) -> Path:
         suffix = "" if part is None else f"-{part:03d}"
@@ -280,7 +339,7 @@ def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
             builder.run_task(t, progress)
     bar.close()
     markers = [json.loads((builder.out / DONE_DIR / f"{t.index:06d}.json").read_text()) for t in tasks]
-    manifest = make_manifest(builder.identity, cfg, builder.acc, markers)
+    manifest = make_manifest(builder.identity, cfg, builder.acc, markers, builder.source_report())
     schema.validate(manifest, schema.MANIFEST, where=str(builder.out / MANIFEST_FILE))
     write_json_atomic(builder.out / MANIFEST_FILE, manifest)
     return manifest

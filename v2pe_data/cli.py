@@ -25,7 +25,14 @@ def build(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (default out/TASK_LEN)."),
     seed: Optional[int] = typer.Option(None, help="Seed; the same seed and arguments give identical bytes."),
     split: Optional[str] = typer.Option(None, help="Source split to draw from: train, val or test."),
-    source: Optional[str] = typer.Option(None, help="Item source (synthetic is offline and the default)."),
+    source: Optional[list[str]] = typer.Option(
+        None, help="Source, repeatable: synthetic (offline default), docvqa=PATH, infovqa=PATH, chartqa=PATH, "
+                   "or hub:ID in place of PATH when a network exists. Several sources share samples equally."),
+    mode: Optional[str] = typer.Option(None, help="concat (pages in sequence) or paste (labelled canvases); "
+                                                  "default per source: chartqa pastes, the others concatenate."),
+    paste_grid: Optional[int] = typer.Option(None, "--paste-grid", help="Paste canvases: N x N cells of 448 px (3)."),
+    formats: Optional[str] = typer.Option(None, "--format", help="Comma list of wds, parquet, internvl (wds always)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad source row or missing source."),
     depth: Optional[float] = typer.Option(None, help="Fix the target's relative depth in [0,1] (default: uniform)."),
     shard_size: Optional[str] = typer.Option(None, "--shard-size", help="Samples per shard (8) or a byte cap (256MB)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel worker processes."),
@@ -41,10 +48,13 @@ def build(
 
     flags = {
         "task": task, "length": length, "min_length": min_length, "num_samples": num_samples, "out": out,
-        "seed": seed, "split": split, "source": source, "depth": depth, "workers": workers,
-        "tokenizer": tokenizer, "template": template, "max_tiles": max_tiles,
+        "seed": seed, "split": split, "depth": depth, "workers": workers,
+        "tokenizer": tokenizer, "template": template, "max_tiles": max_tiles, "mode": mode,
+        "paste_grid": paste_grid, "formats": formats, "strict": strict or None,
     }
     try:
+        if source:
+            flags["sources"] = list(source)
         if shard_size is not None:
             flags["shard_size"], flags["shard_bytes"] = parse_shard_size(shard_size)
         given = {k: v for k, v in flags.items() if v is not None}

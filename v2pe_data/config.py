@@ -19,6 +19,51 @@ _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)\s*$", re.I)
 _BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
+MODES = ("concat", "paste")
+FORMATS = ("wds", "parquet", "internvl")
+SOURCE_KINDS = ("synthetic", "docvqa", "infovqa", "chartqa", "generic")
+# Page-like sets are concatenated, small-image sets pasted onto canvases (V2PE's image/ and paste/ subsets).
+DEFAULT_MODE = {"synthetic": "concat", "docvqa": "concat", "infovqa": "concat", "chartqa": "paste", "generic": "concat"}
+_SOURCE_KEYS = {"name", "kind", "path", "mode", "share", "columns", "config", "kinds"}
+
+
+def parse_source(text: str) -> dict:
+    """'synthetic', 'docvqa=/data/DocVQA' or 'docvqa=hub:lmms-lab/DocVQA' -> a source entry."""
+    kind, _, path = text.partition("=")
+    return {"kind": kind.strip(), **({"path": path.strip()} if path else {})}
+
+
+def normalize_sources(entries: list, mode: str | None) -> list[dict]:
+    """Fill defaults and check every key of every source entry; errors name `sources[i].key`."""
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("sources: expected a non-empty list of source entries")
+    out = []
+    for i, raw in enumerate(entries):
+        where = f"sources[{i}]"
+        entry = parse_source(raw) if isinstance(raw, str) else dict(raw) if isinstance(raw, dict) else None
+        if entry is None:
+            raise ConfigError(f"{where}: expected a mapping or 'kind=path', got {raw!r}")
+        unknown = set(entry) - _SOURCE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; known keys: {sorted(_SOURCE_KEYS)}")
+        kind = entry.get("kind") or entry.get("name")
+        if kind not in SOURCE_KINDS:
+            raise ConfigError(f"{where}.kind: unknown source {kind!r}; choose one of {list(SOURCE_KINDS)}")
+        entry["kind"] = kind
+        entry.setdefault("name", kind)
+        if kind != "synthetic" and not entry.get("path"):
+            raise ConfigError(f"{where}.path: source {kind!r} needs the path of its local copy (or hub:ID)")
+        entry["mode"] = entry.get("mode") or mode or DEFAULT_MODE[kind]
+        if entry["mode"] not in MODES:
+            raise ConfigError(f"{where}.mode: choose one of {list(MODES)}")
+        share = entry.setdefault("share", 1.0)
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or share <= 0:
+            raise ConfigError(f"{where}.share: expected a positive number, got {share!r}")
+        entry["share"] = float(share)
+        out.append(entry)
+    return out
+
+
 @dataclass(kw_only=True, slots=True)
 class BuildConfig:
     task: str = "long_vqa"
@@ -27,8 +72,12 @@ class BuildConfig:
     num_samples: int = 64
     seed: int = 0
     split: str = "train"
-    source: str = "synthetic"
-    mode: str = "concat"
+    source: str = "synthetic"  # shorthand for a single entry of `sources`: 'synthetic' or 'docvqa=PATH'
+    mode: str | None = None  # concat | paste; default per source kind
+    sources: list | None = None  # the mix: [{kind, path, mode, share, ...}]; overrides `source`
+    paste_grid: int = 3  # paste canvases are paste_grid x paste_grid cells of 448 px
+    formats: list | None = None  # wds, parquet, internvl (default: wds)
+    strict: bool = False  # the first bad source row or unavailable source is an error
     depth: float | None = None
     shard_size: int = 8  # samples per shard task
     shard_bytes: int | None = None  # optional size cap: a task's output rolls into parts
@@ -51,7 +100,15 @@ class BuildConfig:
         need(0 <= self.min_length <= self.length, "min_length", f"must lie in [0, length={self.length}]")
         need(self.num_samples >= 0, "num_samples", "must be >= 0")
         need(self.split in SPLITS, "split", f"choose one of {list(SPLITS)}")
-        need(self.mode == "concat", "mode", "only 'concat' is available for long_vqa")
+        need(self.mode is None or self.mode in MODES, "mode", f"choose one of {list(MODES)}")
+        self.sources = normalize_sources(self.sources or [self.source], self.mode)
+        need(1 <= self.paste_grid <= 8, "paste_grid", "must lie in [1, 8]")
+        if isinstance(self.formats, str):
+            self.formats = [f.strip() for f in self.formats.split(",") if f.strip()]
+        self.formats = list(self.formats or ["wds"])
+        bad = [f for f in self.formats if f not in FORMATS]
+        need(not bad and self.formats, "formats", f"unknown format {bad[:1]}; choose from {list(FORMATS)}")
+        need("wds" in self.formats, "formats", "wds shards are always written (the other formats sit beside them)")
         need(self.depth is None or 0.0 <= self.depth <= 1.0, "depth", "must lie in [0, 1]")
         need(self.shard_size >= 1, "shard_size", "must be >= 1 sample")
         need(self.shard_bytes is None or self.shard_bytes >= 1, "shard_bytes", "must be >= 1 byte")
@@ -67,6 +124,8 @@ class BuildConfig:
         d = dataclasses.asdict(self)
         d.pop("workers")
         d.pop("out")
+        d.pop("source")  # folded into `sources`
+        d.pop("strict")  # stops a build early but never changes its bytes
         return d
 
     @classmethod

@@ -24,8 +24,11 @@ def token_stats(rows: list[list[int]]) -> dict:
     }
 
 
-def make_manifest(identity: dict, cfg: BuildConfig, acc: Accounting, markers: list[dict]) -> dict:
-    shards, rows, counts, examples = [], [], {}, []
+def make_manifest(identity: dict, cfg: BuildConfig, acc: Accounting, markers: list[dict],
+                  source_report: tuple[list[dict], dict, list[dict]] = ([], {}, [])) -> dict:
+    sources, counts, examples = source_report
+    counts, examples = dict(counts), list(examples)
+    shards, rows = [], []
     for marker in sorted(markers, key=lambda m: m["task"]["index"]):
         shards.extend(marker["files"])
         rows.extend(marker["tokens"])
@@ -43,6 +46,9 @@ def make_manifest(identity: dict, cfg: BuildConfig, acc: Accounting, markers: li
         "template": acc.template.name,
         "tiling": acc.tiling.to_dict(),
         "num_samples": len(rows),
+        "split": cfg.split,
+        "sources": sources,
+        "formats": cfg.formats,
         "shards": shards,
         "token_stats": token_stats(rows),
         "rejected": {"counts": counts, "examples": examples[:100]},

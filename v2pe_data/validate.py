@@ -95,6 +95,11 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
             if record["id"] in seen_ids:
                 raise ValidationError(f"{where}: duplicate sample id")
             seen_ids.add(record["id"])
+            split = manifest.get("split", manifest["args"].get("split"))
+            crossed = [s for s in record["meta"]["sources"] + record["meta"].get("pasted", []) if s["split"] != split]
+            if crossed:
+                raise ValidationError(f"{where}: item {crossed[0]['id']!r} comes from split {crossed[0]['split']!r}, "
+                                      f"the build is {split!r}")
             if sorted(members) != sorted(record["images"]):
                 raise ValidationError(f"{where}: image members {sorted(members)} != $.images {record['images']}")
             if check_images:

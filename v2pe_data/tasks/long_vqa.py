@@ -3,6 +3,10 @@
 The target's place in the sequence is drawn uniformly over depth (or fixed) and recorded, distractors are
 added until the exact token count lands in the bin. A plan that cannot land in the bin is drawn again
 from the next sub-seed; it is never emitted out of bin.
+
+A question must stay answerable among distractors. Synthetic documents carry a unique title that the
+question names. Real pages (DocVQA, InfoVQA) have none, so every image gets a visible text label
+("Image 7: <image>") and the question names the target's label.
 """
 
 from __future__ import annotations
@@ -30,9 +34,18 @@ class TaskContext:
     depth: float | None = None
 
 
-def conversations(question: str, answer: str, n_images: int) -> list[dict]:
-    human = "<image>\n" * n_images + f"{question}\n{INSTRUCTION}"
+def conversations(question: str, answer: str, n_images: int, target: int | None = None) -> list[dict]:
+    """The question turn; with `target` set, images are labelled and the question names the target's label."""
+    if target is None:
+        human = "<image>\n" * n_images + f"{question}\n{INSTRUCTION}"
+    else:
+        images = "".join(f"Image {i + 1}: <image>\n" for i in range(n_images))
+        human = f"{images}Question about Image {target + 1}: {question}\n{INSTRUCTION}"
     return [{"from": "human", "value": human}, {"from": "gpt", "value": answer}]
+
+
+def _labelled(item: Item) -> bool:
+    return not item.title
 
 
 def _draw(ctx: TaskContext, rng, used_docs: set[str]) -> Item:
@@ -45,7 +58,8 @@ def _draw(ctx: TaskContext, rng, used_docs: set[str]) -> Item:
 
 def _fill(ctx: TaskContext, rng, target: Item) -> list[Item] | None:
     """Target plus distractors whose exact count lies in the budget, or None if this draw misses."""
-    text_cost = text_cost_model(lambda n: conversations(target.question, target.answers[0], n), ctx.acc)
+    label = 0 if _labelled(target) else None
+    text_cost = text_cost_model(lambda n: conversations(target.question, target.answers[0], n, label), ctx.acc)
     items = [target]
     used = {target.doc_id}
     image_tokens = ctx.acc.image_cost(target)
@@ -83,19 +97,23 @@ def plan(ctx: TaskContext, index: int) -> SamplePlan:
         depth = ctx.depth if ctx.depth is not None else rng.random()
         t = round(depth * (n - 1))
         ordered = distractors[:t] + [target] + distractors[t:]
-        return _record(ctx, index, ordered, t, rejected)
+        plan_ = _record(ctx, index, ordered, t, rejected)
+        if plan_ is None:  # labels' digits moved the exact count out of the bin: draw again
+            rejected["replanned_out_of_bin"] = rejected.get("replanned_out_of_bin", 0) + 1
+            continue
+        return plan_
     raise PlanError(
         f"sample {index}: no plan fits [{ctx.budget.min_len}, {ctx.budget.max_len}] tokens after {MAX_REPLANS} draws"
     )
 
 
-def _record(ctx: TaskContext, index: int, items: list[Item], t: int, rejected: dict[str, int]) -> SamplePlan:
+def _record(ctx: TaskContext, index: int, items: list[Item], t: int, rejected: dict[str, int]) -> SamplePlan | None:
     target = items[t]
-    conv = conversations(target.question, target.answers[0], len(items))
+    conv = conversations(target.question, target.answers[0], len(items), t if _labelled(target) else None)
     tiles = [ctx.acc.tiles(it) for it in items]
     counted = ctx.acc.count(conv, tiles)
     if not ctx.budget.contains(counted.total):
-        raise PlanError(f"sample {index}: planned {counted.total} tokens outside the bin (accounting bug)")
+        return None
     n = len(items)
     record = {
         "id": f"{ctx.task}-{ctx.split}-{index:08d}",
@@ -131,5 +149,6 @@ def _record(ctx: TaskContext, index: int, items: list[Item], t: int, rejected: d
 def min_sample_tokens(ctx: TaskContext) -> int:
     """Fewest tokens any sample of this task can have: the prompt around one single-tile image."""
     probe = ctx.source.item(0)
-    text = text_cost_model(lambda n: conversations(probe.question, probe.answers[0], n), ctx.acc)(1)
+    label = 0 if _labelled(probe) else None
+    text = text_cost_model(lambda n: conversations(probe.question, probe.answers[0], n, label), ctx.acc)(1)
     return text + ctx.acc.tiling.tokens_per_tile + 2

@@ -1,0 +1,427 @@
+"""What every real (on-disk or Hub) source shares: the index pass, bad-row accounting and lazy image bytes.
+
+A real source is opened once: the *index pass* reads every row of the requested split, validates it and
+keeps, for each valid row, only what an `Item` needs (a few strings, the image size and a *locator* from
+which the original encoded bytes can be read again). Decoded pixels and image bytes are never kept.
+
+Validation of one row, in order (the first failure decides the reason):
+
+1. required fields present and non-empty (`missing_field`) and of the right type (`bad_type`);
+2. an image is present (`missing_image`): embedded bytes, or a file that exists under the source root; a
+   path that resolves outside the root (`../`, an absolute path, a symlink) is `path_escape`;
+3. the header is read with Pillow (`corrupt_image` if unreadable); `width * height <= max_pixels` is
+   checked *before* decoding (`too_many_pixels`); a format other than JPEG / PNG / WebP is `bad_type`;
+4. a full decode (`im.load()`) catches truncated or otherwise corrupt data (`corrupt_image`).
+
+Pillow's own decompression-bomb limit is lifted while a header is read (our `max_pixels` replaces it)
+and restored afterwards; `ImageFile.LOAD_TRUNCATED_IMAGES` is forced off meanwhile. Both are process
+globals, so do not open sources concurrently from several threads.
+
+Bad rows are skipped and recorded in `source.rejected` as `{"reason", "source", "id", "detail"}`; the id
+is the row's original id when it could be read, else `#N` (N = the row number in file order). With
+`strict=True` the first bad row raises `SourceError("SOURCE:ID: reason: detail")` instead.
+
+Item order is file order: files sorted by name (shard numbers are zero-padded), rows in file order;
+`item(i)` indexes the valid rows only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..records import Item
+
+# Pillow's default decompression-bomb limit (Image.MAX_IMAGE_PIXELS): 0.25 GiB of 24-bit pixels / 3.
+DEFAULT_MAX_PIXELS = 89_478_485
+REASONS = ("missing_field", "bad_type", "missing_image", "path_escape", "corrupt_image", "too_many_pixels")
+FORMAT_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
+
+# Split names as the caller writes them -> every spelling a layout may use on disk, preferred first.
+_SPLIT_GROUPS = (("train",), ("val", "validation", "valid", "dev"), ("test",))
+
+
+class SourceError(ValueError):
+    """A bad row under `strict=True`, or a source that cannot be read as the kind and layout asked for."""
+
+    def __init__(self, message: str, *, reason: str | None = None, source: str | None = None,
+                 id: str | None = None):
+        super().__init__(message)
+        self.reason, self.source, self.id = reason, source, id
+
+
+class HubUnavailable(SourceError, ConnectionError):
+    """A `hub:` id that cannot be fetched (no network, HF_HUB_OFFLINE=1, unknown repo)."""
+
+
+class Reject(Exception):
+    """One row is bad: raised inside the index pass, caught and counted by `RealSource.consider`."""
+
+    def __init__(self, reason: str, detail: str, id: str | None = None):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.id = reason, detail, id
+
+
+@contextlib.contextmanager
+def tagged(rid: str):
+    """Rejections raised inside the block name the row's original id."""
+    try:
+        yield
+    except Reject as bad:
+        if bad.id is None:
+            bad.id = rid
+        raise
+
+
+def split_aliases(split: str) -> tuple[str, ...]:
+    """'val' -> ('val', 'validation', 'valid', 'dev'): the names a split may carry on disk, the caller's first."""
+    low = split.lower()
+    for group in _SPLIT_GROUPS:
+        if low in group:
+            return (split,) + tuple(g for g in group if g != split)
+    return (split,)
+
+
+def same_split(a: str, b: str) -> bool:
+    return a.lower() in tuple(s.lower() for s in split_aliases(b))
+
+
+# ------------------------------------------------------------------------------------------ row fields
+
+
+def need_str(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        raise Reject("missing_field", f"{key} is missing" if key not in row else f"{key} is null")
+    if not isinstance(value, str):
+        raise Reject("bad_type", f"{key} is {type(value).__name__}, not str")
+    if not value.strip():
+        raise Reject("missing_field", f"{key} is empty")
+    return value
+
+
+def need_id(row: dict, key: str) -> str:
+    """An original id: a non-empty str or an int (JSON releases use ints, Hub copies strings)."""
+    value = row.get(key)
+    if value is None:
+        raise Reject("missing_field", f"{key} is missing" if key not in row else f"{key} is null")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise Reject("bad_type", f"{key} is {type(value).__name__}, not str or int")
+    text = str(value).strip()
+    if not text:
+        raise Reject("missing_field", f"{key} is empty")
+    return text
+
+
+def opt_id(row: dict, key: str) -> str | None:
+    value = row.get(key)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
+        return None
+    return str(value).strip()
+
+
+def need_answers(row: dict, key: str, allow_str: bool = False) -> tuple[str, ...]:
+    """A non-empty list of strings (or one string where the layout stores one); empty strings and repeats
+    are dropped, order kept (the first answer is the training target)."""
+    value = row.get(key)
+    if value is None:
+        raise Reject("missing_field", f"{key} is missing" if key not in row else f"{key} is null")
+    if isinstance(value, str) and allow_str:
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        kinds = "a list of str or a str" if allow_str else "a list of str"
+        raise Reject("bad_type", f"{key} is {type(value).__name__}, not {kinds}")
+    for i, a in enumerate(value):
+        if not isinstance(a, str):
+            raise Reject("bad_type", f"{key}[{i}] is {type(a).__name__}, not str")
+    out = tuple(dict.fromkeys(a for a in value if a.strip()))
+    if not out:
+        raise Reject("missing_field", f"{key} holds no non-empty answer")
+    return out
+
+
+def opt_label(value) -> str:
+    """An optional type / tag field: a str, a list of str (joined with ','), anything else ignored."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    return ""
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """Image bytes stored in a table cell; `locator` reads them again later."""
+
+    data: bytes
+    locator: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class OnDisk:
+    """An image file under the source root (already resolved and checked to lie inside it)."""
+
+    path: Path
+
+
+def resolve_under(root: Path, rel: str, bases: Iterable[Path], fallbacks: Iterable[Path] = ()) -> OnDisk:
+    """Find image `rel` (relative to one of `bases`, or its file name in one of `fallbacks`) inside `root`.
+
+    Any path whose normal form leaves its base, any absolute path outside `root`, and any candidate whose
+    real path (symlinks followed) is outside `root` is `path_escape`; no existing candidate is
+    `missing_image`.
+    """
+    if not isinstance(rel, str):
+        raise Reject("bad_type", f"image path is {type(rel).__name__}, not str")
+    if not rel.strip():
+        raise Reject("missing_image", "image path is empty")
+    root = root.resolve()
+    norm = os.path.normpath(rel.replace("\\", "/"))
+    if os.path.isabs(norm):
+        candidates = [Path(norm)]
+    elif norm == ".." or norm.startswith("../"):
+        raise Reject("path_escape", f"{rel!r} leaves the source root")
+    else:
+        candidates = [Path(b) / norm for b in bases]
+        candidates += [Path(f) / Path(norm).name for f in fallbacks]
+    for cand in candidates:
+        real = cand.resolve()
+        if real != root and root not in real.parents:
+            raise Reject("path_escape", f"{rel!r} resolves to {real}, outside {root}")
+        if real.is_file():
+            return OnDisk(real)
+    raise Reject("missing_image", f"{rel!r} not found under {root}")
+
+
+def image_from_cell(value, locator: tuple, root: Path, bases: Iterable[Path] = ()) -> Embedded | OnDisk:
+    """A table cell of an image column: a `datasets.Image` struct {bytes, path}, raw binary, or a path."""
+    if value is None:
+        raise Reject("missing_image", "image is null")
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        if data:
+            return Embedded(bytes(data), locator)
+        path = value.get("path")
+        if path:
+            return resolve_under(root, path, bases or [root])
+        raise Reject("missing_image", "image struct holds neither bytes nor a path")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if not len(value):
+            raise Reject("missing_image", "image bytes are empty")
+        return Embedded(bytes(value), locator)
+    if isinstance(value, str):
+        return resolve_under(root, value, bases or [root])
+    raise Reject("bad_type", f"image is {type(value).__name__}, not bytes, an image struct or a path")
+
+
+def probe(data: bytes, max_pixels: int) -> tuple[int, int, str]:
+    """(width, height, ext) of encoded image bytes, fully decoded once and dropped; raises Reject."""
+    from PIL import Image, ImageFile
+
+    saved_limit, saved_trunc = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+    try:
+        try:
+            im = Image.open(io.BytesIO(data))
+        except Exception as exc:  # Pillow raises many types for unreadable headers
+            raise Reject("corrupt_image", f"unreadable header: {type(exc).__name__}: {exc}") from None
+        with im:
+            width, height = im.size
+            if width <= 0 or height <= 0:
+                raise Reject("corrupt_image", f"header gives size {width}x{height}")
+            if width * height > max_pixels:
+                raise Reject("too_many_pixels",
+                             f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
+            ext = FORMAT_EXT.get(im.format or "")
+            if ext is None:
+                raise Reject("bad_type", f"image format {im.format} is not JPEG, PNG or WebP")
+            try:
+                im.load()
+            except Exception as exc:
+                raise Reject("corrupt_image", f"decode failed: {type(exc).__name__}: {exc}") from None
+        return width, height, ext
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved_limit, saved_trunc
+
+
+# ------------------------------------------------------------------------------------------ lazy bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _arrow_table(path: str):
+    """A datasets Arrow file (IPC stream), memory-mapped: rows are read without loading the file."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.memory_map(path, "r")).read_all()
+
+
+@functools.lru_cache(maxsize=2)
+def _parquet_column(path: str, row_group: int, column: str):
+    """One row group's image column (Hub image parquet: about 100 rows a group); two kept per process."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read_row_group(row_group, columns=[column]).column(column)
+
+
+def cell_bytes(value) -> bytes:
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    if not value:
+        raise OSError("image bytes vanished from the source since it was indexed")
+    return bytes(value)
+
+
+def read_bytes(locator: tuple) -> bytes:
+    """The original encoded bytes behind a locator (module-level, so `partial(read_bytes, loc)` pickles):
+
+    ("file", path) | ("arrow", file, column, row) | ("parquet", file, column, row_group, offset)
+    """
+    kind = locator[0]
+    if kind == "file":
+        return Path(locator[1]).read_bytes()
+    if kind == "arrow":
+        _, path, column, row = locator
+        return cell_bytes(_arrow_table(path).column(column)[row].as_py())
+    if kind == "parquet":
+        _, path, column, group, offset = locator
+        return cell_bytes(_parquet_column(path, group, column)[offset].as_py())
+    raise ValueError(f"unknown image locator {locator!r}")
+
+
+# ------------------------------------------------------------------------------------------ the source
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A valid row: everything an Item needs, without pixels or bytes."""
+
+    id: str
+    doc_id: str
+    width: int
+    height: int
+    ext: str
+    question: str
+    answers: tuple[str, ...]
+    question_type: str
+    locator: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A parsed row whose image has not been checked yet. `doc_id=None`: use the image's content hash."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    image: Embedded | OnDisk
+    doc_id: str | None = None
+    question_type: str = ""
+
+
+def content_doc_id(data: bytes) -> str:
+    return "sha1:" + hashlib.sha1(data).hexdigest()[:16]
+
+
+class RealSource:
+    """A real dataset's split, indexed at open. `item(i)` is the i-th valid row in file order."""
+
+    def __init__(self, *, name: str, kind: str, path: str, split: str, layout: str, strict: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, details: dict | None = None):
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
+            raise SourceError(f"{name}: max_pixels must be a positive int, got {max_pixels!r}")
+        self.name, self.kind, self.path, self.split, self.layout = name, kind, str(path), split, layout
+        self.strict, self.max_pixels = strict, max_pixels
+        self.details = dict(details or {})
+        self.rejected: list[dict] = []
+        self.rows_seen = 0
+        self.rows_other_split = 0
+        self._entries: list[Entry] = []
+        self._probed: dict[bytes | str, tuple | Reject] = {}  # content hash / file path -> probe result
+
+    # -- the index pass
+
+    def consider(self, rownum: int, parse: Callable[[], Row], id_hint: str | None = None) -> Entry | None:
+        """Parse and validate one row; a bad row is recorded (or raised under strict) and None returned."""
+        self.rows_seen += 1
+        rid = id_hint or f"#{rownum}"
+        try:
+            row = parse()
+            rid = row.id
+            entry = self._admit(row)
+        except Reject as bad:
+            self.reject(bad.id or rid, bad.reason, bad.detail)
+            return None
+        self._entries.append(entry)
+        return entry
+
+    def reject(self, rid: str, reason: str, detail: str) -> None:
+        if self.strict:
+            raise SourceError(f"{self.name}:{rid}: {reason}: {detail} (strict)", reason=reason,
+                              source=self.name, id=rid)
+        self.rejected.append({"reason": reason, "source": self.name, "id": rid, "detail": detail})
+
+    def _admit(self, row: Row) -> Entry:
+        if isinstance(row.image, Embedded):
+            data, locator = row.image.data, row.image.locator
+            key = hashlib.sha1(data).digest()
+        else:
+            locator, key, data = ("file", str(row.image.path)), str(row.image.path), None
+        known = self._probed.get(key)
+        if known is None:
+            if data is None:
+                try:
+                    data = row.image.path.read_bytes()
+                except OSError as exc:
+                    known = Reject("missing_image", f"cannot read {row.image.path}: {exc}")
+            if known is None:
+                try:
+                    known = probe(data, self.max_pixels) + (content_doc_id(data),)
+                except Reject as bad:
+                    known = bad
+            self._probed[key] = known
+        if isinstance(known, Reject):
+            raise known
+        width, height, ext, digest = known
+        return Entry(id=row.id, doc_id=row.doc_id or digest, width=width, height=height, ext=ext,
+                     question=row.question, answers=row.answers, question_type=row.question_type,
+                     locator=locator)
+
+    def finish(self) -> RealSource:
+        self._probed.clear()
+        return self
+
+    # -- the Source protocol
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def item(self, index: int) -> Item:
+        if not 0 <= index < len(self._entries):
+            raise IndexError(f"{self.name}: index {index} outside [0, {len(self._entries)})")
+        e = self._entries[index]
+        return Item(dataset=self.name, split=self.split, id=e.id, doc_id=e.doc_id, width=e.width,
+                    height=e.height, ext=e.ext, question=e.question, answers=e.answers,
+                    load=functools.partial(read_bytes, e.locator), title="", question_type=e.question_type)
+
+    def describe(self) -> dict:
+        counts = dict.fromkeys(REASONS, 0)
+        for row in self.rejected:
+            counts[row["reason"]] += 1
+        return {"kind": self.kind, "name": self.name, "path": self.path, "split": self.split,
+                "layout": self.layout, **self.details, "rows_seen": self.rows_seen,
+                "rows_other_split": self.rows_other_split, "items_valid": len(self._entries),
+                "rejected": counts, "max_pixels": self.max_pixels}
+
+    def __repr__(self) -> str:
+        return (f"RealSource(name={self.name!r}, split={self.split!r}, layout={self.layout!r}, "
+                f"items={len(self)}, rejected={len(self.rejected)})")
