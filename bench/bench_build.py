@@ -1,5 +1,6 @@
 """Build throughput at 64K against the floor of only rendering and encoding the same images.
 
+Concat mode by default; `--mode paste` builds labelled canvases (floor: decode, paste, encode them).
 Prints samples/s and tokens/s for the full build (plan, count, validate, write tar, hash) with 1 and 2
 workers, the floor (item.load() for exactly the images the build used), the ratios, and peak RSS.
 Targets (issue 2): build/floor time <= 1.3, and 2 workers >= 1.7x one worker.
@@ -48,14 +49,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--len", dest="length", default="64k")
+    ap.add_argument("--mode", choices=["concat", "paste"], default="concat",
+                    help="paste: small synthetic charts/tables on labelled canvases; the floor is then decoding, "
+                         "pasting and encoding the same canvases")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="v2pe-bench-"))
     try:
         base = dict(task="long_vqa", length=args.length, num_samples=args.samples, shard_size=2, seed=0)
+        if args.mode == "paste":
+            base["sources"] = [{"kind": "synthetic", "mode": "paste",
+                                "kinds": ["bar_chart", "line_chart", "pie_chart", "table"]}]
         # Start-up (imports, tokenizer, processor) and the renderer's glyph caches are not throughput:
         # warm them on other samples (another seed), then time best-of-2 for every configuration.
-        timed_build(BuildConfig.from_dict({**base, "seed": 1, "num_samples": 4, "out": str(tmp / "warm")}))
+        timed_build(BuildConfig.from_dict({**base, "seed": 1, "num_samples": min(4, args.samples), "out": str(tmp / "warm")}))
         floor_s = min(floor_seconds(BuildConfig.from_dict({**base, "out": str(tmp / "floor")})) for _ in range(2))
         one = [timed_build(BuildConfig.from_dict({**base, "out": str(tmp / f"w1_{r}")})) for r in range(2)]
         two = [timed_build(BuildConfig.from_dict({**base, "out": str(tmp / f"w2_{r}"), "workers": 2})) for r in range(2)]
@@ -66,7 +73,7 @@ def main() -> None:
         images = manifest["token_stats"]["images_total"]
         n_bytes = sum(s["bytes"] for s in manifest["shards"])
         figures = {
-            "samples": args.samples, "len": args.length, "images": images, "tokens": tokens, "bytes": n_bytes,
+            "mode": args.mode, "samples": args.samples, "len": args.length, "images": images, "tokens": tokens, "bytes": n_bytes,
             "build_1w_s": round(one_s, 3), "build_2w_s": round(two_s, 3), "floor_s": round(floor_s, 3),
             "samples_per_s_1w": round(args.samples / one_s, 3), "tokens_per_s_1w": round(tokens / one_s),
             "samples_per_s_2w": round(args.samples / two_s, 3), "tokens_per_s_2w": round(tokens / two_s),

@@ -13,8 +13,8 @@ Validation of one row, in order (the first failure decides the reason):
    checked *before* decoding (`too_many_pixels`); a format other than JPEG / PNG / WebP is `bad_type`;
 4. a full decode (`im.load()`) catches truncated or otherwise corrupt data (`corrupt_image`).
 
-Pillow's own decompression-bomb limit is lifted while a header is read (our `max_pixels` replaces it)
-and restored afterwards; `ImageFile.LOAD_TRUNCATED_IMAGES` is forced off meanwhile. Both are process
+Pillow's own decompression-bomb limit is lifted while an image is checked (our `max_pixels` replaces
+it) and restored afterwards; `ImageFile.LOAD_TRUNCATED_IMAGES` is forced off meanwhile. Both are process
 globals, so do not open sources concurrently from several threads.
 
 Bad rows are skipped and recorded in `source.rejected` as `{"reason", "source", "id", "detail"}`; the id
@@ -174,12 +174,16 @@ class OnDisk:
     path: Path
 
 
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
 def resolve_under(root: Path, rel: str, bases: Iterable[Path], fallbacks: Iterable[Path] = ()) -> OnDisk:
     """Find image `rel` (relative to one of `bases`, or its file name in one of `fallbacks`) inside `root`.
 
-    Any path whose normal form leaves its base, any absolute path outside `root`, and any candidate whose
-    real path (symlinks followed) is outside `root` is `path_escape`; no existing candidate is
-    `missing_image`.
+    A path whose normal form climbs out of its base (`../`), an absolute path outside `root`, and a
+    candidate whose real path (symlinks followed) leaves `root` are `path_escape`; no existing candidate
+    is `missing_image`. Bases and fallbacks outside `root` are never searched.
     """
     if not isinstance(rel, str):
         raise Reject("bad_type", f"image path is {type(rel).__name__}, not str")
@@ -188,18 +192,24 @@ def resolve_under(root: Path, rel: str, bases: Iterable[Path], fallbacks: Iterab
     root = root.resolve()
     norm = os.path.normpath(rel.replace("\\", "/"))
     if os.path.isabs(norm):
+        if not _inside(Path(norm), root):
+            raise Reject("path_escape", f"{rel!r} is an absolute path outside {root}")
         candidates = [Path(norm)]
     elif norm == ".." or norm.startswith("../"):
         raise Reject("path_escape", f"{rel!r} leaves the source root")
     else:
-        candidates = [Path(b) / norm for b in bases]
-        candidates += [Path(f) / Path(norm).name for f in fallbacks]
+        candidates = [Path(os.path.normpath(Path(b) / norm)) for b in bases]
+        candidates += [Path(os.path.normpath(Path(f) / Path(norm).name)) for f in fallbacks]
+        candidates = [c for c in dict.fromkeys(candidates) if _inside(c, root)]
     for cand in candidates:
-        real = cand.resolve()
-        if real != root and root not in real.parents:
-            raise Reject("path_escape", f"{rel!r} resolves to {real}, outside {root}")
-        if real.is_file():
-            return OnDisk(real)
+        try:
+            real = cand.resolve()
+            if not _inside(real, root):
+                raise Reject("path_escape", f"{rel!r} resolves to {real}, outside {root}")
+            if real.is_file():
+                return OnDisk(real)
+        except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, names too long, symlink loops
+            raise Reject("missing_image", f"{rel!r}: cannot resolve: {exc}") from None
     raise Reject("missing_image", f"{rel!r} not found under {root}")
 
 
@@ -224,15 +234,29 @@ def image_from_cell(value, locator: tuple, root: Path, bases: Iterable[Path] = (
     raise Reject("bad_type", f"image is {type(value).__name__}, not bytes, an image struct or a path")
 
 
-def probe(data: bytes, max_pixels: int) -> tuple[int, int, str]:
-    """(width, height, ext) of encoded image bytes, fully decoded once and dropped; raises Reject."""
+def probe(data: bytes | Path, max_pixels: int) -> tuple[int, int, str]:
+    """(width, height, ext) of encoded image bytes or an image file, fully decoded once and dropped.
+
+    Raises Reject: `too_many_pixels` from the header alone, `corrupt_image` when the header or the
+    decode fails, `bad_type` for formats other than JPEG / PNG / WebP, `missing_image` for an unreadable file.
+    """
+    if isinstance(data, Path):
+        try:
+            with open(data, "rb") as fh:
+                return _probe(fh, max_pixels)
+        except OSError as exc:  # raised by open() only: _probe turns Pillow's errors into Reject
+            raise Reject("missing_image", f"cannot read {data}: {exc}") from None
+    return _probe(io.BytesIO(data), max_pixels)
+
+
+def _probe(fh, max_pixels: int) -> tuple[int, int, str]:
     from PIL import Image, ImageFile
 
     saved_limit, saved_trunc = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
     try:
         try:
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(fh)
         except Exception as exc:  # Pillow raises many types for unreadable headers
             raise Reject("corrupt_image", f"unreadable header: {type(exc).__name__}: {exc}") from None
         with im:
@@ -258,7 +282,7 @@ def probe(data: bytes, max_pixels: int) -> tuple[int, int, str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _arrow_table(path: str):
+def arrow_table(path: str):
     """A datasets Arrow file (IPC stream), memory-mapped: rows are read without loading the file."""
     import pyarrow as pa
 
@@ -267,7 +291,12 @@ def _arrow_table(path: str):
 
 @functools.lru_cache(maxsize=2)
 def _parquet_column(path: str, row_group: int, column: str):
-    """One row group's image column (Hub image parquet: about 100 rows a group); two kept per process."""
+    """One row group's image column; the last two are kept per process.
+
+    Parquet has no row-level random access: a load reads its row group's column (`datasets` writes groups
+    of up to about 100 MB). For large builds a `save_to_disk` copy (memory-mapped Arrow) reads any row
+    in O(1); parquet works, more slowly.
+    """
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path).read_row_group(row_group, columns=[column]).column(column)
@@ -291,7 +320,7 @@ def read_bytes(locator: tuple) -> bytes:
         return Path(locator[1]).read_bytes()
     if kind == "arrow":
         _, path, column, row = locator
-        return cell_bytes(_arrow_table(path).column(column)[row].as_py())
+        return cell_bytes(arrow_table(path).column(column)[row].as_py())
     if kind == "parquet":
         _, path, column, group, offset = locator
         return cell_bytes(_parquet_column(path, group, column)[offset].as_py())
@@ -329,6 +358,7 @@ class Row:
 
 
 def content_doc_id(data: bytes) -> str:
+    """How a document without a name is named: its image's content hash."""
     return "sha1:" + hashlib.sha1(data).hexdigest()[:16]
 
 
@@ -364,37 +394,47 @@ class RealSource:
         self._entries.append(entry)
         return entry
 
+    def fail(self, rownum: int, bad: Reject) -> None:
+        """Count a row found bad before it could be parsed (an unreadable line, a missing split value)."""
+        self.rows_seen += 1
+        self.reject(bad.id or f"#{rownum}", bad.reason, bad.detail)
+
     def reject(self, rid: str, reason: str, detail: str) -> None:
         if self.strict:
-            raise SourceError(f"{self.name}:{rid}: {reason}: {detail} (strict)", reason=reason,
+            raise SourceError(f"{self.name}:{rid}: {reason}: {detail}", reason=reason,
                               source=self.name, id=rid)
         self.rejected.append({"reason": reason, "source": self.name, "id": rid, "detail": detail})
 
     def _admit(self, row: Row) -> Entry:
+        """Check the row's image (each distinct image is decoded once) and make its Entry; raises Reject."""
         if isinstance(row.image, Embedded):
             data, locator = row.image.data, row.image.locator
-            key = hashlib.sha1(data).digest()
+            digest = hashlib.sha1(data).digest()
+            key: bytes | str = digest
         else:
-            locator, key, data = ("file", str(row.image.path)), str(row.image.path), None
+            data, locator, digest = None, ("file", str(row.image.path)), None
+            key = str(row.image.path)
         known = self._probed.get(key)
         if known is None:
-            if data is None:
-                try:
-                    data = row.image.path.read_bytes()
-                except OSError as exc:
-                    known = Reject("missing_image", f"cannot read {row.image.path}: {exc}")
-            if known is None:
-                try:
-                    known = probe(data, self.max_pixels) + (content_doc_id(data),)
-                except Reject as bad:
-                    known = bad
+            try:
+                # a file is opened by path: its header is checked before the rest of it is read
+                known = probe(data if data is not None else row.image.path, self.max_pixels)
+            except Reject as bad:
+                known = bad
             self._probed[key] = known
         if isinstance(known, Reject):
             raise known
-        width, height, ext, digest = known
-        return Entry(id=row.id, doc_id=row.doc_id or digest, width=width, height=height, ext=ext,
-                     question=row.question, answers=row.answers, question_type=row.question_type,
-                     locator=locator)
+        width, height, ext = known
+        doc_id = row.doc_id
+        if doc_id is None:
+            if digest is None:
+                try:
+                    digest = hashlib.sha1(row.image.path.read_bytes()).digest()
+                except OSError as exc:
+                    raise Reject("missing_image", f"cannot read {row.image.path}: {exc}") from None
+            doc_id = "sha1:" + digest.hex()[:16]
+        return Entry(id=row.id, doc_id=doc_id, width=width, height=height, ext=ext, question=row.question,
+                     answers=row.answers, question_type=row.question_type, locator=locator)
 
     def finish(self) -> RealSource:
         self._probed.clear()
@@ -417,7 +457,7 @@ class RealSource:
         counts = dict.fromkeys(REASONS, 0)
         for row in self.rejected:
             counts[row["reason"]] += 1
-        return {"kind": self.kind, "name": self.name, "path": self.path, "split": self.split,
+        return {"kind": self.kind, "dataset": self.name, "path": self.path, "split": self.split,
                 "layout": self.layout, **self.details, "rows_seen": self.rows_seen,
                 "rows_other_split": self.rows_other_split, "items_valid": len(self._entries),
                 "rejected": counts, "max_pixels": self.max_pixels}

@@ -16,13 +16,14 @@ Official release (RRC "Document Visual Question Answering"), assumed layouts, al
   archive puts them in `spdocvqa_qas/`, the first release in `train/`, `val/`, `test/`), each
   `{"dataset_name", "dataset_split", "dataset_version", "data": [{"questionId" (int), "question",
   "question_types", "image": "documents/NAME.png", "docId", "ucsf_document_id", "ucsf_document_page_no",
-  "answers", "data_split"}]}`. The image path is tried relative to the JSON's folder, its parent and the
-  root, then by file name in `spdocvqa_images/`, `documents/` and `images/` (the current images archive
-  holds the PNGs directly in `spdocvqa_images/`).
-* InfographicVQA: `infographicsVQA_{train,val,test}_v1.0[_withQT].json` (any letter case) up to two levels
-  below the root, `{"data": [{"questionId", "question", "image_local_name", "image_url", "answers",
-  "answer_type", "operation/reasoning", ...}]}`; images by `image_local_name` in `infographicsvqa_images/`,
-  `images/`, next to the JSON, or at the root.
+  "answers", "data_split"}]}`. The image path is tried relative to the JSON's folder, its parent, the
+  root and `spdocvqa_images/`, then by file name in `spdocvqa_images/`, `documents/` and `images/` (the
+  images archive is found extracted both as `spdocvqa_images/NAME.png` and `spdocvqa_images/documents/`).
+* InfographicVQA: `infographicsVQA_{train,val,test}_v1.0[_withQT].json` (any letter case; the release's
+  train file is spelt `infographicVQA_train_v1.0.json`, also accepted) up to two levels below the root,
+  `{"data": [{"questionId", "question", "image_local_name", "image_url", "answers", "answer_type",
+  "operation/reasoning", ...}]}`; images by `image_local_name` in `infographicsvqa_images/`, `images/`,
+  next to the JSON, or at the root.
 
 Item fields: `id` = questionId; `doc_id` = docId for DocVQA (else ucsf_document_id + page, else the image
 hash), image_url for InfographicVQA (else the image file name, else the image hash), so questions about
@@ -75,13 +76,13 @@ def _parse(row, name: str, image) -> Row:
 
 
 def _find_json(root: Path, name: str, split: str) -> Path | None:
-    prefix = "infographicsvqa_" if name == "infovqa" else ""
+    prefixes = ("infographicsvqa_", "infographicvqa_") if name == "infovqa" else ("",)
     found = []
     for depth in ("*.json", "*/*.json", "*/*/*.json"):
         for path in root.glob(depth):
             low = path.name.lower()
             for rank, alias in enumerate(split_aliases(split)):
-                if low.startswith(f"{prefix}{alias.lower()}_v1.0") and low.endswith(".json"):
+                if any(low.startswith(f"{p}{alias.lower()}_v1.0") for p in prefixes):
                     found.append((rank, "withqt" not in low, len(path.parts), str(path)))
     return Path(min(found)[3]) if found else None
 
@@ -96,7 +97,7 @@ def _official(src: RealSource, root: Path, qas: Path, name: str) -> None:
         raise SourceError(f"{name}: {qas}: expected {{\"data\": [...]}}")
     here = qas.parent
     if name == "docvqa":
-        key, bases = "image", [here, here.parent, root]
+        key, bases = "image", [here, here.parent, root, root / "spdocvqa_images"]
         fallbacks = [root / "spdocvqa_images", root / "documents", root / "images", here / "documents"]
     else:
         key, bases = "image_local_name", [root / "infographicsvqa_images", root / "images", here, root]

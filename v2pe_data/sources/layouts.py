@@ -187,7 +187,7 @@ def iter_rows(tables: Tables, columns: Sequence[str]) -> Iterator[tuple[int, dic
     """
     import pyarrow.parquet as pq
 
-    from .base import _arrow_table
+    from .base import arrow_table
 
     cols = [c for c in dict.fromkeys(columns) if c in tables.columns]
     rownum = 0
@@ -202,7 +202,7 @@ def iter_rows(tables: Tables, columns: Sequence[str]) -> Iterator[tuple[int, dic
                         rownum += 1
                         offset += 1
         else:
-            table = _arrow_table(str(path)).select(cols)
+            table = arrow_table(str(path)).select(cols)
             for start in range(0, table.num_rows, BATCH_ROWS):
                 for i, row in enumerate(table.slice(start, BATCH_ROWS).to_pylist()):
                     yield rownum, row, ("arrow", str(path), start + i)

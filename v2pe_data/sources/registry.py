@@ -23,6 +23,6 @@ def open_source(entry: dict, split: str, seed: int, image_format: str = "jpg", s
 
     try:
         return open_real_source(kind, path, split, strict=strict, columns=entry.get("columns"),
-                                config=entry.get("config"))
-    except OSError as exc:  # e.g. a Hub id with no network
+                                config=entry.get("config"), name=entry.get("name"))
+    except OSError as exc:  # HubUnavailable is a ConnectionError: a Hub id with no network
         raise SourceUnavailable(f"source {entry['name']!r}: {exc}") from exc
