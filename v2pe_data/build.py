@@ -5,7 +5,7 @@ order, and any rerun produce the same bytes. A finished task leaves a marker; a 
 
 Folder layout:
     OUT/build.json                 identity of the build (arguments, versions, build_id)
-    OUT/shards/train-000000.tar    webdataset shards
+    OUT/shards/train-000000.tar    webdataset shards (+ parquet/, internvl/ with --format)
     OUT/.v2pe/done/000000.json     per-task completion marker with its files, hashes and stats
     OUT/manifest.json              written last, from the markers
 """
@@ -34,13 +34,13 @@ from .canvas import CanvasLayout
 from .seeding import stable_rng
 from .sources.registry import SourceUnavailable, open_source
 from .tasks import long_vqa, paste
-from .writers.atomic import AtomicFile, file_digest, write_json_atomic
-from .writers.wds import TarShardWriter
+from .writers.atomic import write_json_atomic
+from .writers.base import ShardOutputs, shard_relpath
+from .writers.internvl import finalize_internvl
 
 BUILD_FILE = "build.json"
 MANIFEST_FILE = "manifest.json"
 DONE_DIR = ".v2pe/done"
-SHARD_DIR = "shards"
 
 
 class BuildError(RuntimeError):
@@ -177,15 +177,12 @@ class Builder:
                     examples.append(dict(row))
         return [s.describe() for s in self.slots], counts, examples
 
-    def shard_path(self, task: ShardTask, part: int | None) -> Path:
-        suffix = "" if part is None else f"-{part:03d}"
-        return self.out / SHARD_DIR / f"{self.cfg.split}-{task.index:06d}{suffix}.tar"
-
     def run_task(self, task: ShardTask, progress: Callable[[int, int], None] = lambda s, t: None) -> dict:
-        """Write one task's shard(s) atomically and return its completion marker."""
+        """Write one task's shard(s), in every requested format, atomically; return its completion marker."""
         files, tokens, rejected, examples = [], [], {}, []
         capped = self.cfg.shard_bytes is not None
-        part = _Part(self.shard_path(task, 0 if capped else None))
+        parts = 0
+        out = ShardOutputs(self.cfg.formats, self.out, self.cfg.split, task.index, 0 if capped else None)
         try:
             for index in range(task.start, task.stop):
                 try:
@@ -196,47 +193,29 @@ class Builder:
                     rejected[reason] = rejected.get(reason, 0) + n
                     if len(examples) < 20:
                         examples.append({"reason": reason, "sample_index": index, "count": n})
-                schema.validate(plan.record, schema.SAMPLE, where=f"{part.file.final.name}:{plan.record['id']}")
+                where = f"{shard_relpath('wds', self.cfg.split, task.index, parts if capped else None)}:{plan.record['id']}"
+                schema.validate(plan.record, schema.SAMPLE, where=where)
                 schema.check_counts(plan.record)
-                if capped and part.writer.num_samples and part.file.tmp.stat().st_size >= self.cfg.shard_bytes:
-                    files.append(part.commit(self.out))
-                    part = _Part(self.shard_path(task, len(files)))
-                part.write(plan)
+                # Parts roll over on the tar's size, so the tars never depend on the other formats.
+                if capped and out.num_samples and out.size() >= self.cfg.shard_bytes:
+                    files.extend(out.commit())
+                    parts += 1
+                    out = ShardOutputs(self.cfg.formats, self.out, self.cfg.split, task.index, parts)
+                out.begin(plan.record)
+                for name, item in zip(plan.record["images"], plan.items):
+                    out.add_image(name, item.load())  # loaded once, handed to every format
+                out.end()
                 meta = plan.record["meta"]
                 tokens.append([meta["num_tokens"], meta["text_tokens"], meta["image_tokens"], len(plan.items)])
                 progress(1, plan.num_tokens)
-            files.append(part.commit(self.out))
+            files.extend(out.commit())
         except BaseException:
-            part.abort()
+            out.abort()
             raise
         marker = {"task": dataclasses.asdict(task), "files": files, "tokens": tokens,
                   "rejected": {"counts": rejected, "examples": examples}}
         write_json_atomic(self.out / DONE_DIR / f"{task.index:06d}.json", marker)
         return marker
-
-
-class _Part:
-    """One shard file being written under its temporary name."""
-
-    def __init__(self, final: Path):
-        self.file = AtomicFile(final)
-        self.writer = TarShardWriter(self.file.tmp)
-        self.num_tokens = 0
-
-    def write(self, plan: SamplePlan) -> None:
-        self.writer.write(plan)
-        self.num_tokens += plan.num_tokens
-
-    def commit(self, root: Path) -> dict:
-        self.writer.close()
-        final = self.file.commit()
-        size, digest = file_digest(final)
-        return {"path": str(final.relative_to(root)), "format": "wds", "num_samples": self.writer.num_samples,
-                "bytes": size, "sha256": digest, "num_tokens": self.num_tokens}
-
-    def abort(self) -> None:
-        self.writer.close()
-        self.file.abort()
 
 
 def _task_done(out: Path, task: ShardTask) -> bool:
@@ -341,5 +320,7 @@ def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
     markers = [json.loads((builder.out / DONE_DIR / f"{t.index:06d}.json").read_text()) for t in tasks]
     manifest = make_manifest(builder.identity, cfg, builder.acc, markers, builder.source_report())
     schema.validate(manifest, schema.MANIFEST, where=str(builder.out / MANIFEST_FILE))
+    if "internvl" in cfg.formats:  # before the manifest: a manifest present means the build is complete
+        finalize_internvl(builder.out, f"{cfg.task}_{cfg.split}", manifest["shards"], max_dynamic_patch=cfg.max_tiles)
     write_json_atomic(builder.out / MANIFEST_FILE, manifest)
     return manifest

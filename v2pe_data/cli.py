@@ -63,8 +63,9 @@ def build(
     except (ConfigError, BuildError, ValueError) as exc:
         _fail(str(exc))
     stats = manifest["token_stats"]
+    tars = sum(1 for s in manifest["shards"] if s["format"] == "wds")
     typer.echo(
-        f"{manifest['num_samples']} samples in {len(manifest['shards'])} shards -> {cfg.out} "
+        f"{manifest['num_samples']} samples in {tars} shards ({', '.join(cfg.formats)}) -> {cfg.out} "
         f"(tokens min {stats['min']}, max {stats['max']}, mean {stats['mean']:.0f})"
         if manifest["num_samples"] else f"0 samples -> {cfg.out}"
     )
@@ -84,7 +85,8 @@ def validate(
     except ValidationError as exc:
         _fail(str(exc))
     recount = f", {summary['recounted']} token counts re-checked" if summary["recounted"] else ""
-    typer.echo(f"ok: {summary['samples']} samples in {summary['shards']} shards{recount}")
+    copies = f"; {', '.join(summary['copies'])} copies match" if summary["copies"] else ""
+    typer.echo(f"ok: {summary['samples']} samples in {summary['shards']} shards{recount}{copies}")
 
 
 def main() -> None:  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -42,6 +43,36 @@ def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict, dict[str, bytes]]]
         yield key, record, members
 
 
+def _fingerprint(record: dict, members: dict[str, bytes]) -> str:
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
+    for name in record["images"]:
+        digest.update(hashlib.sha256(members.get(name, b"")).digest())
+    return digest.hexdigest()
+
+
+def _check_copy(out: Path, shard: dict, reference: dict[str, str]) -> None:
+    """A parquet or InternVL shard must hold exactly the records and image bytes of the tars."""
+    from .writers.internvl import read_internvl_samples
+    from .writers.parquet import read_parquet_samples
+
+    path = out / shard["path"]
+    rows = (read_parquet_samples(path) if shard["format"] == "parquet"
+            else read_internvl_samples(out / "internvl", path))
+    count = 0
+    try:
+        for record, members in rows:
+            rid = record.get("id")
+            if reference.get(rid) != _fingerprint(record, members):
+                raise ValidationError(f"{path.name}:{rid}: differs from the wds shard's record or image bytes")
+            count += 1
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        raise ValidationError(f"{path}: unreadable {shard['format']} shard: {exc}") from None
+    if count != shard["num_samples"]:
+        raise ValidationError(f"{path}: {count} samples, the manifest says {shard['num_samples']}")
+
+
 def _tokenizer_for(manifest: dict, tokenizer_path: str | None):
     name = manifest["tokenizer"]["name"]
     path = tokenizer_path or (BUNDLED if name == BUNDLED else name)
@@ -71,15 +102,18 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
     tok = _tokenizer_for(manifest, tokenizer_path)
     template = get_template(manifest["template"])
     tiling = TilingConfig(**manifest["tiling"])
-    seen_ids: set[str] = set()
+    seen: dict[str, str] = {}  # sample id -> fingerprint of its record and image bytes, from the tars
     samples = recounted = 0
-    for shard in manifest["shards"]:
+    shards = manifest["shards"]
+    for shard in shards:
         path = out / shard["path"]
         if not path.is_file():
             raise ValidationError(f"{path}: listed in the manifest but missing")
         size, digest = file_digest(path)
         if (size, digest) != (shard["bytes"], shard["sha256"]):
             raise ValidationError(f"{path}: bytes/sha256 differ from the manifest (corrupt or replaced shard)")
+    for shard in (s for s in shards if s["format"] == "wds"):
+        path = out / shard["path"]
         count = 0
         for key, record, members in iter_tar_samples(path):
             where = f"{path.name}:{key}"
@@ -92,9 +126,9 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
                 raise ValidationError(str(exc)) from None
             if record["id"] != key:
                 raise ValidationError(f"{where}: $.id {record['id']!r} differs from the tar key")
-            if record["id"] in seen_ids:
+            if record["id"] in seen:
                 raise ValidationError(f"{where}: duplicate sample id")
-            seen_ids.add(record["id"])
+            seen[record["id"]] = _fingerprint(record, members)
             split = manifest.get("split", manifest["args"].get("split"))
             crossed = [s for s in record["meta"]["sources"] + record["meta"].get("pasted", []) if s["split"] != split]
             if crossed:
@@ -122,7 +156,10 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
         if count != shard["num_samples"]:
             raise ValidationError(f"{path}: {count} samples, the manifest says {shard['num_samples']}")
         samples += count
+    for shard in (s for s in shards if s["format"] != "wds"):
+        _check_copy(out, shard, seen)
     if samples != manifest["num_samples"]:
         raise ValidationError(f"{out}: {samples} samples in shards, the manifest says {manifest['num_samples']}")
-    return {"samples": samples, "shards": len(manifest["shards"]), "recounted": recounted,
+    return {"samples": samples, "shards": sum(1 for s in shards if s["format"] == "wds"),
+            "copies": sorted({s["format"] for s in shards} - {"wds"}), "recounted": recounted,
             "tokens": manifest["token_stats"]}

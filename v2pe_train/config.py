@@ -20,6 +20,7 @@ class TrainConfig:
     model: str = "tiny"  # "tiny" (random init, CPU-sized) or a local InternVL checkpoint directory (native layout)
     tokenizer: str | None = None  # default: the model directory's tokenizer, or the bundled one for tiny
     data: list[str] = field(default_factory=list)  # v2pe-data build folders (manifest.json) or tar files
+    data_format: str = "wds"  # which copy of a build to read: wds, parquet or internvl
     out: str = "runs/tiny"
     # sequence and positions
     max_seq_len: int = 34000
@@ -62,6 +63,7 @@ class TrainConfig:
         need(isinstance(self.data, list) and all(isinstance(d, str) for d in self.data), "data",
              "must be a list of build folders or tar paths")
         need(self.max_seq_len > 0, "max_seq_len", "must be positive")
+        need(self.data_format in ("wds", "parquet", "internvl"), "data_format", "choose wds, parquet or internvl")
         need(self.position_mode in POSITION_MODES, "position_mode", f"choose one of {list(POSITION_MODES)}")
         need(self.position_mode != "v2pe_fix" or self.stride in (1, 2, 4, 8, 16, 32, 64, 128, 256), "stride",
              "v2pe_fix needs stride in {1, 2, 4, ..., 256}")

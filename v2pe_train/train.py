@@ -130,7 +130,7 @@ class Trainer:
                                             min_lr_ratio=cfg.min_lr / cfg.lr)
         pixel_dtype = "bf16" if self.device.type == "cuda" else "fp32"
         self.loader = TrainDataLoader(
-            LoaderConfig(data=cfg.data, max_seq_len=cfg.max_seq_len, seed=cfg.seed, num_epochs=None,
+            LoaderConfig(data=cfg.data, format=cfg.data_format, max_seq_len=cfg.max_seq_len, seed=cfg.seed, num_epochs=None,
                          dp_rank=self.topo.dp_rank, dp_size=self.topo.dp, template=cfg.template,
                          position_mode=cfg.position_mode, stride=cfg.stride, pixel_dtype=pixel_dtype,
                          strict=cfg.strict),

@@ -69,7 +69,10 @@ def _fill(ctx: TaskContext, rng, target: Item) -> list[Item] | None:
     goal = rng.randint(ctx.budget.min_len, ctx.budget.max_len)
     misses = 0
     while text_cost(len(items)) + image_tokens < goal:
-        cand = _draw(ctx, rng, used)
+        try:
+            cand = _draw(ctx, rng, used)
+        except PlanError:  # the source has too few distinct documents for this goal: draw another goal
+            return None
         cost = ctx.acc.image_cost(cand)
         if text_cost(len(items) + 1) + image_tokens + cost > ctx.budget.max_len:
             misses += 1

@@ -18,6 +18,7 @@ Paths, relative to the build folder (`NAME` = `<split>-<task:06d>` or `<split>-<
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -105,7 +106,8 @@ class WdsWriter(TarShardWriter):
         self.num_samples += 1
 
     def size(self) -> int:
-        return self._fh.tell()
+        """Bytes on disk so far (what `stat()` of the temporary file says, as byte-capped parts always used)."""
+        return os.fstat(self._fh.fileno()).st_size
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -257,9 +259,15 @@ class ShardOutputs:
     def num_samples(self) -> int:
         return self.outputs[0].num_samples
 
-    def size(self) -> int:
-        """The largest output so far: byte-capped parts roll over when any format reaches the cap."""
-        return max(o.size() for o in self.outputs)
+    def size(self, fmt: str | None = None) -> int:
+        """Bytes written so far by `fmt`'s output (default: the first format requested).
+
+        Byte-capped parts should roll over on one format's size (wds, listed first), so that the tar
+        shards of a build do not depend on which other formats are written beside them.
+        """
+        if fmt is None:
+            return self.outputs[0].size()
+        return next(o for o in self.outputs if o.format == fmt).size()
 
     def commit(self) -> list[dict]:
         """Commit every format (in the order requested); if one fails, the uncommitted rest is aborted."""

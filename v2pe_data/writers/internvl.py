@@ -95,7 +95,8 @@ class InternVLShardWriter:
         self._fh = open(self.jsonl.tmp, "wb")
         self._order = ImageOrder()
         self._record: dict | None = None
-        self._ids: list[str] = []
+        self._ids: list[str] = []  # samples with images, in order
+        self._seen: set[str] = set()
         self._bytes = 0
         self.num_samples = 0
 
@@ -103,11 +104,12 @@ class InternVLShardWriter:
         key = record["id"]
         if not isinstance(key, str) or not _SAFE.match(key):
             raise WriterError(f"sample id {key!r} cannot name a folder (need {_SAFE.pattern})")
-        if (self.staging / key).exists():
+        if key in self._seen:
             raise WriterError(f"sample id {key!r} written twice in shard {self.name}")
         self._order.start(record)
         self._record = record
-        (self.staging / key).mkdir()
+        if record["images"]:
+            (self.staging / key).mkdir()
 
     def add_image(self, name: str, data: bytes) -> None:
         self._order.image(name)
@@ -121,7 +123,9 @@ class InternVLShardWriter:
         data = line_bytes(annotation_line(self._record))
         self._fh.write(data)
         self._bytes += len(data)
-        self._ids.append(self._record["id"])
+        self._seen.add(self._record["id"])
+        if self._record["images"]:
+            self._ids.append(self._record["id"])
         self._record = None
         self.num_samples += 1
 

@@ -1,13 +1,14 @@
 """The training loader: v2pe-data shards -> packed, tiled, tokenised batches with V2PE positions.
 
     from v2pe_train.data import LoaderConfig, TrainDataLoader
-    loader = TrainDataLoader(LoaderConfig(data=["out/long_vqa_32k"], max_seq_len=32768,
+    loader = TrainDataLoader(LoaderConfig(data=["out/long_vqa_32k"], format="wds", max_seq_len=32768,
                                           position_mode="v2pe_rnd", dp_rank=r, dp_size=n, num_epochs=None), tok)
     for batch in loader: ...          # Batch: input_ids, labels, position_ids, pixel_values, cu_seqlens, ...
     ckpt["data"] = loader.state_dict()  # exact resume: loader.load_state_dict(ckpt["data"])
 
-Modules: shards (manifests, tar streaming, epoch order, dp split), samples (record -> tokens, tiles,
-positions), packing, collate (the Batch), loader (PackedLoader, torch wrappers), stats (bad-input counts).
+Modules: shards (manifests; tar, parquet and InternVL JSONL streaming; epoch order, dp split), samples
+(record -> tokens, tiles, positions), packing, collate (the Batch), loader (PackedLoader, torch wrappers),
+stats (bad-input counts).
 """
 
 from .collate import Batch, collate

@@ -1,7 +1,11 @@
 """The training data stream: shards -> samples -> packs -> batches, with a position that can be saved.
 
+Formats. A build folder can hold its samples as tar shards, parquet files and the InternVL layout;
+`LoaderConfig.format` (wds | parquet | internvl, default wds) picks the one read, so no sample is read
+twice. Every format gives the same records, bytes, batches, errors and positions (see shards.py).
+
 Order. Each epoch reads the shards in a permutation seeded by (seed, epoch); inside a shard, samples
-come in tar order (a tar is a stream: no sample shuffle, so shards are the unit of shuffling). Data
+come in shard order (a tar is a stream: no sample shuffle, so shards are the unit of shuffling). Data
 parallelism splits by `dp_rank` / `dp_size`, which the trainer derives from its dp × cp layout — never
 the global rank: every rank of a context-parallel group must get the same samples. With at least
 `dp_size` shards a rank reads every dp_size-th shard of the epoch's order; with fewer, every rank reads
@@ -38,7 +42,8 @@ from ..positions import MODES, STRIDES
 from .collate import Batch, collate
 from .packing import Packer
 from .samples import IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleError, SampleProcessor
-from .shards import ShardReadError, ShardRef, epoch_order, fingerprint, iter_samples, owns_sample, resolve_sources, skip_to
+from .shards import (FORMATS, ShardReadError, ShardRef, epoch_order, fingerprint, iter_samples, owns_sample,
+                     resolve_sources, skip_to)
 from .stats import LoaderError, LoaderStats
 
 log = logging.getLogger("v2pe_train.data")
@@ -47,7 +52,8 @@ STATE_VERSION = 1
 
 @dataclass(kw_only=True)
 class LoaderConfig:
-    data: Sequence[str]  # build folders / manifest.json / tar paths / globs
+    data: Sequence[str]  # build folders / manifest.json / shard paths (.tar, .parquet, .jsonl) / globs / internvl meta.json
+    format: str = "wds"  # which shards of a build folder to read: wds | parquet | internvl (never two: same samples)
     max_seq_len: int | None = None  # pack samples up to this many tokens; None: one sample per batch, no limit
     max_tiles_per_pack: int | None = None
     buffer_size: int = 16  # packing candidates held at most (see packing.py)
@@ -68,6 +74,8 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             self.data = [self.data]
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
         if not 0 <= self.dp_rank < self.dp_size:
             raise ValueError(f"need 0 <= dp_rank < dp_size, got dp_rank={self.dp_rank}, dp_size={self.dp_size}")
         if self.position_mode not in MODES:
@@ -94,7 +102,7 @@ class PackedLoader:
     def __init__(self, config: LoaderConfig, tokenizer: TextTokenizer | str | None = None):
         self.config = config
         self.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else load_tokenizer(tokenizer)
-        self.shards: list[ShardRef] = resolve_sources(config.data)
+        self.shards: list[ShardRef] = resolve_sources(config.data, config.format)
         self.stats = LoaderStats(strict=config.strict)
         self.processor = SampleProcessor(
             self.tokenizer,
@@ -132,9 +140,10 @@ class PackedLoader:
             by_shard[int(shard)].append((int(offset), sample_id))
         for shard, wanted in sorted(by_shard.items()):
             ref = self.shards[shard]
-            it = iter_samples(ref)
-            pos = 0
-            for offset, sample_id in sorted(wanted):
+            wanted.sort()
+            pos = wanted[0][0]
+            it = iter_samples(ref, start=pos)
+            for offset, sample_id in wanted:
                 try:
                     skip_to(it, offset - pos)
                     ts = next(it, None)
@@ -182,8 +191,7 @@ class PackedLoader:
         c = self.config
         key = None
         try:
-            it = iter_samples(ref)
-            skip_to(it, self.offset)
+            it = iter_samples(ref, start=self.offset)
             for ts in it:
                 key = ts.key
                 self.offset = ts.offset + 1  # consumed, whatever becomes of it

@@ -3,8 +3,9 @@
 The cheap checks run on the record alone, before any image byte is read: schema and invariants, tiles
 the trainer's tiling gives each image size, the encoded length against `meta["num_tokens"]`, and the
 `max_seq_len` / `max_tiles_per_pack` limits. Images are then decoded one at a time as their members come
-off the tar: decode (PIL), tile and normalise with the same transformers processor the data side counts
-with, keep only the tile tensor, close the image.
+off the shard (tar members, parquet row values or InternVL image files alike): decode (PIL), tile and
+normalise with the same transformers processor the data side counts with, keep only the tile tensor,
+close the image.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from v2pe_common.tokenizer import TextTokenizer
 from ..positions import position_ids
 from v2pe_common.tiling import IMAGENET_MEAN, IMAGENET_STD
 
-from .shards import TarSample
+from .shards import BadMember, InternVLSample, ParquetSample, TarSample
 
 log = logging.getLogger("v2pe_train.data")
 
@@ -117,19 +118,22 @@ class SampleProcessor:
         self._warned_tokenizer = False
 
     # -- the record alone -------------------------------------------------------------------------
-    def plan(self, data: bytes, key: str):
-        """Parse, validate and encode a record; raise SampleError before any image is read."""
-        try:
-            record = json.loads(data)
-        except ValueError as exc:
-            raise SampleError("schema", f"record is not valid JSON: {exc}") from None
+    def plan(self, data: bytes | dict, key: str):
+        """Parse (unless given parsed), validate and encode a record; raise SampleError before any image is read."""
+        if isinstance(data, dict):
+            record = data
+        else:
+            try:
+                record = json.loads(data)
+            except ValueError as exc:
+                raise SampleError("schema", f"record is not valid JSON: {exc}") from None
         try:
             schema.validate(record, schema.SAMPLE)
             schema.check_counts(record)
         except schema.SchemaError as exc:
             raise SampleError("schema", str(exc)) from None
         if record["id"] != key:
-            raise SampleError("schema", f"$.id {record['id']!r} differs from the tar key")
+            raise SampleError("schema", f"$.id {record['id']!r} differs from the sample key {key!r}")
         meta = record["meta"]
         meta_tiling = {k: meta["tiling"][k] for k in _TILING_FIELDS if k in meta["tiling"]}
         try:
@@ -195,8 +199,14 @@ class SampleProcessor:
             )
         out.copy_(pixels)
 
-    def process(self, ts: TarSample, *, shard: int, epoch: int) -> Sample:
+    def process(self, ts: TarSample | ParquetSample | InternVLSample, *, shard: int, epoch: int) -> Sample:
         """Consume one streamed sample. Raises SampleError (skip it) or shards.ShardReadError (stop the shard)."""
+        try:
+            return self._process(ts, shard=shard, epoch=epoch)
+        except BadMember as exc:  # a malformed parquet row / JSONL line, a missing image file
+            raise SampleError(exc.reason, str(exc)) from None
+
+    def _process(self, ts, *, shard: int, epoch: int) -> Sample:
         plan = None
         early: dict[str, bytes] = {}  # image members met before the record (not how v2pe-data writes)
         done: set[str] = set()

@@ -1,7 +1,19 @@
-"""Shard lists and streaming tar reading, one sample and one member at a time.
+"""Shard lists and streaming shard reading, one sample and one member at a time.
 
-Sources are build folders (their `manifest.json`), manifest paths, tar paths or globs of tar paths. A
-tar is read with the standard library's `tarfile` in stream mode (`r|*`) rather than through
+Sources are build folders (their `manifest.json`), manifest paths, shard paths or globs of them, and
+InternVL meta files. Three shard formats hold the same records (see `v2pe_data.writers`):
+
+- `wds`: tar shards, `KEY.json` then `KEY.0.jpg`, ... (below);
+- `parquet`: one row per sample (`_iter_parquet`), read a row group at a time;
+- `internvl`: a JSONL of the reference trainer's lines plus image files under a root (`_iter_internvl`).
+
+A build folder can hold several formats of the same samples; `resolve_sources(..., format=)` reads the
+shards of one format only, so no sample is read twice. A shard path is read in the format its name
+says (`.parquet`, `.jsonl`, else tar); a `meta.json` of the InternVL layout (or a folder holding one and
+no manifest) names one JSONL and its image root per entry. Whatever the format, a sample's position is
+(shard index, offset in the shard), and `iter_samples(ref, start)` starts at an offset.
+
+A tar is read with the standard library's `tarfile` in stream mode (`r|*`) rather than through
 webdataset: webdataset's reader has no state to save, splits nodes by the global rank (all ranks of a
 context-parallel group must see the same samples), and decodes a whole sample's members at once. Here a
 sample is handed to its consumer member by member while the tar is read, so an image is decoded as soon
@@ -30,6 +42,8 @@ _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
 
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)  # zlib/lzma errors surface as these too
+FORMATS = ("wds", "parquet", "internvl")
+INTERNVL_META = "meta.json"
 
 
 class ShardReadError(Exception):
@@ -44,41 +58,75 @@ def _corrupt(exc: BaseException) -> ShardReadError:
     return ShardReadError("corrupt_shard", f"unreadable: {type(exc).__name__}: {exc}")
 
 
+class BadMember(Exception):
+    """One sample cannot be used (its record row/line is malformed, an image file is missing); the shard goes on.
+
+    `reason` is a sample-level reason of stats.REASONS ("schema" or "bad_image").
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class ShardRef:
     index: int  # position in the resolved shard list (stable across epochs and ranks)
     path: Path
-    name: str  # how messages name it: '<build folder>/<path in manifest>' or the tar path as given
-    num_samples: int | None = None  # promised by the manifest; None for a bare tar path
+    name: str  # how messages name it: '<build folder>/<path in manifest>' or the path as given
+    num_samples: int | None = None  # promised by the manifest; None for a bare path
+    format: str = "wds"  # wds | parquet | internvl
+    root: Path | None = None  # internvl: the folder image paths are relative to
 
 
-def resolve_sources(sources: Sequence[str | Path]) -> list[ShardRef]:
-    """Build folders, manifest.json files, tar paths and globs -> one ordered shard list.
+def resolve_sources(sources: Sequence[str | Path], format: str = "wds") -> list[ShardRef]:
+    """Build folders, manifest.json files, InternVL meta files, shard paths and globs -> one ordered shard list.
 
-    Raises ValueError for a source that cannot name any shard (a folder without a manifest, a manifest
-    that fails its schema, a glob matching nothing). A tar path that does not exist is kept: reading it
-    is then counted as a missing shard, like a shard a manifest lists but the folder lacks.
+    `format` picks which shards of a build folder (manifest) are read; a shard path is read in the
+    format its extension names. Raises ValueError for a source that cannot name any shard (a folder
+    without a manifest, a manifest that fails its schema or holds no shard of `format`, a glob matching
+    nothing). A shard path that does not exist is kept: reading it is then counted as a missing shard,
+    like a shard a manifest lists but the folder lacks.
     """
+    if format not in FORMATS:
+        raise ValueError(f"data: format must be one of {list(FORMATS)}, got {format!r}")
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    refs: list[tuple[Path, str, int | None]] = []
+    refs: list[dict] = []
     for src in sources:
         src_path = Path(src).expanduser()
-        if src_path.is_dir() or src_path.name == MANIFEST_FILE:
-            refs.extend(_manifest_shards(src_path if src_path.is_dir() else src_path.parent, src))
+        if src_path.is_dir() and not (src_path / MANIFEST_FILE).is_file() and (src_path / INTERNVL_META).is_file():
+            refs.extend(_internvl_meta_shards(src_path / INTERNVL_META, src))
+        elif src_path.is_dir() or src_path.name == MANIFEST_FILE:
+            refs.extend(_manifest_shards(src_path if src_path.is_dir() else src_path.parent, src, format))
+        elif src_path.suffix == ".json":
+            refs.extend(_internvl_meta_shards(src_path, src))
         elif any(ch in str(src) for ch in "*?["):
             matches = sorted(glob.glob(str(src_path)))
             if not matches:
                 raise ValueError(f"data: {src!r} matches no file")
-            refs.extend((Path(m), m, None) for m in matches)
+            refs.extend(_path_shard(Path(m), m) for m in matches)
         else:
-            refs.append((src_path, str(src), None))
+            refs.append(_path_shard(src_path, str(src)))
     if not refs:
         raise ValueError("data: no shards given")
-    return [ShardRef(i, path, name, n) for i, (path, name, n) in enumerate(refs)]
+    return [ShardRef(i, **r) for i, r in enumerate(refs)]
 
 
-def _manifest_shards(folder: Path, src) -> list[tuple[Path, str, int | None]]:
+def _path_shard(path: Path, name: str) -> dict:
+    if path.suffix == ".parquet":
+        return {"path": path, "name": name, "format": "parquet"}
+    if path.suffix == ".jsonl":
+        return {"path": path, "name": name, "format": "internvl", "root": internvl_root(path)}
+    return {"path": path, "name": name}
+
+
+def internvl_root(jsonl: Path) -> Path:
+    """The image root of a shard JSONL: the folder above `annotations/`, else the JSONL's own folder."""
+    return jsonl.parent.parent if jsonl.parent.name == "annotations" else jsonl.parent
+
+
+def _manifest_shards(folder: Path, src, format: str) -> list[dict]:
     mpath = folder / MANIFEST_FILE
     if not mpath.is_file():
         raise ValueError(f"data: {src!r} has no {MANIFEST_FILE} (not a v2pe-data build, or an unfinished one)")
@@ -90,13 +138,43 @@ def _manifest_shards(folder: Path, src) -> list[tuple[Path, str, int | None]]:
         schema.validate(manifest, schema.MANIFEST, where=str(mpath))
     except schema.SchemaError as exc:
         raise ValueError(f"data: {exc}") from None
+    present = sorted({shard["format"] for shard in manifest["shards"]})
     out = []
     for shard in manifest["shards"]:
-        if shard["format"] != "wds":
-            raise ValueError(
-                f"data: {mpath}: shard {shard['path']} has format {shard['format']!r}; the loader reads 'wds' tar shards"
-            )
-        out.append((folder / shard["path"], f"{folder.name}/{shard['path']}", int(shard["num_samples"])))
+        if shard["format"] != format:
+            continue
+        path = folder / shard["path"]
+        ref = {"path": path, "name": f"{folder.name}/{shard['path']}", "num_samples": int(shard["num_samples"]),
+               "format": format}
+        if format == "internvl":
+            ref["root"] = internvl_root(path)
+        out.append(ref)
+    if not out and manifest["shards"]:
+        raise ValueError(
+            f"data: {mpath} holds no {format!r} shards (formats present: {', '.join(present)}); "
+            f"set the loader's format to one of them"
+        )
+    return out
+
+
+def _internvl_meta_shards(mpath: Path, src) -> list[dict]:
+    """One shard per entry of an InternVL meta JSON; relative paths are taken from the meta file's folder."""
+    try:
+        meta = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"data: {src!r} does not exist") from None
+    except ValueError as exc:
+        raise ValueError(f"data: {mpath} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or not meta or not all(
+        isinstance(v, dict) and "root" in v and "annotation" in v for v in meta.values()
+    ):
+        raise ValueError(f"data: {mpath} is not an InternVL meta file ({{name: {{root, annotation, ...}}}})")
+    out = []
+    for name, item in meta.items():
+        root, ann = Path(item["root"]).expanduser(), Path(item["annotation"]).expanduser()
+        root = root if root.is_absolute() else mpath.parent / root
+        ann = ann if ann.is_absolute() else mpath.parent / ann
+        out.append({"path": ann, "name": f"{mpath.parent.name}/{name}", "format": "internvl", "root": root})
     return out
 
 
@@ -202,13 +280,32 @@ class TarSample:
             cur.advance()  # stream mode skips the data without handing it out
 
 
-def iter_samples(ref: ShardRef) -> Iterator[TarSample]:
-    """Stream the samples of one tar shard. Each must be finished with before the next is requested.
+def iter_samples(ref: ShardRef, start: int = 0) -> Iterator[TarSample | ParquetSample | InternVLSample]:
+    """Stream the samples of one shard from offset `start`. Each must be finished with before the next is requested.
 
-    Raises ShardReadError: missing_shard when the file cannot be opened; corrupt_shard when the tar
-    cannot be read, is cut short (no end-of-archive blocks) or holds fewer or more samples than its
-    manifest promises. Samples yielded before the error are good and stay delivered.
+    A sample has `key` (its id), `offset` (its index in the shard) and `members()`: the record first
+    (suffix "json"; bytes from a tar, the parsed dict otherwise), then its images. Raises ShardReadError:
+    missing_shard when the file cannot be opened; corrupt_shard when it cannot be read, is cut short, has
+    fewer than `start` samples, or holds fewer or more samples than its manifest promises. Samples
+    yielded before the error are good and stay delivered.
     """
+    if ref.format == "parquet":
+        return _iter_parquet(ref, start)
+    if ref.format == "internvl":
+        return _iter_internvl(ref, start)
+    return _iter_tar_from(ref, start)
+
+
+def _iter_tar_from(ref: ShardRef, start: int) -> Iterator[TarSample]:
+    it = _iter_tar(ref)
+    try:
+        skip_to(it, start)
+        yield from it
+    finally:
+        it.close()
+
+
+def _iter_tar(ref: ShardRef) -> Iterator[TarSample]:
     try:
         fh = open(ref.path, "rb")
     except FileNotFoundError:
@@ -245,8 +342,209 @@ def iter_samples(ref: ShardRef) -> Iterator[TarSample]:
         raise ShardReadError("corrupt_shard", f"holds {offset} samples, its manifest says {ref.num_samples}")
 
 
-def skip_to(samples: Iterator[TarSample], count: int) -> None:
+def skip_to(samples: Iterator, count: int) -> None:
     """Advance an `iter_samples` iterator past its next `count` samples without reading their data."""
     for _ in range(count):
         if next(samples, None) is None:
             raise ShardReadError("corrupt_shard", "has fewer samples than the saved position needs (shard changed?)")
+
+
+def _fewer(start: int, n: int) -> ShardReadError:
+    return ShardReadError("corrupt_shard", f"has {n} samples, fewer than the saved position {start} needs (shard changed?)")
+
+
+def _check_count(ref: ShardRef, n: int) -> None:
+    if ref.num_samples is not None and n != ref.num_samples:
+        raise ShardReadError("corrupt_shard", f"holds {n} samples, its manifest says {ref.num_samples}")
+
+
+class ValueMember:
+    """A member whose value is at hand: the parsed record (suffix "json") or an image's bytes."""
+
+    __slots__ = ("suffix", "_value")
+
+    def __init__(self, suffix: str, value):
+        self.suffix, self._value = suffix, value
+
+    def read(self):
+        return self._value
+
+
+# -- parquet ---------------------------------------------------------------------------------------
+PARQUET_COLUMNS = ("id", "task", "subset", "images", "conversations", "answer", "meta")
+
+
+class _RowGroup:
+    """One row group of a parquet shard, read whole on first use (a row group holds few, large rows)."""
+
+    def __init__(self, pf, index: int, columns: list[str]):
+        self.pf, self.index, self.columns = pf, index, columns
+        self.table = None
+
+    def get(self):
+        if self.table is None:
+            import pyarrow as pa
+
+            try:
+                self.table = self.pf.read_row_group(self.index, columns=self.columns)
+            except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
+                raise _corrupt(exc) from None
+        return self.table
+
+
+class ParquetSample:
+    """One row of a parquet shard; its columns are read only when `members()` is asked for."""
+
+    def __init__(self, key: str, offset: int, group: _RowGroup, row: int):
+        self.key, self.offset, self._group, self._row = key, offset, group, row
+
+    def members(self) -> Iterator[ValueMember]:
+        table = self._group.get()
+        i = self._row
+        try:
+            images = table.column("images")[i]
+            cols = {c: table.column(c)[i].as_py() for c in table.column_names if c != "images"}
+            if not images.is_valid:
+                raise BadMember("schema", "$.images is null")
+            values = images.values
+            paths = values.field("path").to_pylist()
+            meta = json.loads(cols["meta"]) if isinstance(cols["meta"], str) else None
+            answer = cols["answer"]
+            if cols.get("answer_json") and isinstance(answer, str):
+                answer = json.loads(answer)
+            record = {
+                "id": cols["id"], "task": cols["task"], "subset": cols["subset"], "images": paths,
+                "conversations": cols["conversations"], "answer": answer, "meta": meta,
+            }
+        except ValueError as exc:  # json errors
+            raise BadMember("schema", f"row {self.offset}: {exc}") from None
+        yield ValueMember("json", record)
+        blobs = values.field("bytes")
+        for j, name in enumerate(paths):
+            data = blobs[j].as_py()
+            if data is None:
+                raise BadMember("bad_image", f"image {name} has no bytes")
+            yield ValueMember(name, data)
+
+
+def _iter_parquet(ref: ShardRef, start: int) -> Iterator[ParquetSample]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    errors = (pa.ArrowException, OSError, ValueError, EOFError)
+    try:
+        pf = pq.ParquetFile(str(ref.path), page_checksum_verification=True)  # native reads, no Python file object
+    except FileNotFoundError:
+        raise ShardReadError("missing_shard", "shard file does not exist") from None
+    except PermissionError as exc:
+        raise ShardReadError("missing_shard", f"cannot open: {exc.strerror or exc}") from None
+    except errors as exc:
+        raise _corrupt(exc) from None
+    try:
+        try:
+            names = pf.schema_arrow.names
+            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        except errors as exc:
+            raise _corrupt(exc) from None
+        missing = [c for c in PARQUET_COLUMNS if c not in names]
+        if missing:
+            raise ShardReadError("corrupt_shard", f"not a v2pe parquet shard: no column(s) {missing}")
+        columns = list(PARQUET_COLUMNS) + (["answer_json"] if "answer_json" in names else [])
+        total = sum(sizes)
+        if start > total:
+            raise _fewer(start, total)
+        offset = 0
+        for g, rows in enumerate(sizes):
+            if offset + rows <= start:
+                offset += rows
+                continue
+            try:
+                ids = pf.read_row_group(g, columns=["id"]).column("id").to_pylist()
+            except errors as exc:
+                raise _corrupt(exc) from None
+            group = _RowGroup(pf, g, columns)
+            for i in range(max(0, start - offset), rows):
+                yield ParquetSample(ids[i] if isinstance(ids[i], str) else f"row {offset + i}", offset + i, group, i)
+            offset += rows
+    finally:
+        pf.close()
+    _check_count(ref, total)
+
+
+# -- InternVL layout -------------------------------------------------------------------------------
+class FileMember:
+    """An image file of the InternVL layout, read when asked for."""
+
+    __slots__ = ("suffix", "_path", "_rel")
+
+    def __init__(self, suffix: str, path: Path, rel: str):
+        self.suffix, self._path, self._rel = suffix, path, rel
+
+    def read(self) -> bytes:
+        try:
+            return self._path.read_bytes()
+        except FileNotFoundError:
+            raise BadMember("bad_image", f"image {self._rel} is missing (no file under the root)") from None
+        except OSError as exc:
+            raise BadMember("bad_image", f"image {self._rel} cannot be read: {exc.strerror or exc}") from None
+
+
+class InternVLSample:
+    """One JSONL line; the record is rebuilt from it, the images are files under the root."""
+
+    def __init__(self, raw: bytes, offset: int, lineno: int, root: Path):
+        self.offset, self._root, self._error = offset, root, None
+        self._line = None
+        try:
+            line = json.loads(raw)
+            if not isinstance(line, dict):
+                raise ValueError("a line must be a JSON object")
+            self._line = line
+        except ValueError as exc:
+            self._error = f"line {lineno} is not a JSON object: {exc}"
+        key = self._line.get("id") if self._line is not None else None
+        self.key = key if isinstance(key, str) else f"line {lineno}"
+
+    def members(self) -> Iterator:
+        if self._error:
+            raise BadMember("schema", self._error)
+        line = self._line
+        paths = line.get("image", [])
+        paths = [paths] if isinstance(paths, str) else paths
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise BadMember("schema", "$.image must be a path or a list of paths")
+        missing = [k for k in ("task", "subset", "answer", "meta") if k not in line]
+        if missing:
+            raise BadMember("schema", f"line has no {missing} (not written by v2pe-data; the loader needs meta)")
+        names = [p.rsplit("/", 1)[-1] for p in paths]
+        if len(set(names)) != len(names):
+            raise BadMember("schema", f"$.image file names repeat: {names}")
+        record = {"id": line.get("id"), "task": line["task"], "subset": line["subset"], "images": names,
+                  "conversations": line.get("conversations"), "answer": line["answer"], "meta": line["meta"]}
+        yield ValueMember("json", record)
+        for name, rel in zip(names, paths):
+            yield FileMember(name, self._root / rel, rel)
+
+
+def _iter_internvl(ref: ShardRef, start: int) -> Iterator[InternVLSample]:
+    root = ref.root if ref.root is not None else internvl_root(ref.path)
+    try:
+        fh = open(ref.path, "rb")
+    except FileNotFoundError:
+        raise ShardReadError("missing_shard", "annotation file does not exist") from None
+    except OSError as exc:
+        raise ShardReadError("missing_shard", f"cannot open: {exc.strerror or exc}") from None
+    offset = 0
+    with fh:
+        try:
+            for lineno, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                if offset >= start:
+                    yield InternVLSample(raw, offset, lineno, root)
+                offset += 1
+        except OSError as exc:
+            raise _corrupt(exc) from None
+    if start > offset:
+        raise _fewer(start, offset)
+    _check_count(ref, offset)
