@@ -19,7 +19,6 @@ from pathlib import Path
 
 from v2pe_data.build import Builder, build
 from v2pe_data.config import BuildConfig
-from v2pe_data.validate import iter_tar_samples
 
 
 def peak_rss_mib() -> float:

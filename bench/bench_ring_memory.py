@@ -41,7 +41,6 @@ Two workloads (`--layers`, default both):
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import re

@@ -9,7 +9,6 @@ name unless its shard completes.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile

@@ -24,3 +24,22 @@ def read_recipe(path: str | Path, overrides: dict | None = None) -> dict:
         raise ConfigError(f"{path}: expected a mapping of keys to values")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return raw
+
+
+def construct(cls, raw: dict, where: str, coerce):
+    """`cls(**kwargs)` from a raw mapping: unknown keys and invalid values become ConfigErrors naming `where`.
+
+    `coerce(name, value, field)` returns the keyword arguments one raw key contributes.
+    """
+    import dataclasses
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    try:
+        for key, value in raw.items():
+            kwargs.update(coerce(key, value, known))
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -55,3 +55,18 @@ def check_counts(record: dict) -> None:
         raise SchemaError(
             f"{rid}: $.meta.num_tokens {meta['num_tokens']} outside its bin [{meta['min_len']}, {meta['target_len']}]"
         )
+
+
+def load_manifest(path) -> dict:
+    """Read and validate a build's manifest.json; ValueError naming the file (and field) otherwise."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (not a v2pe-data build, or an unfinished one: rerun the same build)")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    validate(manifest, MANIFEST, where=str(path))
+    return manifest

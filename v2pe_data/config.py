@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from v2pe_common.recipe import ConfigError, read_recipe
+from v2pe_common.recipe import ConfigError, construct, read_recipe
 from v2pe_common.lengths import format_length, parse_length
 from v2pe_common.template import TEMPLATES
 
@@ -130,26 +130,7 @@ class BuildConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "recipe") -> BuildConfig:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: expected a mapping of keys to values")
-        known = {f.name: f for f in fields(cls)}
-        aliases = {"len": "length", "min_len": "min_length"}
-        kwargs = {}
-        for key, value in raw.items():
-            name = aliases.get(key, key)
-            if name not in known:
-                raise ConfigError(f"{where}: unknown key {key!r}; known keys: {sorted(known)}")
-            if name == "shard_size" and isinstance(value, str):
-                try:
-                    kwargs["shard_size"], kwargs["shard_bytes"] = parse_shard_size(value)
-                except ConfigError as exc:
-                    raise ConfigError(f"{where}: {exc}") from None
-                continue
-            kwargs[name] = _coerce(name, value, where)
-        try:
-            return cls(**kwargs)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        return construct(cls, raw, where, _kwargs)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None):
@@ -168,7 +149,18 @@ def parse_shard_size(value: str | int) -> tuple[int, int | None]:
     raise ConfigError(f"shard_size: {value!r} is neither a sample count (16) nor a byte size (256MB)")
 
 
-def _coerce(name: str, value, where: str):
+def _kwargs(key: str, value, known: dict) -> dict:
+    """The keyword arguments one recipe key gives: aliases resolved, lengths parsed, types checked."""
+    name = {"len": "length", "min_len": "min_length"}.get(key, key)
+    if name not in known:
+        raise ConfigError(f"unknown key {key!r}; known keys: {sorted(known)}")
+    if name == "shard_size" and isinstance(value, str):
+        count, cap = parse_shard_size(value)
+        return {"shard_size": count, "shard_bytes": cap}
+    return {name: _coerce(name, value)}
+
+
+def _coerce(name: str, value):
     try:
         if name in ("length", "min_length") and value is not None:
             return parse_length(value)
@@ -181,4 +173,4 @@ def _coerce(name: str, value, where: str):
             return float(value)
         return value
     except ValueError as exc:
-        raise ConfigError(f"{where}: {name}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None

@@ -88,16 +88,9 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
     from PIL import Image
 
     out = Path(out)
-    mpath = out / MANIFEST_FILE
-    if not mpath.is_file():
-        raise ValidationError(f"{mpath}: missing (an unfinished build? rerun the same build command)")
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = schema.load_manifest(out / MANIFEST_FILE)
     except ValueError as exc:
-        raise ValidationError(f"{mpath}: not valid JSON: {exc}") from None
-    try:
-        schema.validate(manifest, schema.MANIFEST, where=str(mpath))
-    except schema.SchemaError as exc:
         raise ValidationError(str(exc)) from None
     tok = _tokenizer_for(manifest, tokenizer_path)
     template = get_template(manifest["template"])

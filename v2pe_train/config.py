@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from v2pe_common.recipe import ConfigError, read_recipe
+from v2pe_common.recipe import ConfigError, construct, read_recipe
 from v2pe_common.lengths import parse_length
 
 POSITION_MODES = ("default", "v2pe_fix", "v2pe_rnd")
@@ -90,25 +90,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "recipe") -> TrainConfig:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: expected a mapping of keys to values")
-        known = {f.name: f for f in fields(cls)}
-        kwargs = {}
-        for key, value in raw.items():
-            if key not in known:
-                raise ConfigError(f"{where}: unknown key {key!r}; known keys: {sorted(known)}")
-            kwargs[key] = _coerce(key, value, known[key].type, where)
-        try:
-            return cls(**kwargs)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        return construct(cls, raw, where, _kwargs)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None):
         return cls.from_dict(read_recipe(path, overrides), where=str(path))
 
 
-def _coerce(key: str, value, annotation: str, where: str):
+def _kwargs(key: str, value, known: dict) -> dict:
+    if key not in known:
+        raise ConfigError(f"unknown key {key!r}; known keys: {sorted(known)}")
+    return {key: _coerce(key, value, known[key].type)}
+
+
+def _coerce(key: str, value, annotation: str):
     """YAML gives ints for floats ('lr: 1') and strings for lengths ('34k'); anything else must match."""
     if value is None:
         return None
@@ -116,7 +111,7 @@ def _coerce(key: str, value, annotation: str, where: str):
         try:
             return parse_length(value)
         except ValueError as exc:
-            raise ConfigError(f"{where}: max_seq_len: {exc}") from None
+            raise ConfigError(f"max_seq_len: {exc}") from None
     if key == "data" and isinstance(value, str):
         return [value]
     checks = {"int": int, "float": (int, float), "bool": bool, "str": str}
@@ -124,6 +119,6 @@ def _coerce(key: str, value, annotation: str, where: str):
     if base in checks:
         ok = isinstance(value, checks[base]) and (base == "bool" or not isinstance(value, bool))
         if not ok:
-            raise ConfigError(f"{where}: {key}: expected {base}, got {value!r}")
+            raise ConfigError(f"{key}: expected {base}, got {value!r}")
         return float(value) if base == "float" else value
     return value

@@ -128,16 +128,10 @@ def internvl_root(jsonl: Path) -> Path:
 
 def _manifest_shards(folder: Path, src, format: str) -> list[dict]:
     mpath = folder / MANIFEST_FILE
-    if not mpath.is_file():
-        raise ValueError(f"data: {src!r} has no {MANIFEST_FILE} (not a v2pe-data build, or an unfinished one)")
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = schema.load_manifest(mpath)
     except ValueError as exc:
-        raise ValueError(f"data: {mpath} is not valid JSON: {exc}") from None
-    try:
-        schema.validate(manifest, schema.MANIFEST, where=str(mpath))
-    except schema.SchemaError as exc:
-        raise ValueError(f"data: {exc}") from None
+        raise ValueError(f"data: {src!r}: {exc}") from None
     present = sorted({shard["format"] for shard in manifest["shards"]})
     out = []
     for shard in manifest["shards"]:
