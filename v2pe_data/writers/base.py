@@ -130,7 +130,18 @@ def shard_relpath(fmt: str, split: str, index: int, part: int | None = None) -> 
     raise ValueError(f"unknown format {fmt!r}; choose from {list(FORMATS)}")
 
 
-class ShardOutput:
+class _WholeSample:
+    """`write()` for classes that stream a sample as begin / add_image ... / end."""
+
+    def write(self, record: dict, images: Iterable[bytes]) -> None:
+        """One whole sample; `images[i]` are the bytes of `record["images"][i]`."""
+        self.begin(record)
+        for name, data in zip(record["images"], images, strict=True):
+            self.add_image(name, data)
+        self.end()
+
+
+class ShardOutput(_WholeSample):
     """One format's output of one shard task: stream samples in, then `commit()` or `abort()`.
 
     wds and parquet write one file under a hidden temporary name (`AtomicFile`); internvl stages its
@@ -173,13 +184,6 @@ class ShardOutput:
         self.writer.end()
         self.num_tokens += self._tokens
 
-    def write(self, record: dict, images: Iterable[bytes]) -> None:
-        """One whole sample; `images[i]` are the bytes of `record["images"][i]`."""
-        self.begin(record)
-        for name, data in zip(record["images"], images, strict=True):
-            self.add_image(name, data)
-        self.end()
-
     @property
     def num_samples(self) -> int:
         return self.writer.num_samples
@@ -218,7 +222,7 @@ class ShardOutput:
             self.writer.abort()
 
 
-class ShardOutputs:
+class ShardOutputs(_WholeSample):
     """Several formats of one shard task fed from one sample stream (each image's bytes handed to all)."""
 
     def __init__(self, formats: Sequence[str], out: str | Path, split: str, index: int, part: int | None = None,
@@ -248,12 +252,6 @@ class ShardOutputs:
     def end(self) -> None:
         for o in self.outputs:
             o.end()
-
-    def write(self, record: dict, images: Iterable[bytes]) -> None:
-        self.begin(record)
-        for name, data in zip(record["images"], images, strict=True):
-            self.add_image(name, data)
-        self.end()
 
     @property
     def num_samples(self) -> int:

@@ -88,15 +88,21 @@ def _y_axis(pen: Pen, ticks: list[float], decimals: int, left: float, right: flo
 # ------------------------------------------------------------------------------------------------ bar
 
 
-def _bar_vertical(pen: Pen, s: ChartSpec, body: int, box) -> None:
-    l, t, r, b = box
+def _unit_and_legend(pen: Pen, s: ChartSpec, body: int, box):
+    """The unit above the plot and, for several series, a legend row: (values, series, categories, colours, top)."""
+    l, t, r, _ = box
     vals = _values(s)
     k, n = len(vals), len(s.categories)
     colours = [PALETTE[j] for j in range(k)]
     pen.text(l, t, s.unit, body, fill=GREY)
     if k > 1:
         _legend_row(pen, r, t, [ser.name for ser in s.series], body, colours)
-    top = t + line_height(body)
+    return vals, k, n, colours, t + line_height(body)
+
+
+def _bar_vertical(pen: Pen, s: ChartSpec, body: int, box) -> None:
+    l, t, r, b = box
+    vals, k, n, colours, top = _unit_and_legend(pen, s, body, box)
     ticks, dec = nice_ticks(0, max(max(v) for v in vals))
     left = l + max(text_width(_tick_label(x, dec), body) for x in ticks) + body * 0.6
     slot = (r - left) / n
@@ -180,13 +186,7 @@ def _bar_horizontal(pen: Pen, s: ChartSpec, body: int, box) -> None:
 
 def _line(pen: Pen, s: ChartSpec, body: int, box) -> None:
     l, t, r, b = box
-    vals = _values(s)
-    k, n = len(vals), len(s.categories)
-    colours = [PALETTE[j] for j in range(k)]
-    pen.text(l, t, s.unit, body, fill=GREY)
-    if k > 1:
-        _legend_row(pen, r, t, [ser.name for ser in s.series], body, colours)
-    top = t + line_height(body)
+    vals, k, n, colours, top = _unit_and_legend(pen, s, body, box)
     lo, hi = min(min(v) for v in vals), max(max(v) for v in vals)
     margin = (hi - lo) * 0.08
     ticks, dec = nice_ticks(max(0.0, lo - margin) if lo >= 0 else lo - margin, hi + margin)
