@@ -88,3 +88,23 @@ def test_dp2_by_cp2_equals_one_process_on_the_same_global_batch(tmp_path_factory
     assert sum(r[0] for r in results) / results[0][1] == pytest.approx(float(total) / denom, rel=1e-5)
     for name, g in grads.items():
         torch.testing.assert_close(results[0][2][name], g, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_the_varlen_path_equals_the_block_mask_on_a_packed_batch(tmp_path_factory, tmp_path):
+    """cp = 1 with attention 'varlen' (cu_seqlens, what GPUs use) == the L x L block mask, on a 2-sample pack."""
+    data = tmp_path_factory.mktemp("varlen") / "pack"
+    build(BuildConfig(length=3072, min_length=1024, num_samples=2, shard_size=2, max_tiles=2, out=str(data), seed=9),
+          show_progress=False)
+    results = {}
+    for attention in ("mask", "varlen"):
+        cfg = {**config(str(data), tmp_path / attention, 1), "max_seq_len": 8192, "attention": attention}
+        trainer = Trainer(TrainConfig(**cfg))
+        assert (trainer.loss_module.cp is not None) == (attention == "varlen")
+        batch = next(iter(trainer.loader))
+        assert batch.num_samples == 2  # both samples share the pack
+        total, denom, _ = trainer.backward([batch])
+        grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        results[attention] = (float(total), denom, grads)
+    assert results["varlen"][0] == pytest.approx(results["mask"][0], rel=1e-5)
+    for name, g in results["mask"][2].items():
+        torch.testing.assert_close(results["varlen"][2][name], g, rtol=1e-5, atol=1e-5, msg=name)

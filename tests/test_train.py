@@ -71,11 +71,14 @@ def _ddp_run(rank, world, group, config_dict):
     return result.losses, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data, tmp_path):
+@pytest.mark.parametrize("attention", ["mask", "varlen"])
+def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data, tmp_path, attention):
     # One shard of 4 samples, split by sample across 2 ranks: rank r takes samples r, r+2, ...
-    # A single process with grad_accum=2 sees the same global batch at every step.
+    # A single process with grad_accum=2 sees the same global batch at every step. With "varlen" each
+    # rank's attention must stay on its own samples (a singleton group, never the DDP world).
     base = dict(model="tiny", data=[data], max_seq_len=3072, position_mode="v2pe_fix", stride=64, lr=1e-3,
-                warmup_ratio=0.0, max_steps=2, save_every=100, loss_reduction="square", precision="fp32", seed=5)
+                warmup_ratio=0.0, max_steps=2, save_every=100, loss_reduction="square", precision="fp32", seed=5,
+                attention=attention)
     single = Trainer(TrainConfig(**base, out=str(tmp_path / "one"), grad_accum=2))
     one = single.fit(progress=False)
     two = run_distributed(_ddp_run, world=2, args=({**base, "out": str(tmp_path / "two")},), timeout=240)

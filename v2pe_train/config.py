@@ -46,6 +46,9 @@ class TrainConfig:
     # parallelism
     cp: int = 1  # context-parallel degree; world size = dp * cp
     ring_backend: str = "auto"  # auto | torch | flash: kernels of the ring attention when cp > 1
+    # How packed samples are kept apart with cp = 1: "mask" (an L x L block mask; fine on CPU and short packs),
+    # "varlen" (cu_seqlens through the ring-attention function with one rank), "auto" = varlen on CUDA.
+    attention: str = "auto"
     # bookkeeping
     seed: int = 0
     log_every: int = 1
@@ -77,6 +80,7 @@ class TrainConfig:
         need(self.precision in PRECISIONS, "precision", f"choose one of {list(PRECISIONS)}")
         need(self.cp >= 1, "cp", "must be >= 1")
         need(self.ring_backend in ("auto", "torch", "flash"), "ring_backend", "choose auto, torch or flash")
+        need(self.attention in ("auto", "mask", "varlen"), "attention", "choose auto, mask or varlen")
         need(self.save_every >= 1, "save_every", "must be >= 1")
         need(self.log_every >= 1, "log_every", "must be >= 1")
         need(self.keep_last >= 1, "keep_last", "must be >= 1")

@@ -55,6 +55,8 @@ def image_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor
 
 def sharded_image_features(model: nn.Module, pixel_values: torch.Tensor, group, rank: int, world: int) -> torch.Tensor:
     """Each rank encodes ceil(T/W) tiles (zero tiles pad the last rank); the features are gathered."""
+    if world == 1:
+        return image_features(model, pixel_values.to(dtype=model.dtype))
     total = pixel_values.shape[0]
     per_rank = -(-total // world)
     pad = per_rank * world - total
@@ -66,7 +68,11 @@ def sharded_image_features(model: nn.Module, pixel_values: torch.Tensor, group, 
 
 
 class ContextParallel:
-    """Computes a cp rank's weighted CE sum for one packed sequence. Construct on every rank of the group."""
+    """Computes a cp rank's weighted CE sum for one packed sequence. Construct on every rank of the group.
+
+    With world = 1 (no group) it is the varlen path of a single device: samples of a pack attend within
+    themselves through cu_seqlens instead of an L x L mask, which is what long packs on a GPU want.
+    """
 
     def __init__(self, model: nn.Module, group, rank: int, world: int, *, pad_id: int, backend: str = "auto"):
         self.model, self.group, self.rank, self.world = model, group, rank, world

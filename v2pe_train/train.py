@@ -115,8 +115,10 @@ class Trainer:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
         context_parallel = None
-        if self.topo.cp > 1:
-            cp_group, _ = groups(self.topo)
+        varlen = cfg.attention == "varlen" or (cfg.attention == "auto" and self.device.type == "cuda")
+        if self.topo.cp > 1 or varlen:
+            # Under DDP with cp = 1 the group is this rank alone (groups() gives singletons): never the world.
+            cp_group = groups(self.topo)[0] if self.topo.world > 1 else None
             pad_id = self.tokenizer.hf.pad_token_id
             context_parallel = ContextParallel(self.model, cp_group, self.topo.cp_rank, self.topo.cp,
                                                pad_id=0 if pad_id is None else pad_id, backend=cfg.ring_backend)
