@@ -195,3 +195,21 @@ def test_recipes_in_the_repo_are_valid():
     assert data_recipes
     for path in data_recipes:
         BuildConfig.from_yaml(path)
+
+
+def test_a_uniform_depth_puts_the_target_at_every_position_equally_often(tmp_path):
+    """Ends of the sequence are drawn as often as any other position (rounding depth*(n-1) would halve them)."""
+    from v2pe_data.build import Builder
+
+    builder = Builder(small(tmp_path / "unused", length=16384, min_length=12288))
+    ends = expected_uniform = expected_rounded = 0.0
+    for i in range(240):
+        meta = builder.plan(i).record["meta"]
+        n, t = len(meta["tiles"]), meta["target_index"]
+        if n < 3:
+            continue
+        ends += t in (0, n - 1)
+        expected_uniform += 2 / n
+        expected_rounded += 1 / (n - 1)
+    assert expected_uniform - expected_rounded > 20  # the two hypotheses are well apart at this size
+    assert abs(ends - expected_uniform) < abs(ends - expected_rounded), (ends, expected_uniform, expected_rounded)

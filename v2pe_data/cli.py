@@ -89,5 +89,25 @@ def validate(
     typer.echo(f"ok: {summary['samples']} samples in {summary['shards']} shards{recount}{copies}")
 
 
+@app.command()
+def stats(
+    out: Path = typer.Argument(..., help="Build folder holding manifest.json."),
+    plot: Optional[Path] = typer.Option(None, help="Also write a PNG: token lengths, target depths, tiles per image."),
+) -> None:
+    """Distributions of a build: tokens per sample, target depth, tiles per image, subsets."""
+    import json
+
+    from .stats import plot as draw
+    from .stats import summarize
+
+    try:
+        summary = summarize(out)
+    except ValueError as exc:
+        _fail(str(exc))
+    if plot is not None and summary["samples"]:
+        draw(summary, plot)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=1))
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

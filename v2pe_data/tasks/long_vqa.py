@@ -98,7 +98,7 @@ def plan(ctx: TaskContext, index: int) -> SamplePlan:
         rng.shuffle(distractors)
         n = len(items)
         depth = ctx.depth if ctx.depth is not None else rng.random()
-        t = round(depth * (n - 1))
+        t = min(int(depth * n), n - 1)  # every position equally likely for a uniform depth
         ordered = distractors[:t] + [target] + distractors[t:]
         plan_ = _record(ctx, index, ordered, t, rejected)
         if plan_ is None:  # labels' digits moved the exact count out of the bin: draw again

@@ -59,7 +59,7 @@ def plan(ctx: TaskContext, index: int, layout: CanvasLayout = CanvasLayout()) ->
             used.add(item.doc_id)
             distractors.append(item)
         depth = ctx.depth if ctx.depth is not None else rng.random()
-        t = round(depth * (cells - 1))
+        t = min(int(depth * cells), cells - 1)  # every cell equally likely for a uniform depth
         pasted = distractors[:t] + [target] + distractors[t:]
         result = _record(ctx, index, layout, pasted, t, rejected)
         if result is not None:

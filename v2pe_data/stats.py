@@ -1,0 +1,73 @@
+"""What a build holds, at a glance: length, depth, tiles and subset distributions, printed and plotted."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from v2pe_common import schema
+
+from .build import MANIFEST_FILE
+
+
+def iter_records(out: Path) -> Iterator[dict]:
+    """Every sample record of a build's tar shards, reading only the JSON members."""
+    manifest = schema.load_manifest(Path(out) / MANIFEST_FILE)
+    for shard in manifest["shards"]:
+        if shard["format"] != "wds":
+            continue
+        with tarfile.open(Path(out) / shard["path"], mode="r|") as tar:
+            for info in tar:
+                if info.isfile() and info.name.endswith(".json"):
+                    yield json.loads(tar.extractfile(info).read())
+
+
+def summarize(out: Path) -> dict:
+    lengths, depths, tiles, images = [], [], [], []
+    subsets: Counter = Counter()
+    for rec in iter_records(out):
+        meta = rec["meta"]
+        lengths.append(meta["num_tokens"])
+        if isinstance(meta.get("depth"), (int, float)):
+            depths.append(float(meta["depth"]))
+        tiles.extend(meta["tiles"])
+        images.append(len(rec["images"]))
+        subsets[rec["subset"]] += 1
+    if not lengths:
+        return {"samples": 0}
+    return {
+        "samples": len(lengths),
+        "tokens": {"min": min(lengths), "p50": statistics.median(lengths), "max": max(lengths), "total": sum(lengths)},
+        "images_per_sample": {"min": min(images), "mean": round(statistics.fmean(images), 2), "max": max(images)},
+        "tiles_per_image": dict(sorted(Counter(tiles).items())),
+        "depth_deciles": [sum(1 for d in depths if i / 10 <= d < (i + 1) / 10 or (i == 9 and d == 1.0))
+                          for i in range(10)],
+        "subsets": dict(sorted(subsets.items())),
+        "_raw": {"lengths": lengths, "depths": depths, "tiles": tiles},
+    }
+
+
+def plot(summary: dict, path: Path) -> Path:
+    """Three panels: token lengths, target depths, tiles per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    raw = summary["_raw"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].hist(raw["lengths"], bins=30, color="#3b6ea8")
+    axes[0].set(title="tokens per sample", xlabel="tokens", ylabel="samples")
+    axes[1].hist(raw["depths"], bins=10, range=(0, 1), color="#c0504d")
+    axes[1].set(title="target depth", xlabel="relative depth", ylabel="samples")
+    counts = summary["tiles_per_image"]
+    axes[2].bar([str(k) for k in counts], list(counts.values()), color="#4f8f4f")
+    axes[2].set(title="tiles per image (thumbnail included)", xlabel="tiles", ylabel="images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
