@@ -43,3 +43,32 @@ def construct(cls, raw: dict, where: str, coerce):
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+_SCALARS = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list, "dict": dict}
+
+
+def check_type(key: str, value, annotation: str):
+    """`value` checked against a dataclass field's annotation ("int", "float | None", ...); returns it coerced.
+
+    YAML gives ints where floats are meant ('lr: 1'), so ints pass for floats and become floats; bools are
+    never numbers and strings are never bools ('strict: "no"' would otherwise be truthy). Floats must be
+    finite. Annotations outside the simple types above are left to the caller.
+    """
+    import math
+
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise ConfigError(f"{key}: a value is required")
+    base = kinds[0]
+    if base not in _SCALARS:
+        return value
+    if isinstance(value, bool) and base != "bool" or not isinstance(value, _SCALARS[base]):
+        raise ConfigError(f"{key}: expected {base}, got {value!r}")
+    if base == "float":
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    return value

@@ -11,9 +11,25 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
-def _fail(message: str) -> None:
+# Exit codes: 2 for usage errors (arguments, recipe keys, a folder that is not this command's), 1 for
+# failures at run time (disk full, damaged input, a worker lost), as shells and CI scripts expect.
+USAGE, FAILURE = 2, 1
+
+
+def _fail(message: str, code: int = USAGE) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
+
+
+def _exit_code(exc: BaseException) -> int:
+    from v2pe_common.recipe import ConfigError
+
+    return USAGE if isinstance(exc, ConfigError) or getattr(exc, "usage", False) else FAILURE
+
+
+def _os_message(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 @app.command()
@@ -61,7 +77,9 @@ def build(
         cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="options")
         manifest = run_build(cfg, show_progress=not quiet)
     except (ConfigError, BuildError, ValueError) as exc:
-        _fail(str(exc))
+        _fail(str(exc), _exit_code(exc))
+    except OSError as exc:
+        _fail(_os_message(exc), FAILURE)
     stats = manifest["token_stats"]
     tars = sum(1 for s in manifest["shards"] if s["format"] == "wds")
     typer.echo(
@@ -69,6 +87,10 @@ def build(
         f"(tokens min {stats['min']}, max {stats['max']}, mean {stats['mean']:.0f})"
         if manifest["num_samples"] else f"0 samples -> {cfg.out}"
     )
+    for src in manifest["sources"]:
+        if src.get("status", "available") != "available":
+            typer.echo(f"warning: source {src.get('name')!r} was skipped ({src['status']}); "
+                       "the other sources took its share (--strict makes this an error)", err=True)
 
 
 @app.command()
@@ -83,7 +105,7 @@ def validate(
     try:
         summary = validate_build(out, tokenizer_path=tokenizer, check_images=not no_images)
     except ValidationError as exc:
-        _fail(str(exc))
+        _fail(str(exc), FAILURE)
     recount = f", {summary['recounted']} token counts re-checked" if summary["recounted"] else ""
     copies = f"; {', '.join(summary['copies'])} copies match" if summary["copies"] else ""
     typer.echo(f"ok: {summary['samples']} samples in {summary['shards']} shards{recount}{copies}")
@@ -102,10 +124,12 @@ def stats(
 
     try:
         summary = summarize(out)
+        if plot is not None and summary["samples"]:
+            draw(summary, plot)
     except ValueError as exc:
-        _fail(str(exc))
-    if plot is not None and summary["samples"]:
-        draw(summary, plot)
+        _fail(str(exc), FAILURE)
+    except OSError as exc:
+        _fail(_os_message(exc), FAILURE)
     typer.echo(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=1))
 
 

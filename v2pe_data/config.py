@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from v2pe_common.recipe import ConfigError, construct, read_recipe
+from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
 from v2pe_common.lengths import format_length, parse_length
 from v2pe_common.template import TEMPLATES
 
@@ -25,6 +25,7 @@ SOURCE_KINDS = ("synthetic", "docvqa", "infovqa", "chartqa", "generic")
 # Page-like sets are concatenated, small-image sets pasted onto canvases (V2PE's image/ and paste/ subsets).
 DEFAULT_MODE = {"synthetic": "concat", "docvqa": "concat", "infovqa": "concat", "chartqa": "paste", "generic": "concat"}
 _SOURCE_KEYS = {"name", "kind", "path", "mode", "share", "columns", "config", "kinds"}
+_SOURCE_TYPES = {"name": str, "path": str, "mode": str, "columns": dict, "config": str, "kinds": list}
 
 
 def parse_source(text: str) -> dict:
@@ -51,6 +52,9 @@ def normalize_sources(entries: list, mode: str | None) -> list[dict]:
             raise ConfigError(f"{where}.kind: unknown source {kind!r}; choose one of {list(SOURCE_KINDS)}")
         entry["kind"] = kind
         entry.setdefault("name", kind)
+        for key, kinds in _SOURCE_TYPES.items():
+            if entry.get(key) is not None and not isinstance(entry[key], kinds):
+                raise ConfigError(f"{where}.{key}: expected {kinds.__name__}, got {entry[key]!r}")
         if kind != "synthetic" and not entry.get("path"):
             raise ConfigError(f"{where}.path: source {kind!r} needs the path of its local copy (or hub:ID)")
         entry["mode"] = entry.get("mode") or mode or DEFAULT_MODE[kind]
@@ -157,20 +161,20 @@ def _kwargs(key: str, value, known: dict) -> dict:
     if name == "shard_size" and isinstance(value, str):
         count, cap = parse_shard_size(value)
         return {"shard_size": count, "shard_bytes": cap}
-    return {name: _coerce(name, value)}
+    return {name: _coerce(name, value, known[name].type)}
 
 
-def _coerce(name: str, value):
-    try:
-        if name in ("length", "min_length") and value is not None:
+def _coerce(name: str, value, annotation: str):
+    if name in ("length", "min_length") and value is not None:
+        try:
             return parse_length(value)
-        if name in ("num_samples", "seed", "workers", "max_tiles", "shard_bytes", "shard_size") and value is not None:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"expected an integer, got {value!r}")
-        if name == "depth" and value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"expected a number in [0, 1], got {value!r}")
-            return float(value)
-        return value
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    if name == "formats" and isinstance(value, str):  # 'wds,parquet' as on the command line
+        value = [f.strip() for f in value.split(",") if f.strip()]
+    if name in ("formats", "sources") and isinstance(value, list):
+        kinds = (str,) if name == "formats" else (str, dict)
+        bad = next((i for i, v in enumerate(value) if not isinstance(v, kinds)), None)
+        if bad is not None:
+            raise ConfigError(f"{name}[{bad}]: expected {' or '.join(k.__name__ for k in kinds)}, got {value[bad]!r}")
+    return check_type(name, value, annotation)

@@ -15,15 +15,27 @@ from .build import MANIFEST_FILE
 
 
 def iter_records(out: Path) -> Iterator[dict]:
-    """Every sample record of a build's tar shards, reading only the JSON members."""
+    """Every sample record of a build's tar shards, reading only the JSON members.
+
+    A damaged build (a shard missing, cut short or garbled, a record that is not JSON) raises ValueError
+    naming the shard and, where known, the member: `v2pe-data validate` tells the whole story.
+    """
     manifest = schema.load_manifest(Path(out) / MANIFEST_FILE)
     for shard in manifest["shards"]:
         if shard["format"] != "wds":
             continue
-        with tarfile.open(Path(out) / shard["path"], mode="r|") as tar:
-            for info in tar:
-                if info.isfile() and info.name.endswith(".json"):
-                    yield json.loads(tar.extractfile(info).read())
+        path = Path(out) / shard["path"]
+        member = None
+        try:
+            with tarfile.open(path, mode="r|") as tar:
+                for info in tar:
+                    if info.isfile() and info.name.endswith(".json"):
+                        member = info.name
+                        yield json.loads(tar.extractfile(info).read())
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            where = f"{path}" + (f" (after {member})" if member else "")
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ValueError(f"{where}: damaged shard: {detail}; run `v2pe-data validate {out}`") from None
 
 
 def summarize(out: Path) -> dict:
