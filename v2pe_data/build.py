@@ -1,24 +1,37 @@
 """A build: plan samples from a seed, cut them into shard tasks, write each atomically, then the manifest.
 
 Every sample depends only on (seed, index), so shard tasks are independent: any number of workers, any
-order, and any rerun produce the same bytes. A finished task leaves a marker; a rerun skips it.
+order, and any rerun produce the same bytes. A finished task leaves a marker; a rerun skips it when the
+files it lists still have their recorded sha256.
 
 Folder layout:
-    OUT/build.json                 identity of the build (arguments, versions, build_id)
+    OUT/build.json                 identity of the build (arguments, versions, sources' files, build_id)
     OUT/shards/train-000000.tar    webdataset shards (+ parquet/, internvl/ with --format)
     OUT/.v2pe/done/000000.json     per-task completion marker with its files, hashes and stats
+    OUT/.v2pe/sources.json         per source, the size and mtime of each file it may read
+    OUT/.v2pe/lock                 flock'ed for the life of a build: one build per folder at a time
     OUT/manifest.json              written last, from the markers
+
+Failures end in one `BuildError` line: a busy or foreign folder and bad arguments (`usage=True`); a
+full disk, an unwritable folder, a lost worker process or a source that changed (`usage=False`).
+Temporaries carry their process id; those of killed processes are swept by the next build that locks
+the folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import queue
-from collections.abc import Callable, Iterator
+import shutil
+import signal
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +45,35 @@ from .manifest import make_manifest
 from .plan import Accounting, Budget, PlanError, SamplePlan
 from .canvas import CanvasLayout
 from .seeding import stable_rng
-from .sources.registry import SourceUnavailable, open_source
+from .sources.registry import (ExplainedLoads, SourceChanged, SourceUnavailable, fingerprint_change, open_source,
+                               source_files, source_fingerprint)
 from .tasks import long_vqa, paste
-from .writers.atomic import write_json_atomic
-from .writers.base import ShardOutputs, shard_relpath
-from .writers.internvl import finalize_internvl
+from .writers.atomic import file_digest, write_json_atomic
+from .writers.base import FORMATS, ShardOutputs, shard_relpath
+from .writers.internvl import STAGING_DIR, finalize_internvl
 
 BUILD_FILE = "build.json"
 MANIFEST_FILE = "manifest.json"
 DONE_DIR = ".v2pe/done"
+LOCK_FILE = ".v2pe/lock"
+SOURCES_FILE = ".v2pe/sources.json"
 
 
 class BuildError(RuntimeError):
-    """The build cannot start or continue; the message says why and what to do."""
+    """The build cannot start or continue; the message says why and what to do.
+
+    `usage` is True when the user's arguments caused it (a busy, foreign or file --out, a --len too
+    small, no source available): the CLI exits 2 for those and 1 for failures at run time.
+    """
+
+    def __init__(self, message: str, *, usage: bool = False):
+        super().__init__(message)
+        self.usage = usage
+
+
+def _os_error(exc: OSError, verb: str = "write") -> BuildError:
+    where = exc.filename if exc.filename is not None else "the build folder"
+    return BuildError(f"cannot {verb} {where}: {exc.strerror or exc}")
 
 
 def versions() -> dict[str, str]:
@@ -73,8 +102,10 @@ def shard_tasks(cfg: BuildConfig) -> list[ShardTask]:
     ]
 
 
-def build_identity(cfg: BuildConfig, tokenizer_identity: dict) -> dict:
-    ident = {"args": cfg.identity(), "tokenizer": tokenizer_identity, "versions": versions(), "format_version": 1}
+def build_identity(cfg: BuildConfig, tokenizer_identity: dict, sources: list[dict] = ()) -> dict:
+    """Everything that decides the bytes; `sources` are the sources' fingerprints (`source_fingerprint`)."""
+    ident = {"args": cfg.identity(), "tokenizer": tokenizer_identity, "versions": versions(), "format_version": 1,
+             "sources": list(sources)}
     blob = json.dumps(ident, sort_keys=True).encode()
     ident["build_id"] = hashlib.sha256(blob).hexdigest()[:16]
     return ident
@@ -113,33 +144,50 @@ class Builder:
 
     def __init__(self, cfg: BuildConfig):
         self.cfg = cfg
-        tokenizer = load_tokenizer(cfg.tokenizer)
+        try:
+            tokenizer = load_tokenizer(cfg.tokenizer)
+        except ValueError as exc:  # a --tokenizer that is not a tokenizer folder
+            raise BuildError(str(exc), usage=True) from None
         self.acc = Accounting(tokenizer, get_template(cfg.template), TilingConfig(max_tiles=cfg.max_tiles))
         self.layout = CanvasLayout(grid=cfg.paste_grid)
         self.slots = [self._open(entry) for entry in cfg.sources]
         self.live = [s for s in self.slots if s.ctx is not None]
         if not self.live:
-            raise BuildError("no source is available: " + "; ".join(s.status for s in self.slots))
-        self.identity = build_identity(cfg, tokenizer.identity)
+            raise BuildError("no source is available: " + "; ".join(s.status for s in self.slots), usage=True)
         self.out = Path(cfg.out)
+        self.listings = self.source_listings()
+        self.identity = build_identity(cfg, tokenizer.identity, [source_fingerprint(s.entry, s.ctx is not None, f)
+                                                                 for s, f in zip(self.slots, self.listings)])
 
     def _open(self, entry: dict) -> SourceSlot:
         try:
             source = open_source(entry, self.cfg.split, self.cfg.seed, self.cfg.image_format, strict=self.cfg.strict)
         except SourceUnavailable as exc:
             if self.cfg.strict:
-                raise BuildError(f"{exc} (--strict)") from None
+                raise BuildError(f"{exc} (--strict)", usage=True) from None
             return SourceSlot(entry, None, f"unavailable: {exc}")
         except ValueError as exc:  # strict source errors and bad source configuration
-            raise BuildError(str(exc)) from None
+            raise BuildError(str(exc), usage=True) from None
         if len(source) == 0:
             if self.cfg.strict:
-                raise BuildError(f"source {entry['name']!r} has no valid {self.cfg.split} items (--strict)")
+                raise BuildError(f"source {entry['name']!r} has no valid {self.cfg.split} items (--strict)", usage=True)
             return SourceSlot(entry, None, f"unavailable: no valid {self.cfg.split} items")
         ctx = long_vqa.TaskContext(task=self.cfg.task, split=self.cfg.split, seed=self.cfg.seed,
-                                   budget=Budget(self.cfg.min_length, self.cfg.length), acc=self.acc, source=source,
-                                   depth=self.cfg.depth)
+                                   budget=Budget(self.cfg.min_length, self.cfg.length), acc=self.acc,
+                                   source=ExplainedLoads(source, entry["name"]), depth=self.cfg.depth)
         return SourceSlot(entry, ctx, "available")
+
+    def source_listings(self) -> list[dict[str, list[int]]]:
+        """Per slot, {file: [size, mtime_ns]} of what it may read now (empty when unavailable)."""
+        return [source_files(s.entry, s.ctx.source, skip=self.out) if s.ctx else {} for s in self.slots]
+
+    def check_sources_unchanged(self) -> None:
+        """Refuse to finish a build whose sources changed while it ran (its shards may mix both)."""
+        listings = self.source_listings()
+        now = [source_fingerprint(s.entry, s.ctx is not None, f) for s, f in zip(self.slots, listings)]
+        change = fingerprint_change(self.identity["sources"], now, self.listings, listings, "while this build ran")
+        if change:
+            raise BuildError(f"{change}; its shards may mix old and new data: rebuild into an empty --out")
 
     def check_feasible(self) -> None:
         for slot in self.live:
@@ -147,14 +195,13 @@ class Builder:
             if self.cfg.length < floor:
                 raise BuildError(
                     f"--len {self.cfg.length} is smaller than one image plus its prompt ({floor} tokens, source "
-                    f"{slot.entry['name']!r}, {slot.entry['mode']} mode): no sample can be built; use a larger --len"
-                )
+                    f"{slot.entry['name']!r}, {slot.entry['mode']} mode): no sample can be built; use a larger --len",
+                    usage=True)
         span = self.cfg.length - self.cfg.min_length
         if span < 256 and self.cfg.min_length > min(s.min_tokens(self.layout) for s in self.live):
             raise BuildError(
                 f"bin [{self.cfg.min_length}, {self.cfg.length}] is narrower than one image tile (256 tokens); "
-                "widen it with --min-len"
-            )
+                "widen it with --min-len", usage=True)
 
     def slot_for(self, index: int) -> SourceSlot:
         """Which source sample `index` comes from: drawn by share from a stable seed."""
@@ -178,7 +225,19 @@ class Builder:
         return [s.describe() for s in self.slots], counts, examples
 
     def run_task(self, task: ShardTask, progress: Callable[[int, int], None] = lambda s, t: None) -> dict:
-        """Write one task's shard(s), in every requested format, atomically; return its completion marker."""
+        """Write one task's shard(s), in every requested format, atomically; return its completion marker.
+
+        A failed write (full disk, `ulimit -f`, a read-only folder) leaves nothing staged and raises a
+        BuildError naming the file and the cause.
+        """
+        try:
+            return self._run_task(task, progress)
+        except SourceChanged as exc:
+            raise BuildError(str(exc)) from None
+        except OSError as exc:
+            raise _os_error(exc) from None
+
+    def _run_task(self, task: ShardTask, progress: Callable[[int, int], None]) -> dict:
         files, tokens, rejected, examples = [], [], {}, []
         capped = self.cfg.shard_bytes is not None
         parts = 0
@@ -188,7 +247,7 @@ class Builder:
                 try:
                     plan = self.plan(index)
                 except PlanError as exc:
-                    raise BuildError(str(exc)) from None
+                    raise BuildError(str(exc), usage=True) from None
                 for reason, n in plan.rejected.items():
                     rejected[reason] = rejected.get(reason, 0) + n
                     if len(examples) < 20:
@@ -219,75 +278,193 @@ class Builder:
 
 
 def _task_done(out: Path, task: ShardTask) -> bool:
+    """Whether a task can be skipped: its marker lists files that still hold their recorded size and sha256.
+
+    The hash is checked, not just the size: a marker is trusted only for the bytes it describes (one
+    read of the finished output per rerun, the price of never publishing a manifest that fails validate).
+    """
     marker = out / DONE_DIR / f"{task.index:06d}.json"
-    if not marker.exists():
-        return False
     try:
         files = json.loads(marker.read_text())["files"]
-    except (OSError, ValueError, KeyError):
+        return all((out / f["path"]).stat().st_size == f["bytes"] and file_digest(out / f["path"])[1] == f["sha256"]
+                   for f in files)
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    return all((out / f["path"]).is_file() and (out / f["path"]).stat().st_size == f["bytes"] for f in files)
 
 
-def prepare_out(builder: Builder) -> None:
-    """Claim the output folder for this build, or refuse without touching anything."""
+def _lock(out: Path) -> int:
+    """flock OUT/.v2pe/lock for this process (the kernel drops it when the process dies, however it dies)."""
+    path = out / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BuildError(f"another build is writing to {out} (it holds {path}); wait for it to end or choose "
+                         "another --out", usage=True) from None
+    return fd
+
+
+def _claimed(builder: Builder) -> bool:
+    """Whether OUT already holds this build; refuses a foreign folder or another build, touching nothing."""
     out = builder.out
     ident_file = out / BUILD_FILE
-    if ident_file.exists():
-        try:
-            existing = json.loads(ident_file.read_text())
-        except ValueError:
-            raise BuildError(f"{ident_file} is not valid JSON; choose another --out") from None
-        if existing.get("build_id") != builder.identity["build_id"]:
-            changed = sorted(
-                k for k in set(existing.get("args", {})) | set(builder.identity["args"])
-                if existing.get("args", {}).get(k) != builder.identity["args"].get(k)
-            )
-            what = f"arguments differ: {changed}" if changed else "tokenizer or package versions differ"
-            raise BuildError(
-                f"{out} holds another build (build_id {existing.get('build_id')}; {what}); "
-                "choose an empty --out or rerun with the same arguments"
-            )
-        return
-    if out.exists() and any(out.iterdir()):
-        raise BuildError(f"{out} is not empty and holds no v2pe build; choose an empty or new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(ident_file, builder.identity)
+    if not ident_file.exists():
+        if out.is_dir() and any(p.name != ".v2pe" for p in out.iterdir()):
+            raise BuildError(f"{out} is not empty and holds no v2pe build; choose an empty or new --out", usage=True)
+        return False
+    try:
+        existing = json.loads(ident_file.read_text())
+    except ValueError:
+        raise BuildError(f"{ident_file} is not valid JSON; choose another --out", usage=True) from None
+    if existing.get("build_id") == builder.identity["build_id"]:
+        return True
+    old, new = existing.get("args", {}), builder.identity["args"]
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    head = f"{out} holds another build (build_id {existing.get('build_id')}"
+    if changed:
+        why = f"{head}; arguments differ: {changed}); choose an empty --out or rerun with the same arguments"
+    elif "sources" not in existing:
+        why = (f"{head}, made before builds recorded their sources' files, so they cannot be checked); "
+               "choose an empty --out")
+    elif change := fingerprint_change(existing["sources"], builder.identity["sources"], _read_json(out / SOURCES_FILE),
+                                      builder.listings, f"since the build in {out} started"):
+        why = f"{change}; restore it, or build into an empty --out"
+    else:
+        why = f"{head}; tokenizer or package versions differ); choose an empty --out or rerun with the same versions"
+    raise BuildError(why, usage=True)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _sweep_temporaries(out: Path, split: str) -> None:
+    """Remove temporaries of killed processes; only under the lock, when no other build can be writing."""
+    folders = {out, out / ".v2pe", out / DONE_DIR, out / "internvl"}
+    folders |= {(out / shard_relpath(fmt, split, 0)).parent for fmt in FORMATS}
+    for folder in folders:
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+    shutil.rmtree(out / "internvl" / STAGING_DIR, ignore_errors=True)
+
+
+def prepare_out(builder: Builder) -> int:
+    """Claim and lock the output folder for this build, or refuse without touching anything.
+
+    Returns the lock's file descriptor: the folder is this process's until it is closed.
+    """
+    out = builder.out
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out} is a file, not a folder; choose a folder", usage=True)
+    try:
+        _claimed(builder)  # refuse before the lock file is created, so a refusal touches nothing
+        fd = _lock(out)
+    except OSError as exc:
+        raise _os_error(exc) from None
+    try:
+        if _claimed(builder):  # again under the lock: another build may have claimed the folder meanwhile
+            _sweep_temporaries(out, builder.cfg.split)
+        else:
+            write_json_atomic(out / SOURCES_FILE, builder.listings)  # before build.json, which implies it
+            write_json_atomic(out / BUILD_FILE, builder.identity)
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise _os_error(exc) from None
+        raise
+    return fd
 
 
 # Worker processes inherit the builder through fork; only task indices cross the process boundary.
 _WORKER: dict = {}
 
 
-def _worker_init(builder: Builder, progress_queue) -> None:
+def _worker_init(builder: Builder, messages, lock_fd: int) -> None:
+    # Only the parent holds the output lock: a worker orphaned by a killed parent must not keep the folder
+    # locked. Closing this copy of the descriptor leaves the parent's lock in place (flock is per open file).
+    os.close(lock_fd)
     _WORKER["builder"] = builder
-    _WORKER["queue"] = progress_queue
+    _WORKER["messages"] = messages
 
 
 def _worker_run(task: ShardTask) -> dict:
-    q = _WORKER["queue"]
-    return _WORKER["builder"].run_task(task, progress=lambda s, t: q.put((s, t)))
+    messages = _WORKER["messages"]
+    messages.put(("start", os.getpid(), task.index))  # so a worker's death can be pinned on its task
+    return _WORKER["builder"].run_task(task, progress=lambda s, t: messages.put(("progress", s, t)))
 
 
-def _run_parallel(builder: Builder, todo: list[ShardTask], workers: int, progress) -> Iterator[dict]:
+def _run_parallel(builder: Builder, todo: list[ShardTask], workers: int, progress, lock_fd: int) -> None:
+    """Run tasks on `workers` forked processes; a worker that dies (SIGKILL, the OOM killer) stops the build.
+
+    The executor notices a dead worker at once and stops the others; the BuildError names the task the
+    dead worker was writing. Finished tasks keep their markers, so a rerun does only the rest.
+    """
     ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(builder, q)) as pool:
-        pending = [pool.apply_async(_worker_run, (t,)) for t in todo]
-        while pending:
-            try:
-                while True:
-                    progress(*q.get(timeout=0.1))
-            except queue.Empty:
-                pass
-            for res in [p for p in pending if p.ready()]:
-                pending.remove(res)
-                yield res.get()  # re-raises a worker's exception here
+    messages = ctx.Queue()
+    writing: dict[int, int] = {}  # worker pid -> index of the task it started last
+    finished: set[int] = set()
+
+    def drain(timeout: float | None = None) -> None:
         try:
             while True:
-                progress(*q.get_nowait())
+                kind, a, b = messages.get(timeout=timeout) if timeout else messages.get_nowait()
+                timeout = None
+                if kind == "start":
+                    writing[a] = b
+                else:
+                    progress(a, b)
         except queue.Empty:
             pass
+
+    before = set(mp.active_children())
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(builder, messages, lock_fd))
+    futures: dict = {}
+    procs: list = []
+    try:
+        try:
+            for t in todo:
+                futures[pool.submit(_worker_run, t)] = t
+            procs = [p for p in mp.active_children() if p not in before]  # forked by the first submit
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                drain()
+                for f in done:
+                    f.result()  # re-raises a worker's exception here
+                    finished.add(futures[f].index)
+        finally:
+            for f in futures:
+                f.cancel()  # tasks not started yet (shutdown(wait=False) would drop the handle that joins)
+            while not all(f.done() for f in futures):  # running tasks end; keep reading their messages
+                drain(timeout=0.1)
+            pool.shutdown(wait=True)  # joins the workers: their exit codes are known from here on
+            drain()
+    except BrokenProcessPool:
+        finished |= {t.index for f, t in futures.items() if not f.cancelled() and f.exception() is None}
+        raise BuildError(_lost_worker(procs, writing, finished, todo)) from None
+
+
+def _lost_worker(procs: list, writing: dict[int, int], finished: set[int], todo: list[ShardTask]) -> str:
+    """The line for a worker that died: which process, how, and the shard task it was writing."""
+    rest = (f"the other workers were stopped; rerun the same command to finish the {len(todo) - len(finished)} "
+            "unfinished task(s)")
+    # The executor stops the surviving workers with SIGTERM; the lost one died otherwise.
+    for p in (p for p in procs if p.exitcode not in (None, 0, -signal.SIGTERM)):
+        how = (f"was killed by {signal.Signals(-p.exitcode).name}" if p.exitcode < 0
+               else f"exited with status {p.exitcode}")
+        if p.exitcode == -signal.SIGKILL:
+            how += " (the out-of-memory killer sends it)"
+        t = next((t for t in todo if t.index == writing.get(p.pid) and t.index not in finished), None)
+        samples = f"sample {t.start}" if t and t.stop - t.start == 1 else f"samples {t.start}-{t.stop - 1}" if t else ""
+        what = f"while writing shard task {t.index} ({samples})" if t else "between shard tasks"
+        return f"worker process {p.pid} {how} {what}; {rest}"
+    started = sorted(i for i in writing.values() if i not in finished)
+    return f"a worker process died while shard task(s) {started} were being written; {rest}"
 
 
 def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
@@ -295,7 +472,15 @@ def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     builder = Builder(cfg)
     builder.check_feasible()
-    prepare_out(builder)
+    lock_fd = prepare_out(builder)
+    try:
+        return _build(builder, show_progress, lock_fd)
+    finally:
+        os.close(lock_fd)
+
+
+def _build(builder: Builder, show_progress: bool, lock_fd: int) -> dict:
+    cfg = builder.cfg
     tasks = shard_tasks(cfg)
     todo = [t for t in tasks if not _task_done(builder.out, t)]
     from tqdm import tqdm
@@ -310,17 +495,26 @@ def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
         bar.update(samples)
         bar.set_postfix(tokens=f"{tokens_seen / 1e6:.2f}M", refresh=False)
 
-    if cfg.workers > 1 and len(todo) > 1:
-        for _ in _run_parallel(builder, todo, min(cfg.workers, len(todo)), progress):
-            pass
-    else:
-        for t in todo:
-            builder.run_task(t, progress)
-    bar.close()
-    markers = [json.loads((builder.out / DONE_DIR / f"{t.index:06d}.json").read_text()) for t in tasks]
+    try:
+        if cfg.workers > 1 and len(todo) > 1:
+            _run_parallel(builder, todo, min(cfg.workers, len(todo)), progress, lock_fd)
+        else:
+            for t in todo:
+                builder.run_task(t, progress)
+    finally:
+        bar.close()
+    builder.check_sources_unchanged()
+    try:
+        markers = [json.loads((builder.out / DONE_DIR / f"{t.index:06d}.json").read_text()) for t in tasks]
+    except OSError as exc:
+        raise _os_error(exc, "read") from None
     manifest = make_manifest(builder.identity, cfg, builder.acc, markers, builder.source_report())
     schema.validate(manifest, schema.MANIFEST, where=str(builder.out / MANIFEST_FILE))
-    if "internvl" in cfg.formats:  # before the manifest: a manifest present means the build is complete
-        finalize_internvl(builder.out, f"{cfg.task}_{cfg.split}", manifest["shards"], max_dynamic_patch=cfg.max_tiles)
-    write_json_atomic(builder.out / MANIFEST_FILE, manifest)
+    try:
+        if "internvl" in cfg.formats:  # before the manifest: a manifest present means the build is complete
+            finalize_internvl(builder.out, f"{cfg.task}_{cfg.split}", manifest["shards"],
+                              max_dynamic_patch=cfg.max_tiles)
+        write_json_atomic(builder.out / MANIFEST_FILE, manifest)
+    except OSError as exc:
+        raise _os_error(exc) from None
     return manifest

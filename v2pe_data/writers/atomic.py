@@ -3,28 +3,52 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from v2pe_common.paths import file_digest  # noqa: F401  (re-exported: writers hash what they commit)
+
+
+@contextlib.contextmanager
+def errors_name(path: str | os.PathLike):
+    """OSErrors raised in the block name `path` when they name no file of their own.
+
+    A failed `write()`, `flush()` or `fsync()` (a full disk, `ulimit -f`) raises an OSError without a
+    file name; the caller's one-line error must still say which file could not be written.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = os.fspath(path)
+        raise
+
 
 class AtomicFile:
-    """A hidden temporary sibling of `final`: `commit()` fsyncs and renames it, `abort()` deletes it."""
+    """A hidden temporary sibling of `final`: `commit()` fsyncs and renames it, `abort()` deletes it.
+
+    The temporary name carries the process id, so two processes writing the same file never write into
+    one temporary; one left by a killed process is removed by the next build that locks the folder.
+    """
 
     def __init__(self, final: Path):
         self.final = Path(final)
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.final.with_name(f".{self.final.name}.tmp")
+        self.tmp = self.final.with_name(f".{self.final.name}.{os.getpid()}.tmp")
 
     def commit(self) -> Path:
-        with open(self.tmp, "rb") as fh:
+        with errors_name(self.tmp), open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(self.tmp, self.final)
         return self.final
 
     def abort(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+        """Delete the temporary; never raises, since it runs while another error is on its way up."""
+        try:
+            self.tmp.unlink(missing_ok=True)
+        except OSError:  # left for the stale-temporary sweep of the next build
+            pass
 
 
 @contextlib.contextmanager
@@ -32,7 +56,8 @@ def atomic_path(final: Path):
     """Yield a temporary path that becomes `final` only if the block completes."""
     target = AtomicFile(final)
     try:
-        yield target.tmp
+        with errors_name(target.tmp):
+            yield target.tmp
     except BaseException:
         target.abort()
         raise
@@ -42,14 +67,3 @@ def atomic_path(final: Path):
 def write_json_atomic(path: Path, obj: object) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def file_digest(path: Path, chunk: int = 1 << 20) -> tuple[int, str]:
-    """(size in bytes, sha256 hex) without reading the file into memory at once."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()

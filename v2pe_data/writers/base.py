@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from .atomic import AtomicFile, file_digest
+from .atomic import AtomicFile, errors_name, file_digest
 from .wds import TarShardWriter, record_bytes
 
 FORMATS = ("wds", "parquet", "internvl")
@@ -147,7 +147,8 @@ class ShardOutput(_WholeSample):
     wds and parquet write one file under a hidden temporary name (`AtomicFile`); internvl stages its
     images in a hidden folder and its JSONL under a temporary name, and on commit moves the images into
     place before renaming the JSONL (see `internvl.InternVLShardWriter`). The manifest entry describes
-    the file named by `path` (the tar, the parquet file, the JSONL).
+    the file named by `path` (the tar, the parquet file, the JSONL). An OSError that names no file (a
+    failed write on a full disk) is raised naming the temporary being written (`staged`).
     """
 
     def __init__(self, fmt: str, out: str | Path, split: str, index: int, part: int | None = None, **options):
@@ -168,6 +169,7 @@ class ShardOutput(_WholeSample):
                 from .parquet import ParquetShardWriter
 
                 self.writer = ParquetShardWriter(self._file.tmp, **options)
+        self.staged = self._file.tmp if self._file is not None else self.writer.jsonl.tmp
         self.num_tokens = 0
         self._tokens = 0
         self._done = False
@@ -175,13 +177,16 @@ class ShardOutput(_WholeSample):
     # -- the sample stream ------------------------------------------------------------------------
     def begin(self, record: dict) -> None:
         self._tokens = int(record["meta"]["num_tokens"])
-        self.writer.begin(record)
+        with errors_name(self.staged):
+            self.writer.begin(record)
 
     def add_image(self, name: str, data: bytes) -> None:
-        self.writer.add_image(name, data)
+        with errors_name(self.staged):
+            self.writer.add_image(name, data)
 
     def end(self) -> None:
-        self.writer.end()
+        with errors_name(self.staged):
+            self.writer.end()
         self.num_tokens += self._tokens
 
     @property
@@ -197,25 +202,33 @@ class ShardOutput(_WholeSample):
         """Make the output visible under its final name(s); return its manifest entry."""
         if self._done:
             raise WriterError(f"{self.relpath}: already committed or aborted")
+        try:
+            with errors_name(self.staged):
+                if self._file is not None:
+                    self.writer.close()
+                    final = self._file.commit()
+                else:
+                    final = self.writer.commit()
+            size, digest = file_digest(final)
+        except BaseException:
+            self.abort()  # a commit that fails halfway leaves nothing staged
+            raise
         self._done = True
-        if self._file is not None:
-            self.writer.close()
-            final = self._file.commit()
-        else:
-            final = self.writer.commit()
-        size, digest = file_digest(final)
         return {"path": self.relpath, "format": self.format, "num_samples": self.writer.num_samples,
                 "bytes": size, "sha256": digest, "num_tokens": self.num_tokens}
 
     def abort(self) -> None:
-        """Remove whatever this output wrote; nothing appears under a final name. Safe to call twice."""
+        """Remove whatever this output wrote; nothing appears under a final name. Safe to call twice.
+
+        Never raises: it runs while the error that stopped the shard is on its way up.
+        """
         if self._done:
             return
         self._done = True
         if self._file is not None:
             try:
                 self.writer.close()
-            except Exception:  # a writer broken mid-sample may fail to close; the file goes anyway
+            except Exception:  # a writer broken mid-sample, or a full disk, may fail to close; the file goes anyway
                 pass
             self._file.abort()
         else:

@@ -10,10 +10,12 @@ A JSONL line is the reference trainer's `{"id", "image": ["images/<id>/0.jpg", .
 exactly: `task`, `subset`, `answer`, `meta`. A sample without images has no `image` key (the reference
 treats that as text-only). Keys are sorted, so the same samples give the same bytes.
 
-Atomicity. A shard stages its images in `OUT/internvl/.tmp/<shard>/<id>/` and writes its JSONL under a
-hidden temporary name. `commit()` fsyncs, moves each sample folder into `images/` (replacing one left by
-an interrupted commit of the same shard), then renames the JSONL last: a JSONL under its final name
-implies that all its images are in place. `abort()` deletes the staging folder and the temporary JSONL.
+Atomicity. A shard stages its images in `OUT/internvl/.tmp/<shard>.<pid>/<id>/` and writes its JSONL under
+a hidden temporary name (both carry the writing process's id, so two processes never share them).
+`commit()` fsyncs, moves each sample folder into `images/` (replacing one left by an interrupted commit
+of the same shard), then renames the JSONL last: a JSONL under its final name implies that all its
+images are in place. `abort()` deletes the staging folder and the temporary JSONL, and never raises
+(it runs while another error, often a full disk, is on its way up).
 
 Why one merged annotation. The reference trainer reads one `annotation` per meta entry and treats each
 entry as a dataset of its own: it splits each entry's lines contiguously over ranks and caches a split
@@ -38,7 +40,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .atomic import AtomicFile, atomic_path, write_json_atomic
+from .atomic import AtomicFile, atomic_path, errors_name, write_json_atomic
 from .base import ImageOrder, WriterError
 
 IMAGES_DIR = "images"
@@ -50,7 +52,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _fsync_write(path: Path, data: bytes, fsync: bool) -> None:
-    with open(path, "wb") as fh:
+    with errors_name(path), open(path, "wb") as fh:
         fh.write(data)
         if fsync:
             fh.flush()
@@ -88,11 +90,15 @@ class InternVLShardWriter:
         self.name = name
         self.fsync = fsync
         self.jsonl = AtomicFile(self.root / ANNOTATIONS_DIR / f"{name}.jsonl")
-        self.staging = self.root / STAGING_DIR / name
-        if self.staging.exists():  # left by a killed run of this shard
+        self.staging = self.root / STAGING_DIR / f"{name}.{os.getpid()}"
+        if self.staging.exists():  # left by a killed run of this shard in a process of the same id
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
-        self._fh = open(self.jsonl.tmp, "wb")
+        try:
+            self._fh = open(self.jsonl.tmp, "wb")
+        except BaseException:
+            self._remove_staging()
+            raise
         self._order = ImageOrder()
         self._record: dict | None = None
         self._ids: list[str] = []  # samples with images, in order
@@ -121,7 +127,8 @@ class InternVLShardWriter:
     def end(self) -> None:
         self._order.finish()
         data = line_bytes(annotation_line(self._record))
-        self._fh.write(data)
+        with errors_name(self.jsonl.tmp):
+            self._fh.write(data)
         self._bytes += len(data)
         self._seen.add(self._record["id"])
         if self._record["images"]:
@@ -140,10 +147,11 @@ class InternVLShardWriter:
         """Move the images into place, then rename the JSONL; returns the JSONL's final path."""
         if self._order.open:
             raise WriterError(f"shard {self.name}: commit with sample {self._order.key!r} open")
-        if self.fsync:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        self.close()
+        with errors_name(self.jsonl.tmp):
+            if self.fsync:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            self.close()
         images = self.root / IMAGES_DIR
         images.mkdir(parents=True, exist_ok=True)
         for key in self._ids:
@@ -156,10 +164,19 @@ class InternVLShardWriter:
         return self.jsonl.commit()
 
     def abort(self) -> None:
-        self.close()
+        """Remove the staged images and the temporary JSONL; never raises."""
+        try:
+            self.close()
+        except OSError:  # a full disk fails the final flush again; the file is closed and goes anyway
+            pass
+        self._remove_staging()
+        self.jsonl.abort()
+
+    def _remove_staging(self) -> None:
+        # ignore_errors keeps removing the other files when one removal fails; anything left is swept
+        # by the next build that locks the folder
         shutil.rmtree(self.staging, ignore_errors=True)
         _remove_if_empty(self.root / STAGING_DIR)
-        self.jsonl.abort()
 
 
 def _remove_if_empty(folder: Path) -> None:

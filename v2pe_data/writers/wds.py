@@ -48,8 +48,10 @@ class TarShardWriter:
         self.num_samples += 1
 
     def close(self) -> None:
-        self._tar.close()
-        self._fh.close()
+        try:
+            self._tar.close()
+        finally:  # a full disk fails the tar's last blocks; the file handle is closed all the same
+            self._fh.close()
 
     def __enter__(self) -> TarShardWriter:
         return self
