@@ -1,6 +1,8 @@
 """Paste-mode canvases: small images pasted into a grid of labelled cells, rendered one canvas at a time.
 
 Only one sub-image is decoded at a time; the canvas is encoded to JPEG and dropped before the next one.
+Sub-images become RGB through `v2pe_common.images.to_rgb`, as in the trainer: high-bit-depth grey is
+scaled, not clipped to white, and transparency is composited onto white.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import functools
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from v2pe_common.images import to_rgb
 
 from .records import Item
 
@@ -53,7 +57,7 @@ def render_canvas(layout: CanvasLayout, items: Sequence[Item], labels: Sequence[
     for cell, (item, label) in enumerate(zip(items, labels)):
         x0, y0, x1, y1 = layout.box(cell)
         with Image.open(io.BytesIO(item.load())) as im:
-            fitted = ImageOps.contain(im.convert("RGB"), (x1 - x0, y1 - y0), Image.Resampling.BICUBIC)
+            fitted = ImageOps.contain(to_rgb(im), (x1 - x0, y1 - y0), Image.Resampling.BICUBIC)
         canvas.paste(fitted, (x0 + (x1 - x0 - fitted.width) // 2, y0 + (y1 - y0 - fitted.height) // 2))
         cx, cy = x0 - PADDING, y0 - LABEL_HEIGHT
         draw.rectangle((cx + 2, cy + 2, cx + layout.cell - 3, cy + layout.cell - 3), outline=(60, 60, 60), width=2)

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """A VQA item. `load()` returns the encoded image bytes (kept as the source encoded them).
+    """A VQA item. `load()` returns the encoded image bytes: as the source encoded them, except that
+    high-bit-depth images (16-bit PNGs) come as their 8-bit PNG re-encoding (`v2pe_common.images.to_rgb`)
+    so that no reader clips them to white.
 
     Width and height are known without decoding, so planning and token counting never touch pixels.
     `doc_id` groups items that come from one document: a sample never mixes two items of one doc_id

@@ -6,20 +6,34 @@ which the original encoded bytes can be read again). Decoded pixels and image by
 
 Validation of one row, in order (the first failure decides the reason):
 
-1. required fields present and non-empty (`missing_field`) and of the right type (`bad_type`);
-2. an image is present (`missing_image`): embedded bytes, or a file that exists under the source root; a
+1. text that is not valid Unicode (`bad_encoding`): a JSON / JSONL row holding a byte that is not UTF-8
+   (see `text`), or an Arrow / parquet row whose string cell does not decode; the row's id is read first
+   when it can be, so the rejection names it;
+2. required fields present and non-empty (`missing_field`) and of the right type (`bad_type`);
+3. an id that an earlier item of the source already has (`duplicate_id`): the first row keeps it, the
+   detail names the id and both rows' locations;
+4. an image is present (`missing_image`): embedded bytes, or a file that exists under the source root; a
    path that resolves outside the root (`../`, an absolute path, a symlink) is `path_escape`;
-3. the header is read with Pillow (`corrupt_image` if unreadable); `width * height <= max_pixels` is
+5. the header is read with Pillow (`corrupt_image` if unreadable); `width * height <= max_pixels` is
    checked *before* decoding (`too_many_pixels`); a format other than JPEG / PNG / WebP is `bad_type`;
-4. a full decode (`im.load()`) catches truncated or otherwise corrupt data (`corrupt_image`).
+6. a full decode (`im.load()`) catches truncated or otherwise corrupt data (`corrupt_image`).
 
-Pillow's own decompression-bomb limit is lifted while an image is checked (our `max_pixels` replaces
-it) and restored afterwards; `ImageFile.LOAD_TRUNCATED_IMAGES` is forced off meanwhile. Both are process
-globals, so do not open sources concurrently from several threads.
+Images are opened through their format's Pillow plugin, not `Image.open`, whose decompression-bomb check
+reads the process-wide `Image.MAX_IMAGE_PIXELS`: our `max_pixels` replaces it and that global is never
+written. Pillow has no per-call switch for `ImageFile.LOAD_TRUNCATED_IMAGES`; when the caller has turned it
+on it is turned off while an image is checked (so truncated data stays `corrupt_image`) and restored
+afterwards -- only then is a process global touched, so do not open sources from several threads while
+it is on.
 
-Bad rows are skipped and recorded in `source.rejected` as `{"reason", "source", "id", "detail"}`; the id
-is the row's original id when it could be read, else `#N` (N = the row number in file order). With
-`strict=True` the first bad row raises `SourceError("SOURCE:ID: reason: detail")` instead.
+High-bit-depth images (16-bit grey PNGs decode to mode `I;16`, which `convert("RGB")` clips to white) are
+valid; their items' `load()` returns an 8-bit PNG re-encoding (`v2pe_common.images.to_8bit`), not the
+original bytes, so every reader of the shards gets the right pixels; `describe()` counts them
+(`images_reencoded`).
+
+Bad rows are skipped and recorded in `source.rejected` as `{"reason", "source", "id", "detail", "where"}`;
+the id is the row's original id when it could be read, else `#N` (N = the row number in file order);
+`where` locates the row (`FILE:LINE` for JSONL, `FILE data[I]` for JSON, `FILE row N` for tables). With
+`strict=True` the first bad row raises `SourceError("SOURCE:ID: reason: detail (where)")` instead.
 
 Item order is file order: files sorted by name (shard numbers are zero-padded), rows in file order;
 `item(i)` indexes the valid rows only.
@@ -27,57 +41,23 @@ Item order is file order: files sorted by name (shard numbers are zero-padded), 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import io
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..records import Item
+from .errors import REASONS, Reject, SourceError
+from .errors import HubUnavailable, tagged  # noqa: F401  (re-exported: adapters and tests import them from here)
+from .imagebytes import FORMAT_EXT, probe, read_8bit_png, read_bytes  # noqa: F401  (FORMAT_EXT re-exported)
 
 # Pillow's default decompression-bomb limit (Image.MAX_IMAGE_PIXELS): 0.25 GiB of 24-bit pixels / 3.
 DEFAULT_MAX_PIXELS = 89_478_485
-REASONS = ("missing_field", "bad_type", "missing_image", "path_escape", "corrupt_image", "too_many_pixels")
-FORMAT_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
 
 # Split names as the caller writes them -> every spelling a layout may use on disk, preferred first.
 _SPLIT_GROUPS = (("train",), ("val", "validation", "valid", "dev"), ("test",))
-
-
-class SourceError(ValueError):
-    """A bad row under `strict=True`, or a source that cannot be read as the kind and layout asked for."""
-
-    def __init__(self, message: str, *, reason: str | None = None, source: str | None = None,
-                 id: str | None = None):
-        super().__init__(message)
-        self.reason, self.source, self.id = reason, source, id
-
-
-class HubUnavailable(SourceError, ConnectionError):
-    """A `hub:` id that cannot be fetched (no network, HF_HUB_OFFLINE=1, unknown repo)."""
-
-
-class Reject(Exception):
-    """One row is bad: raised inside the index pass, caught and counted by `RealSource.consider`."""
-
-    def __init__(self, reason: str, detail: str, id: str | None = None):
-        assert reason in REASONS, reason
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.id = reason, detail, id
-
-
-@contextlib.contextmanager
-def tagged(rid: str):
-    """Rejections raised inside the block name the row's original id."""
-    try:
-        yield
-    except Reject as bad:
-        if bad.id is None:
-            bad.id = rid
-        raise
 
 
 def split_aliases(split: str) -> tuple[str, ...]:
@@ -234,99 +214,6 @@ def image_from_cell(value, locator: tuple, root: Path, bases: Iterable[Path] = (
     raise Reject("bad_type", f"image is {type(value).__name__}, not bytes, an image struct or a path")
 
 
-def probe(data: bytes | Path, max_pixels: int) -> tuple[int, int, str]:
-    """(width, height, ext) of encoded image bytes or an image file, fully decoded once and dropped.
-
-    Raises Reject: `too_many_pixels` from the header alone, `corrupt_image` when the header or the
-    decode fails, `bad_type` for formats other than JPEG / PNG / WebP, `missing_image` for an unreadable file.
-    """
-    if isinstance(data, Path):
-        try:
-            with open(data, "rb") as fh:
-                return _probe(fh, max_pixels)
-        except OSError as exc:  # raised by open() only: _probe turns Pillow's errors into Reject
-            raise Reject("missing_image", f"cannot read {data}: {exc}") from None
-    return _probe(io.BytesIO(data), max_pixels)
-
-
-def _probe(fh, max_pixels: int) -> tuple[int, int, str]:
-    from PIL import Image, ImageFile
-
-    saved_limit, saved_trunc = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
-    try:
-        try:
-            im = Image.open(fh)
-        except Exception as exc:  # Pillow raises many types for unreadable headers
-            raise Reject("corrupt_image", f"unreadable header: {type(exc).__name__}: {exc}") from None
-        with im:
-            width, height = im.size
-            if width <= 0 or height <= 0:
-                raise Reject("corrupt_image", f"header gives size {width}x{height}")
-            if width * height > max_pixels:
-                raise Reject("too_many_pixels",
-                             f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
-            ext = FORMAT_EXT.get(im.format or "")
-            if ext is None:
-                raise Reject("bad_type", f"image format {im.format} is not JPEG, PNG or WebP")
-            try:
-                im.load()
-            except Exception as exc:
-                raise Reject("corrupt_image", f"decode failed: {type(exc).__name__}: {exc}") from None
-        return width, height, ext
-    finally:
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved_limit, saved_trunc
-
-
-# ------------------------------------------------------------------------------------------ lazy bytes
-
-
-@functools.lru_cache(maxsize=64)
-def arrow_table(path: str):
-    """A datasets Arrow file (IPC stream), memory-mapped: rows are read without loading the file."""
-    import pyarrow as pa
-
-    return pa.ipc.open_stream(pa.memory_map(path, "r")).read_all()
-
-
-@functools.lru_cache(maxsize=2)
-def _parquet_column(path: str, row_group: int, column: str):
-    """One row group's image column; the last two are kept per process.
-
-    Parquet has no row-level random access: a load reads its row group's column (`datasets` writes groups
-    of up to about 100 MB). For large builds a `save_to_disk` copy (memory-mapped Arrow) reads any row
-    in O(1); parquet works, more slowly.
-    """
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).read_row_group(row_group, columns=[column]).column(column)
-
-
-def cell_bytes(value) -> bytes:
-    if isinstance(value, dict):
-        value = value.get("bytes")
-    if not value:
-        raise OSError("image bytes vanished from the source since it was indexed")
-    return bytes(value)
-
-
-def read_bytes(locator: tuple) -> bytes:
-    """The original encoded bytes behind a locator (module-level, so `partial(read_bytes, loc)` pickles):
-
-    ("file", path) | ("arrow", file, column, row) | ("parquet", file, column, row_group, offset)
-    """
-    kind = locator[0]
-    if kind == "file":
-        return Path(locator[1]).read_bytes()
-    if kind == "arrow":
-        _, path, column, row = locator
-        return cell_bytes(arrow_table(path).column(column)[row].as_py())
-    if kind == "parquet":
-        _, path, column, group, offset = locator
-        return cell_bytes(_parquet_column(path, group, column)[offset].as_py())
-    raise ValueError(f"unknown image locator {locator!r}")
-
-
 # ------------------------------------------------------------------------------------------ the source
 
 
@@ -343,6 +230,7 @@ class Entry:
     answers: tuple[str, ...]
     question_type: str
     locator: tuple
+    reencode: bool = False  # a high-bit-depth image: load() gives an 8-bit PNG of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +243,10 @@ class Row:
     image: Embedded | OnDisk
     doc_id: str | None = None
     question_type: str = ""
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def content_doc_id(data: bytes) -> str:
@@ -377,33 +269,47 @@ class RealSource:
         self.rows_other_split = 0
         self._entries: list[Entry] = []
         self._probed: dict[bytes | str, tuple | Reject] = {}  # content hash / file path -> probe result
+        self._ids: dict[str, str] = {}  # item id -> where its row is, during the index pass
 
     # -- the index pass
 
-    def consider(self, rownum: int, parse: Callable[[], Row], id_hint: str | None = None) -> Entry | None:
-        """Parse and validate one row; a bad row is recorded (or raised under strict) and None returned."""
+    def consider(self, rownum: int, parse: Callable[[], Row], id_hint: str | None = None,
+                 where: str | None = None) -> Entry | None:
+        """Parse and validate one row; a bad row is recorded (or raised under strict) and None returned.
+
+        `where` locates the row for people (`FILE:LINE`, `FILE row N`); default `row N`."""
         self.rows_seen += 1
         rid = id_hint or f"#{rownum}"
+        where = where or f"row {rownum}"
         try:
             row = parse()
             rid = row.id
+            first = self._ids.get(rid)
+            if first is not None:
+                raise Reject("duplicate_id",
+                             f"id {rid!r} already taken by the row at {first}; this row is at {where}")
             entry = self._admit(row)
         except Reject as bad:
-            self.reject(bad.id or rid, bad.reason, bad.detail)
+            self.reject(bad.id or rid, bad.reason, bad.detail, where)
             return None
+        self._ids[rid] = where
         self._entries.append(entry)
         return entry
 
-    def fail(self, rownum: int, bad: Reject) -> None:
+    def fail(self, rownum: int, bad: Reject, where: str | None = None) -> None:
         """Count a row found bad before it could be parsed (an unreadable line, a missing split value)."""
         self.rows_seen += 1
-        self.reject(bad.id or f"#{rownum}", bad.reason, bad.detail)
+        self.reject(bad.id or f"#{rownum}", bad.reason, bad.detail, where or f"row {rownum}")
 
-    def reject(self, rid: str, reason: str, detail: str) -> None:
+    def reject(self, rid: str, reason: str, detail: str, where: str | None = None) -> None:
+        # undecodable bytes (lone surrogates) would break whoever writes the manifest as UTF-8
+        rid, detail, where = (_printable(x) if x is not None else None for x in (rid, detail, where))
         if self.strict:
-            raise SourceError(f"{self.name}:{rid}: {reason}: {detail}", reason=reason,
+            at = f" ({where})" if where else ""
+            raise SourceError(f"{self.name}:{rid}: {reason}: {detail}{at}", reason=reason,
                               source=self.name, id=rid)
-        self.rejected.append({"reason": reason, "source": self.name, "id": rid, "detail": detail})
+        self.rejected.append({"reason": reason, "source": self.name, "id": rid, "detail": detail,
+                              "where": where})
 
     def _admit(self, row: Row) -> Entry:
         """Check the row's image (each distinct image is decoded once) and make its Entry; raises Reject."""
@@ -424,7 +330,7 @@ class RealSource:
             self._probed[key] = known
         if isinstance(known, Reject):
             raise known
-        width, height, ext = known
+        width, height, ext, high_depth = known
         doc_id = row.doc_id
         if doc_id is None:
             if digest is None:
@@ -434,10 +340,11 @@ class RealSource:
                     raise Reject("missing_image", f"cannot read {row.image.path}: {exc}") from None
             doc_id = "sha1:" + digest.hex()[:16]
         return Entry(id=row.id, doc_id=doc_id, width=width, height=height, ext=ext, question=row.question,
-                     answers=row.answers, question_type=row.question_type, locator=locator)
+                     answers=row.answers, question_type=row.question_type, locator=locator, reencode=high_depth)
 
     def finish(self) -> RealSource:
         self._probed.clear()
+        self._ids.clear()
         return self
 
     # -- the Source protocol
@@ -449,9 +356,11 @@ class RealSource:
         if not 0 <= index < len(self._entries):
             raise IndexError(f"{self.name}: index {index} outside [0, {len(self._entries)})")
         e = self._entries[index]
+        # a re-encode is a PNG whatever the original was (only PNG decodes to high-bit-depth modes)
+        ext, load = ("png", read_8bit_png) if e.reencode else (e.ext, read_bytes)
         return Item(dataset=self.name, split=self.split, id=e.id, doc_id=e.doc_id, width=e.width,
-                    height=e.height, ext=e.ext, question=e.question, answers=e.answers,
-                    load=functools.partial(read_bytes, e.locator), title="", question_type=e.question_type)
+                    height=e.height, ext=ext, question=e.question, answers=e.answers,
+                    load=functools.partial(load, e.locator), title="", question_type=e.question_type)
 
     def describe(self) -> dict:
         counts = dict.fromkeys(REASONS, 0)
@@ -460,7 +369,8 @@ class RealSource:
         return {"kind": self.kind, "dataset": self.name, "path": self.path, "split": self.split,
                 "layout": self.layout, **self.details, "rows_seen": self.rows_seen,
                 "rows_other_split": self.rows_other_split, "items_valid": len(self._entries),
-                "rejected": counts, "max_pixels": self.max_pixels}
+                "images_reencoded": sum(e.reencode for e in self._entries), "rejected": counts,
+                "max_pixels": self.max_pixels}
 
     def __repr__(self) -> str:
         return (f"RealSource(name={self.name!r}, split={self.split!r}, layout={self.layout!r}, "

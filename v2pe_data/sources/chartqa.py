@@ -18,18 +18,20 @@ Item fields: `doc_id` = imgname, or the image's content hash where the layout ha
 (HuggingFaceM4), so the questions about one chart share it; `id` = `DOC_ID#K`, K counting that chart's
 rows in file order (rejected rows included, so ids do not shift when a bad row is dropped); rows whose
 image is absent are named `#ROW`. `question_type` = "human" / "augmented" / "machine" when the layout
-says. `answers` = the label, one string or a list.
+says. `answers` = the label, one string or a list. A row of the official JSON holding a byte that is not
+UTF-8 is `bad_encoding` (located `FILE[I]`; the other rows are kept); JSON that does not parse is a
+SourceError naming the file, line, column and byte offset.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 from .base import (DEFAULT_MAX_PIXELS, Embedded, RealSource, Reject, Row, SourceError, content_doc_id,
                    image_from_cell, need_answers, need_str, resolve_under, split_aliases, tagged)
-from .layouts import find_tables, image_locator, iter_rows, load_hub
+from .layouts import find_tables, image_locator, iter_rows, load_hub, row_where
+from .text import need_text, read_json
 
 NAME = "chartqa"
 _OFFICIAL_KINDS = ("human", "augmented")
@@ -72,6 +74,7 @@ def _parse(row, ids: _Ids, qkey: str, akey: str, image, kind: str, by_name: bool
         name = content_doc_id(img.data)
     rid = ids.next(name)
     with tagged(rid):
+        need_text(row)
         question = need_str(row, qkey)
         answers = need_answers(row, akey, allow_str=True)
         img = img or image(row)
@@ -120,9 +123,14 @@ def open_chartqa(path: str, split: str, *, strict: bool = False, max_pixels: int
                          max_pixels=max_pixels,
                          details={"variant": "imgname" if "imgname" in cols else "content-hash", **tables.describe()})
         for rownum, row, loc in iter_rows(tables, ["imgname", qkey, akey, "type", "human_or_machine", "image"]):
+            if isinstance(row, Reject):
+                src.fail(rownum, row, row_where(loc))
+                continue
+
             def image(r, loc=loc):
                 return image_from_cell(r.get("image"), image_locator(loc, "image"), root)
-            src.consider(rownum, lambda: _parse(row, ids, qkey, akey, image, _kind_of(row, names)))
+            src.consider(rownum, lambda: _parse(row, ids, qkey, akey, image, _kind_of(row, names)),
+                         where=row_where(loc))
         return src.finish()
     folder = _official_dir(root, split) if root.is_dir() else None
     if folder is None:
@@ -136,16 +144,14 @@ def open_chartqa(path: str, split: str, *, strict: bool = False, max_pixels: int
     for kind, qas in zip(_OFFICIAL_KINDS, files):
         if not qas.is_file():
             continue
-        try:
-            rows = json.loads(qas.read_text())
-        except (OSError, ValueError) as exc:
-            raise SourceError(f"{NAME}: {qas}: unreadable annotation JSON ({exc})") from None
+        rows = read_json(qas, NAME)
         if not isinstance(rows, list):
             raise SourceError(f"{NAME}: {qas}: expected a list of {{imgname, query, label}}")
 
         def image(r):
             return resolve_under(root, r["imgname"], [folder / "png"])
-        for row in rows:
-            src.consider(rownum, lambda: _parse(row, ids, "query", "label", image, kind, by_name=True))
+        for i, row in enumerate(rows):
+            src.consider(rownum, lambda: _parse(row, ids, "query", "label", image, kind, by_name=True),
+                         where=f"{qas.name}[{i}]")
             rownum += 1
     return src.finish()

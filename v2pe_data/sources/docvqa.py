@@ -28,17 +28,19 @@ Official release (RRC "Document Visual Question Answering"), assumed layouts, al
 Item fields: `id` = questionId; `doc_id` = docId for DocVQA (else ucsf_document_id + page, else the image
 hash), image_url for InfographicVQA (else the image file name, else the image hash), so questions about
 one image share a doc_id; `question_type` = question_types / answer_type joined with ','. Rows without
-answers (the test split) are `missing_field`, whatever the split.
+answers (the test split) are `missing_field`, whatever the split. A row of the official JSON holding a
+byte that is not UTF-8 is `bad_encoding` (located `FILE data[I]`; the other rows are kept); JSON that does
+not parse is a SourceError naming the file, line, column and byte offset.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .base import (DEFAULT_MAX_PIXELS, RealSource, Reject, Row, SourceError, image_from_cell, need_answers,
                    need_id, need_str, opt_id, opt_label, resolve_under, split_aliases, tagged)
-from .layouts import find_tables, image_locator, iter_rows, load_hub, require_columns
+from .layouts import find_tables, image_locator, iter_rows, load_hub, require_columns, row_where
+from .text import need_text, read_json
 
 CONFIGS = {"docvqa": "DocVQA", "infovqa": "InfographicVQA"}
 _COLUMNS = {
@@ -67,6 +69,7 @@ def _parse(row, name: str, image) -> Row:
         raise Reject("bad_type", f"row is {type(row).__name__}, not an object")
     rid = need_id(row, "questionId")
     with tagged(rid):
+        need_text(row)
         question = need_str(row, "question")
         answers = need_answers(row, "answers")
         return Row(rid, question, answers, image(row), _doc_id(row, name), _question_type(row, name))
@@ -88,10 +91,7 @@ def _find_json(root: Path, name: str, split: str) -> Path | None:
 
 
 def _official(src: RealSource, root: Path, qas: Path, name: str) -> None:
-    try:
-        blob = json.loads(qas.read_text())
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"{name}: {qas}: unreadable annotation JSON ({exc})") from None
+    blob = read_json(qas, name)
     rows = blob.get("data") if isinstance(blob, dict) else None
     if not isinstance(rows, list):
         raise SourceError(f"{name}: {qas}: expected {{\"data\": [...]}}")
@@ -110,7 +110,7 @@ def _official(src: RealSource, root: Path, qas: Path, name: str) -> None:
         return resolve_under(root, value, bases, fallbacks)
 
     for rownum, row in enumerate(rows):
-        src.consider(rownum, lambda: _parse(row, name, image))
+        src.consider(rownum, lambda: _parse(row, name, image), where=f"{qas.name} data[{rownum}]")
 
 
 # ------------------------------------------------------------------------------------------ entry point
@@ -133,9 +133,13 @@ def open_docvqa(path: str, split: str, *, infographic: bool = False, strict: boo
         src = RealSource(name=name, kind=name, path=path, split=split, layout=tables.layout, strict=strict,
                          max_pixels=max_pixels, details={"config": config, **tables.describe()})
         for rownum, row, loc in iter_rows(tables, _COLUMNS[name]):
+            if isinstance(row, Reject):
+                src.fail(rownum, row, row_where(loc))
+                continue
+
             def image(r, loc=loc):
                 return image_from_cell(r.get("image"), image_locator(loc, "image"), root)
-            src.consider(rownum, lambda: _parse(row, name, image))
+            src.consider(rownum, lambda: _parse(row, name, image), where=row_where(loc))
         return src.finish()
     qas = _find_json(root, name, split) if root.is_dir() else None
     if qas is None:

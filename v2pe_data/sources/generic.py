@@ -10,7 +10,8 @@ Layouts, for split SPLIT (`val` also matches `validation`, `valid`, `dev`):
 
 * JSONL: `ROOT/SPLIT.jsonl`, `ROOT/SPLIT-*.jsonl` (or under `ROOT/data/`), or ROOT itself a `.jsonl` file
   named after its split. One JSON object a line; the image is a path relative to the file's folder (or
-  to ROOT), or an object {"path": ...}. A line that is not a JSON object is `bad_type`.
+  to ROOT), or an object {"path": ...}. A line that is not a JSON object is `bad_type`; a line holding a
+  byte that is not UTF-8 is `bad_encoding`, located `FILE:LINE` (the other lines are kept).
 * parquet / save_to_disk: as for the Hugging Face layouts (`ROOT/data/SPLIT-*.parquet`, ...); the image
   column may be a `datasets.Image` struct, raw bytes, or a path.
 * imagefolder (as `datasets`' imagefolder builder reads it): `ROOT/SPLIT/metadata.jsonl`, each line with
@@ -24,13 +25,12 @@ The source root, against which every image path must stay, is ROOT (the folder o
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
 from .base import (DEFAULT_MAX_PIXELS, OnDisk, RealSource, Reject, Row, SourceError, image_from_cell,
                    need_answers, need_id, need_str, opt_id, opt_label, resolve_under, same_split, split_aliases, tagged)
-from .layouts import Tables, _tables, find_tables, image_locator, iter_rows, load_hub
+from .layouts import Tables, _tables, find_tables, image_locator, iter_rows, load_hub, row_where
+from .text import jsonl_rows, need_text
 
 KEYS = ("question", "answers", "image", "id", "doc_id", "question_type", "split")
 REQUIRED = ("question", "answers", "image")
@@ -48,22 +48,6 @@ def _columns(columns: dict | None, imagefolder: bool) -> dict:
             raise SourceError(f"generic: columns.{key} must be a column name, got {value!r}")
         out[key] = value
     return out
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[dict | Reject, Path]]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                yield Reject("bad_type", f"{path.name} line {lineno} is not JSON: {exc}"), path
-                continue
-            if not isinstance(row, dict):
-                yield Reject("bad_type", f"{path.name} line {lineno} is a {type(row).__name__}, not an object"), path
-                continue
-            yield row, path
 
 
 def _split_named(path: Path, split: str) -> bool:
@@ -139,6 +123,7 @@ def open_generic(path: str, split: str, *, columns: dict | None = None, name: st
     def parse(row: dict, rownum: int, image) -> Row:
         rid = need_id(row, cols["id"]) if "id" in cols else str(rownum)
         with tagged(rid):
+            need_text(row)
             question = need_str(row, cols["question"])
             answers = need_answers(row, cols["answers"], allow_str=True)
             img = image(row)
@@ -151,7 +136,7 @@ def open_generic(path: str, split: str, *, columns: dict | None = None, name: st
             qtype = opt_label(row.get(cols["question_type"])) if "question_type" in cols else ""
             return Row(rid, question, answers, img, doc, qtype)
 
-    def in_split(row: dict, rownum: int) -> bool:
+    def in_split(row: dict, rownum: int, where: str) -> bool:
         if "split" not in cols:
             return True
         value = row.get(cols["split"])
@@ -161,36 +146,41 @@ def open_generic(path: str, split: str, *, columns: dict | None = None, name: st
             src.rows_other_split += 1
             return False
         rid = (opt_id(row, cols["id"]) if "id" in cols else None) or str(rownum)
-        src.fail(rownum, Reject("missing_field", f"split column {cols['split']!r} is {value!r}", id=rid))
+        src.fail(rownum, Reject("missing_field", f"split column {cols['split']!r} is {value!r}", id=rid), where)
         return False
 
     if isinstance(found, Tables):
         for rownum, row, loc in iter_rows(found, list(cols.values())):
-            if not in_split(row, rownum):
+            if isinstance(row, Reject):
+                src.fail(rownum, row, row_where(loc))
+                continue
+            if not in_split(row, rownum, row_where(loc)):
                 continue
 
             def image(r, loc=loc):
                 return image_from_cell(r.get(cols["image"]), image_locator(loc, cols["image"]), root,
                                        [Path(loc[1]).parent, root])
-            src.consider(rownum, lambda: parse(row, rownum, image))
+            src.consider(rownum, lambda: parse(row, rownum, image), where=row_where(loc))
         return src.finish()
 
     rownum = 0
     for jsonl in found:
-        for row, where in _jsonl_rows(jsonl):
+        shown = jsonl.relative_to(root).as_posix() if jsonl.is_relative_to(root) else jsonl.name
+        for row, lineno in jsonl_rows(jsonl):
+            where = f"{shown}:{lineno}"
             if isinstance(row, Reject):
-                src.fail(rownum, row)
+                src.fail(rownum, row, where)
                 rownum += 1
                 continue
-            if in_split(row, rownum):
-                def image(r, where=where):
+            if in_split(row, rownum, where):
+                def image(r, folder=jsonl.parent):
                     value = r.get(cols["image"])
                     if isinstance(value, dict):
                         value = value.get("path")
                     if value is None:
                         raise Reject("missing_image", f"{cols['image']} is missing" if cols["image"] not in r
                                      else f"{cols['image']} is null")
-                    return resolve_under(root, value, [where.parent, root])
-                src.consider(rownum, lambda: parse(row, rownum, image))
+                    return resolve_under(root, value, [folder, root])
+                src.consider(rownum, lambda: parse(row, rownum, image), where=where)
             rownum += 1
     return src.finish()

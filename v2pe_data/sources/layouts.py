@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .base import HubUnavailable, SourceError, split_aliases
+from .base import HubUnavailable, Reject, SourceError, split_aliases
 
 BATCH_ROWS = 32  # rows (with their image bytes) held at once during the index pass
 
@@ -70,7 +70,7 @@ def _tables(layout: str, fmt: str, files: Sequence[Path], split_name: str) -> Ta
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes())  # bytes: JSON's own encoding rules, not the locale's
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}: unreadable ({exc})") from None
 
@@ -179,15 +179,46 @@ def load_hub(spec: str, split: str, config: str | None, who: str) -> Tables:
     raise SourceError(f"{who}: {spec} has no split {split!r}: {'; '.join(errors)[:400]}")
 
 
-def iter_rows(tables: Tables, columns: Sequence[str]) -> Iterator[tuple[int, dict, tuple]]:
-    """(row number, {column: value}, locator prefix) for every row, `BATCH_ROWS` rows in memory at a time.
+def _pylist(batch) -> list[dict | Reject]:
+    """A batch's rows; a row whose string cell is not UTF-8 (Arrow does not check what other writers
+    stored) comes as a Reject instead of failing the batch."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    rows: list[dict | Reject] = []
+    for i in range(batch.num_rows):
+        row: dict | Reject = {}
+        for name in batch.column_names:
+            try:
+                row[name] = batch.column(name).slice(i, 1).to_pylist()[0]
+            except UnicodeDecodeError as exc:
+                byte = exc.object[exc.start] if exc.start < len(exc.object) else 0
+                row = Reject("bad_encoding", f"column {name} holds byte 0x{byte:02X}, which is not UTF-8")
+                break
+        rows.append(row)
+    return rows
+
+
+def row_where(prefix: tuple) -> str:
+    """Where a row of a locator prefix is, for people: `FILE row N` (N counted in that file)."""
+    if prefix[0] == "parquet":
+        _, path, group, offset = prefix
+        return f"{Path(path).name} row group {group} row {offset}"
+    _, path, row = prefix
+    return f"{Path(path).name} row {row}"
+
+
+def iter_rows(tables: Tables, columns: Sequence[str]) -> Iterator[tuple[int, dict | Reject, tuple]]:
+    """(row number, {column: value}, locator prefix) for every row, `BATCH_ROWS` rows in memory at a time;
+    a row that cannot be read as text comes as a Reject (`bad_encoding`) in place of its dict.
 
     The locator prefix plus an image column name gives `read_bytes` what it needs to re-read the cell:
     ("arrow", file, COLUMN, row) or ("parquet", file, COLUMN, row_group, offset).
     """
     import pyarrow.parquet as pq
 
-    from .base import arrow_table
+    from .imagebytes import arrow_table
 
     cols = [c for c in dict.fromkeys(columns) if c in tables.columns]
     rownum = 0
@@ -197,14 +228,14 @@ def iter_rows(tables: Tables, columns: Sequence[str]) -> Iterator[tuple[int, dic
             for group in range(pf.metadata.num_row_groups):
                 offset = 0
                 for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=cols):
-                    for row in batch.to_pylist():
+                    for row in _pylist(batch):
                         yield rownum, row, ("parquet", str(path), group, offset)
                         rownum += 1
                         offset += 1
         else:
             table = arrow_table(str(path)).select(cols)
             for start in range(0, table.num_rows, BATCH_ROWS):
-                for i, row in enumerate(table.slice(start, BATCH_ROWS).to_pylist()):
+                for i, row in enumerate(_pylist(table.slice(start, BATCH_ROWS))):
                     yield rownum, row, ("arrow", str(path), start + i)
                     rownum += 1
 

@@ -1,0 +1,41 @@
+"""The errors of the real-source adapters and the reasons a row is rejected (see `base` for the order)."""
+
+from __future__ import annotations
+
+import contextlib
+
+REASONS = ("missing_field", "bad_type", "missing_image", "path_escape", "corrupt_image", "too_many_pixels",
+           "bad_encoding", "duplicate_id")
+
+
+class SourceError(ValueError):
+    """A bad row under `strict=True`, or a source that cannot be read as the kind and layout asked for."""
+
+    def __init__(self, message: str, *, reason: str | None = None, source: str | None = None,
+                 id: str | None = None):
+        super().__init__(message)
+        self.reason, self.source, self.id = reason, source, id
+
+
+class HubUnavailable(SourceError, ConnectionError):
+    """A `hub:` id that cannot be fetched (no network, HF_HUB_OFFLINE=1, unknown repo)."""
+
+
+class Reject(Exception):
+    """One row is bad: raised inside the index pass, caught and counted by `RealSource.consider`."""
+
+    def __init__(self, reason: str, detail: str, id: str | None = None):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.id = reason, detail, id
+
+
+@contextlib.contextmanager
+def tagged(rid: str):
+    """Rejections raised inside the block name the row's original id."""
+    try:
+        yield
+    except Reject as bad:
+        if bad.id is None:
+            bad.id = rid
+        raise
