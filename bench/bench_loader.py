@@ -3,16 +3,22 @@
 Builds a small 32K set with v2pe-data into a temporary folder (not timed), then times, in one process:
   floor:  PIL decode + the transformers image processor (tiling, resize, normalise) for every image of the
           build, bytes already in memory;
-  loader: PackedLoader over the build folder (tar streaming, schema checks, tokenising and labels, tiles
-          to bf16, V2PE positions, packing, collation), one process, no workers.
-Each is timed `--rounds` times, alternating, and the best round is kept. Prints samples/s, tokens/s,
-tiles/s, the loader/floor time ratio (target <= 1.3) and peak RSS.
+  loader: PackedLoader over the build folder (shard verification against the manifest's sha256, tar
+          streaming, schema checks, tokenising and labels, tiles to bf16, V2PE positions, packing,
+          collation), one process, no workers;
+  no verify: the same loader with `verify=False`;
+  hash:   the sha256 of every shard file alone (what verification adds to a first epoch).
+Each is timed `--rounds` times, alternating, and the best round is kept; the per-process digest cache is
+emptied before every verified round, so each pays the full hash (a later epoch pays a stat per shard).
+Prints samples/s, tokens/s, tiles/s, the loader/floor time ratio (target <= 1.3), the verify on/off
+throughput ratio and peak RSS.
     python bench/bench_loader.py [--samples 6] [--len 32k] [--rounds 2] [--mode v2pe_rnd]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -41,6 +47,7 @@ def main() -> None:
 
     from PIL import Image
 
+    from v2pe_common import paths
     from v2pe_common.lengths import parse_length
     from v2pe_common.tiling import TilingConfig, image_processor
     from v2pe_common.tokenizer import load_tokenizer
@@ -81,32 +88,50 @@ def main() -> None:
 
         tok = load_tokenizer()
         lcfg = LoaderConfig(data=[str(out)], max_seq_len=length, position_mode=args.mode, pixel_dtype=args.pixel_dtype)
+        shard_files = [out / s["path"] for s in manifest["shards"] if s["format"] == lcfg.format]
+        shard_bytes = sum(f.stat().st_size for f in shard_files)
 
-        def loader() -> tuple[float, int, int, int]:
-            ld = PackedLoader(lcfg, tok)
-            n = tokens = tiles = 0
+        def hashing() -> float:
+            paths.forget_digests()
             t0 = time.perf_counter()
+            for f in shard_files:
+                paths.cached_digest(f)
+            return time.perf_counter() - t0
+
+        def loader(verify: bool = True) -> tuple[float, int, int, int, float]:
+            paths.forget_digests()  # every round verifies from scratch, as a first epoch does
+            ld = PackedLoader(dataclasses.replace(lcfg, verify=verify), tok)
+            n = tokens = tiles = 0
+            t0, c0 = time.perf_counter(), time.process_time()
             for batch in ld:
                 n += batch.num_samples
                 tokens += batch.num_tokens
                 tiles += batch.num_tiles
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             if ld.stats.num_errors:
                 raise SystemExit(f"loader skipped samples: {ld.stats.summary()}")
-            return dt, n, tokens, tiles
+            return dt, n, tokens, tiles, cpu
 
         # warm-up: processor construction, first-call costs
         with Image.open(io.BytesIO(images[0][0])) as im:
             image_processor(images[0][1])(images=im, **kw)
 
-        floors, loads = [], []
+        floors, loads, unverified, hashes = [], [], [], []
         for _ in range(args.rounds):
             floors.append(floor())
             loads.append(loader())
+            unverified.append(loader(verify=False))
+            hashes.append(hashing())
         f_dt, f_tiles = min(floors)
-        l_dt, n, tokens, l_tiles = min(loads)
+        l_dt, n, tokens, l_tiles, _ = min(loads)
+        u_dt = min(unverified)[0]
+        h_dt = min(hashes)
         assert f_tiles == l_tiles, (f_tiles, l_tiles)
         ratio = l_dt / f_dt
+        verify_ratio = u_dt / l_dt  # throughput on / off
+        # CPU seconds of this process: on a shared machine, other processes move wall time far more than a hash does
+        l_cpu, u_cpu = min(x[4] for x in loads), min(x[4] for x in unverified)
+        verify_ratio_cpu = u_cpu / l_cpu
         result = {
             "samples": n, "tokens": tokens, "images": len(images), "tiles": l_tiles,
             "floor_s": round(f_dt, 3), "loader_s": round(l_dt, 3),
@@ -114,11 +139,24 @@ def main() -> None:
             "loader_tokens_per_s": round(tokens / l_dt), "loader_tiles_per_s": round(l_tiles / l_dt, 1),
             "floor_tiles_per_s": round(f_tiles / f_dt, 1),
             "ratio_loader_over_floor": round(ratio, 3), "target_ratio": 1.3, "peak_rss_mib": round(peak_rss_mib()),
-            "rounds": {"floor_s": [round(x[0], 3) for x in floors], "loader_s": [round(x[0], 3) for x in loads]},
+            "loader_no_verify_s": round(u_dt, 3), "throughput_verify_on_over_off": round(verify_ratio, 3),
+            "loader_cpu_s": round(l_cpu, 3), "loader_no_verify_cpu_s": round(u_cpu, 3),
+            "throughput_verify_on_over_off_cpu": round(verify_ratio_cpu, 3),
+            "shard_bytes": shard_bytes, "hash_s": round(h_dt, 3), "hash_mib_per_s": round(shard_bytes / 2**20 / h_dt, 1),
+            "hash_share_of_loader": round(h_dt / l_dt, 4),
+            "rounds": {"floor_s": [round(x[0], 3) for x in floors], "loader_s": [round(x[0], 3) for x in loads],
+                       "loader_no_verify_s": [round(x[0], 3) for x in unverified],
+                       "hash_s": [round(x, 3) for x in hashes], "loader_cpu_s": [round(x[4], 3) for x in loads],
+                       "loader_no_verify_cpu_s": [round(x[4], 3) for x in unverified]},
         }
         print(f"floor : {f_dt:7.2f}s  {n / f_dt:6.3f} samples/s  {f_tiles / f_dt:7.1f} tiles/s  (decode + processor only)")
         print(f"loader: {l_dt:7.2f}s  {n / l_dt:6.3f} samples/s  {l_tiles / l_dt:7.1f} tiles/s  {tokens / l_dt:9.0f} tokens/s")
+        print(f"loader, verify=False: {u_dt:7.2f}s  {n / u_dt:6.3f} samples/s")
+        print(f"hash  : {h_dt:7.3f}s  {shard_bytes / 2**20:.1f} MiB of shards at {shard_bytes / 2**20 / h_dt:.0f} MiB/s "
+              f"({100 * h_dt / l_dt:.2f}% of the loader's time)")
         print(f"ratio loader/floor = {ratio:.3f} (target <= 1.3) {'OK' if ratio <= 1.3 else 'ABOVE TARGET'}")
+        print(f"throughput verify on / off = {verify_ratio:.3f} wall, {verify_ratio_cpu:.3f} CPU time "
+              f"({l_cpu:.2f}s vs {u_cpu:.2f}s)")
         print(json.dumps(result))
     finally:
         if tmp:

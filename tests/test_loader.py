@@ -423,12 +423,15 @@ def test_manifest_promises_are_checked(tmp_path, shards):
     import shutil
 
     from v2pe_common import schema
+    from v2pe_common.paths import file_digest
 
     (tmp_path / "shards").mkdir()
     entries = []
     for i, p in enumerate(shards[:2]):
         shutil.copy(p, tmp_path / "shards" / Path(p).name)
-        entries.append({"path": f"shards/{Path(p).name}", "format": "wds", "num_samples": 2 + i, "bytes": 1, "sha256": "0" * 64})
+        size, sha256 = file_digest(p)  # the shard as written: it passes verification, its sample count does not
+        entries.append({"path": f"shards/{Path(p).name}", "format": "wds", "num_samples": 2 + i, "bytes": size,
+                        "sha256": sha256})
     entries.append({"path": "shards/gone.tar", "format": "wds", "num_samples": 4, "bytes": 1, "sha256": "0" * 64})
     manifest = {"format_version": 1, "task": "long_vqa", "build_id": "0" * 16, "args": {}, "seed": 0, "versions": {},
                 "tokenizer": TOK.identity, "template": TEMPLATE.name, "tiling": TILING.to_dict(), "num_samples": 12,

@@ -6,9 +6,9 @@
     for batch in loader: ...          # Batch: input_ids, labels, position_ids, pixel_values, cu_seqlens, ...
     ckpt["data"] = loader.state_dict()  # exact resume: loader.load_state_dict(ckpt["data"])
 
-Modules: shards (manifests; tar, parquet and InternVL JSONL streaming; epoch order, dp split), samples
-(record -> tokens, tiles, positions), packing, collate (the Batch), loader (PackedLoader, torch wrappers),
-stats (bad-input counts).
+Modules: shards (manifests and their sha256 checks; tar, parquet and InternVL JSONL streaming; epoch
+order, dp split), samples (record -> tokens, tiles, positions), packing, collate (the Batch), loader
+(PackedLoader, torch wrappers), stats (bad-input counts).
 """
 
 from .collate import Batch, collate

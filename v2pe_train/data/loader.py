@@ -19,9 +19,11 @@ packing buffer and packs already formed), as (shard, offset, id) references, plu
 v2pe_rnd strides come from (seed, epoch, sample id)) and continues, so the batches after a resume are
 exactly the batches an uninterrupted loader yields next.
 
-Bad input (missing or corrupt shard, undecodable image, schema failure, tiles or length mismatch, too
-long) is counted in `loader.stats` with "shard:key: message" examples and skipped; `strict=True` raises
-`LoaderError` on the first instead. With endless epochs, an epoch that yields no usable sample at all
+Bad input (missing or corrupt shard, a shard whose bytes differ from its manifest's sha256, undecodable
+image, schema failure, tiles or length mismatch, too long) is counted in `loader.stats` with "shard:key:
+message" examples and skipped; `strict=True` raises `LoaderError` on the first instead. A shard is
+checked against its manifest before its first sample is read (`verify`, see shards.py), so no sample of
+a damaged or edited shard is trained on. With endless epochs, an epoch that yields no usable sample at all
 raises `LoaderError` rather than spinning without a batch.
 """
 
@@ -42,8 +44,8 @@ from ..positions import MODES, STRIDES
 from .collate import Batch, collate
 from .packing import Packer
 from .samples import IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleError, SampleProcessor
-from .shards import (FORMATS, ShardReadError, ShardRef, epoch_order, fingerprint, iter_samples, owns_sample,
-                     resolve_sources, skip_to)
+from .shards import (FORMATS, ShardReadError, ShardRef, content_fingerprint, epoch_order, fingerprint, iter_samples,
+                     owns_sample, resolve_sources, skip_to)
 from .stats import LoaderError, LoaderStats
 
 log = logging.getLogger("v2pe_train.data")
@@ -70,6 +72,9 @@ class LoaderConfig:
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
     strict: bool = False
+    # Check each shard file against the sha256 and size its manifest lists before reading a sample of it;
+    # False for shards edited on purpose. Bare shard paths (no manifest) carry no hash and are never checked.
+    verify: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
@@ -119,6 +124,7 @@ class PackedLoader:
         )
         self.packer = Packer(config.max_seq_len, max_tiles_per_pack=config.max_tiles_per_pack, buffer_size=config.buffer_size)
         self._fingerprint = fingerprint(self.shards)
+        self._content = content_fingerprint(self.shards)
         # the position
         self.epoch = 0
         self.shard_pos = 0
@@ -127,6 +133,7 @@ class PackedLoader:
         self._restore: dict | None = None  # loaded refs not yet re-read
         self._active = False
         self._good = 0  # usable samples read in the current epoch (guards endless epochs over nothing)
+        self._broken: set[int] = set()  # shards the resume re-read found broken: counted once, not read on this epoch
 
     # -- reading ----------------------------------------------------------------------------------
     def _report(self, reason: str, ref: ShardRef, key: str | None, message: str) -> None:
@@ -142,7 +149,7 @@ class PackedLoader:
             ref = self.shards[shard]
             wanted.sort()
             pos = wanted[0][0]
-            it = iter_samples(ref, start=pos)
+            it = iter_samples(ref, start=pos, verify=self.config.verify)
             for offset, sample_id in wanted:
                 try:
                     skip_to(it, offset - pos)
@@ -154,7 +161,8 @@ class PackedLoader:
                 except SampleError as exc:
                     self._report(exc.reason, ref, sample_id, str(exc))
                 except ShardReadError as exc:
-                    self._report(exc.reason, ref, sample_id, str(exc))
+                    self._report(exc.reason, ref, sample_id if exc.reason == "corrupt_shard" else None, str(exc))
+                    self._broken.add(shard)
                     break
             it.close()
         return out
@@ -191,7 +199,7 @@ class PackedLoader:
         c = self.config
         key = None
         try:
-            it = iter_samples(ref, start=self.offset)
+            it = iter_samples(ref, start=self.offset, verify=c.verify)
             for ts in it:
                 key = ts.key
                 self.offset = ts.offset + 1  # consumed, whatever becomes of it
@@ -221,7 +229,8 @@ class PackedLoader:
                 whole_epoch = self.shard_pos == 0 and self.offset == 0
                 self._good = 0
                 while self.shard_pos < len(order):
-                    yield from self._read_shard(order[self.shard_pos], sample_split)
+                    if order[self.shard_pos].index not in self._broken:
+                        yield from self._read_shard(order[self.shard_pos], sample_split)
                     self.shard_pos += 1
                     self.offset = 0
                 self._ready.extend(self.packer.flush())
@@ -235,6 +244,7 @@ class PackedLoader:
                 self.epoch += 1
                 self.shard_pos = 0
                 self.offset = 0
+                self._broken.clear()
         finally:
             self._active = False
 
@@ -249,6 +259,7 @@ class PackedLoader:
         return {
             "version": STATE_VERSION,
             "shards": self._fingerprint,
+            "content": self._content,
             "num_shards": len(self.shards),
             "seed": c.seed,
             "shuffle": c.shuffle,
@@ -276,11 +287,19 @@ class PackedLoader:
                 "loader state was saved for other data or another split: "
                 + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in bad.items())
             )
+        if c.verify and state.get("content", self._content) != self._content:
+            # same shard names, other bytes (a rebuild): the saved offsets would point at other samples
+            raise ValueError(
+                f"loader state was saved for shards whose manifest sha256 differ from these (content "
+                f"{state['content']!r}, now {self._content!r}): the data was rebuilt since; resume with the data "
+                "it was saved with, or set verify=False to resume anyway"
+            )
         if list(state["packing"]) != [c.max_seq_len, c.max_tiles_per_pack, c.buffer_size]:
             log.warning("loader state was saved with packing %s, now %s: packs after the resume differ",
                         state["packing"], [c.max_seq_len, c.max_tiles_per_pack, c.buffer_size])
         self.epoch, self.shard_pos, self.offset = int(state["epoch"]), int(state["shard_pos"]), int(state["offset"])
         self._ready.clear()
+        self._broken.clear()
         self.packer.restore([], None, None)
         self._restore = {k: state[k] for k in ("ready", "pending", "min_len", "min_tiles")}
         self.stats.load_state_dict(state.get("stats", {}))

@@ -180,12 +180,15 @@ class SampleProcessor:
         """Decode one image and write its normalised tiles into `out` [expect, 3, H, W]; the PIL image is closed here."""
         from PIL import Image
 
+        from v2pe_common.images import to_rgb
+
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
                 size = im.size
+                # the processor's own RGB conversion clips 16-bit grey to white; to_rgb scales it
                 result = image_processor(tiling)(
-                    images=im, return_tensors="pt", image_mean=self.image_mean, image_std=self.image_std
+                    images=to_rgb(im), return_tensors="pt", image_mean=self.image_mean, image_std=self.image_std
                 )
         except Exception as exc:  # PIL and the processor raise many types for undecodable bytes
             raise SampleError("bad_image", f"image {name} does not decode: {type(exc).__name__}: {exc}") from None
@@ -205,6 +208,13 @@ class SampleProcessor:
             return self._process(ts, shard=shard, epoch=epoch)
         except BadMember as exc:  # a malformed parquet row / JSONL line, a missing image file
             raise SampleError(exc.reason, str(exc)) from None
+        except SampleError:
+            # A tar stream that broke inside this sample ended it early; what it then lacks (an image, the
+            # record) is the shard's fault, counted once as that, not also as a fault of the sample.
+            broken = getattr(ts, "broken", None)
+            if broken is not None:
+                raise broken from None
+            raise
 
     def _process(self, ts, *, shard: int, epoch: int) -> Sample:
         plan = None

@@ -21,6 +21,14 @@ as its bytes arrive and the bytes of a rejected sample's images are skipped, nev
 
 Samples are grouped as webdataset groups them: consecutive members sharing a key, the key being the
 member path up to the first dot of its base name (`s000012.json`, `s000012.0.jpg` -> key `s000012`).
+
+Verification. A shard listed by a manifest carries the size and sha256 the manifest records; before the
+first sample of it is handed out, `iter_samples` reads the whole file once and compares (`checksum`), so
+no sample of an edited or damaged shard is ever used. The digest is remembered per process while the
+file keeps its path, inode, size and timestamps (`v2pe_common.paths.cached_digest`): later epochs cost a
+`stat`. What the manifest does not hash is not verified: shard paths, globs and InternVL meta files
+given without a manifest, and the image files of the InternVL layout (the manifest hashes its JSONL
+only; an image file that is missing, unreadable or does not decode is still counted per sample).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from v2pe_common import schema
+from v2pe_common.paths import cached_digest, resolve_inside
 
 MANIFEST_FILE = "manifest.json"
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
@@ -51,7 +60,7 @@ class ShardReadError(Exception):
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
-        self.reason = reason  # "missing_shard" or "corrupt_shard"
+        self.reason = reason  # "missing_shard", "corrupt_shard" or "checksum"
 
 
 def _corrupt(exc: BaseException) -> ShardReadError:
@@ -77,6 +86,8 @@ class ShardRef:
     num_samples: int | None = None  # promised by the manifest; None for a bare path
     format: str = "wds"  # wds | parquet | internvl
     root: Path | None = None  # internvl: the folder image paths are relative to
+    sha256: str | None = None  # the manifest's digest of the file; None (not verifiable) for a bare path
+    size: int | None = None  # the manifest's `bytes`
 
 
 def resolve_sources(sources: Sequence[str | Path], format: str = "wds") -> list[ShardRef]:
@@ -139,7 +150,7 @@ def _manifest_shards(folder: Path, src, format: str) -> list[dict]:
             continue
         path = folder / shard["path"]
         ref = {"path": path, "name": f"{folder.name}/{shard['path']}", "num_samples": int(shard["num_samples"]),
-               "format": format}
+               "format": format, "sha256": shard["sha256"], "size": int(shard["bytes"])}
         if format == "internvl":
             ref["root"] = internvl_root(path)
         out.append(ref)
@@ -180,6 +191,37 @@ def fingerprint(shards: Sequence[ShardRef]) -> str:
     return digest.hexdigest()[:16]
 
 
+def content_fingerprint(shards: Sequence[ShardRef]) -> str:
+    """Identity of the shards' content as their manifests record it: a shard rebuilt under its old name changes it."""
+    digest = hashlib.sha256()
+    for ref in shards:
+        digest.update((ref.sha256 or "-").encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def verify_shard(ref: ShardRef) -> None:
+    """Raise ShardReadError unless the shard file has the size and sha256 its manifest lists (no-op without one).
+
+    `checksum` for a differing size or digest, `missing_shard` when the file cannot be opened.
+    """
+    if ref.sha256 is None:
+        return
+    try:
+        size = ref.path.stat().st_size
+        if ref.size is not None and size != ref.size:
+            raise ShardReadError("checksum", f"is {size} bytes, its manifest says {ref.size} (cut short or replaced)")
+        _, digest = cached_digest(ref.path)
+    except FileNotFoundError:
+        raise ShardReadError("missing_shard", "shard file does not exist") from None
+    except OSError as exc:
+        raise ShardReadError("missing_shard", f"cannot read: {exc.strerror or exc}") from None
+    if digest != ref.sha256:
+        raise ShardReadError(
+            "checksum", f"sha256 {digest[:16]}… differs from its manifest's {ref.sha256[:16]}… (content changed since "
+            "the build; train with --no-verify-shards (verify_shards: false; LoaderConfig.verify=False) to read shards edited on purpose)"
+        )
+
+
 def epoch_order(
     shards: Sequence[ShardRef], *, seed: int, epoch: int, shuffle: bool, rank: int, world: int
 ) -> tuple[list[ShardRef], bool]:
@@ -213,26 +255,51 @@ def split_member(name: str) -> tuple[str, str] | None:
 
 
 class _Cursor:
-    """The tar stream with one member of lookahead; drops tarfile's member list as it goes."""
+    """The tar stream with one member of lookahead; drops tarfile's member list as it goes.
 
-    def __init__(self, tar: tarfile.TarFile):
-        self.tar = tar
+    `advance()` raises ShardReadError where the stream ends other than at a proper end of archive.
+    """
+
+    def __init__(self, tar: tarfile.TarFile, fh, compressed: bool):
+        self.tar, self._fh, self._compressed = tar, fh, compressed
         self.info: tarfile.TarInfo | None = None
         self.key: str | None = None
         self.suffix = ""
         self.advance()
 
     def advance(self) -> None:
-        while True:
-            info = self.tar.next()
-            self.tar.members.clear()  # stream mode keeps every TarInfo otherwise
-            if info is None:
-                self.info, self.key = None, None
-                return
-            parts = split_member(info.name) if info.isfile() else None
-            if parts is not None:
-                self.info, (self.key, self.suffix) = info, parts
-                return
+        try:
+            while True:
+                info = self.tar.next()
+                self.tar.members.clear()  # stream mode keeps every TarInfo otherwise
+                if info is None:
+                    self.info, self.key = None, None
+                    self._check_end()
+                    return
+                parts = split_member(info.name) if info.isfile() else None
+                if parts is not None:
+                    self.info, (self.key, self.suffix) = info, parts
+                    return
+        except _TAR_ERRORS as exc:
+            self.info, self.key = None, None
+            raise _corrupt(exc) from None
+
+    def _check_end(self) -> None:
+        """tarfile ends quietly at a garbage, zeroed or missing header past the first: a tar cut short at a
+        member boundary, or with a member header overwritten, reads like a shorter one. A finished tar has a
+        zero block there and only zeros after it (a compressed stream cannot be checked so)."""
+        if self._compressed:
+            return
+        end = self.tar.offset
+        self._fh.seek(end)
+        block = self._fh.read(tarfile.BLOCKSIZE)
+        if len(block) < tarfile.BLOCKSIZE:
+            raise ShardReadError("corrupt_shard", f"ends at byte {end} without the end-of-archive marker (truncated?)")
+        if block != bytes(tarfile.BLOCKSIZE):
+            raise ShardReadError("corrupt_shard", f"holds an invalid header at byte {end}")
+        while rest := self._fh.read(1 << 16):  # padding to the record size: 10 KiB from tarfile and GNU tar
+            if rest.count(0) != len(rest):
+                raise ShardReadError("corrupt_shard", f"holds data after an empty header at byte {end} (a zeroed header?)")
 
 
 class Member:
@@ -254,10 +321,16 @@ class Member:
 
 
 class TarSample:
-    """A sample being streamed: its key, its index in the shard, and its members in tar order."""
+    """A sample being streamed: its key, its index in the shard, and its members in tar order.
+
+    When the stream breaks after one of its members, `members()` ends there and `broken` holds the
+    ShardReadError: the sample is good if it had every member it needs (the shard raises the error after
+    it), and otherwise was cut off by the shard's fault, not its own (`SampleProcessor` raises `broken`).
+    """
 
     def __init__(self, key: str, offset: int, cursor: _Cursor):
         self.key, self.offset, self._cursor = key, offset, cursor
+        self.broken: ShardReadError | None = None
 
     def members(self) -> Iterator[Member]:
         cur = self._cursor
@@ -265,8 +338,9 @@ class TarSample:
             yield Member(cur.suffix, cur.info, cur.tar)
             try:
                 cur.advance()
-            except _TAR_ERRORS as exc:
-                raise _corrupt(exc) from None
+            except ShardReadError as exc:
+                self.broken = exc
+                return
 
     def _drain(self) -> None:
         cur = self._cursor
@@ -274,20 +348,29 @@ class TarSample:
             cur.advance()  # stream mode skips the data without handing it out
 
 
-def iter_samples(ref: ShardRef, start: int = 0) -> Iterator[TarSample | ParquetSample | InternVLSample]:
+def iter_samples(ref: ShardRef, start: int = 0, *,
+                 verify: bool = True) -> Iterator[TarSample | ParquetSample | InternVLSample]:
     """Stream the samples of one shard from offset `start`. Each must be finished with before the next is requested.
 
     A sample has `key` (its id), `offset` (its index in the shard) and `members()`: the record first
     (suffix "json"; bytes from a tar, the parsed dict otherwise), then its images. Raises ShardReadError:
-    missing_shard when the file cannot be opened; corrupt_shard when it cannot be read, is cut short, has
-    fewer than `start` samples, or holds fewer or more samples than its manifest promises. Samples
+    missing_shard when the file cannot be opened; checksum (with `verify`, before any sample) when the
+    file differs from its manifest's size or sha256; corrupt_shard when it cannot be read, is cut short,
+    has fewer than `start` samples, or holds fewer or more samples than its manifest promises. Samples
     yielded before the error are good and stay delivered.
     """
     if ref.format == "parquet":
-        return _iter_parquet(ref, start)
-    if ref.format == "internvl":
-        return _iter_internvl(ref, start)
-    return _iter_tar_from(ref, start)
+        samples = _iter_parquet(ref, start)
+    elif ref.format == "internvl":
+        samples = _iter_internvl(ref, start)
+    else:
+        samples = _iter_tar_from(ref, start)
+    return _verified(ref, samples) if verify and ref.sha256 is not None else samples
+
+
+def _verified(ref: ShardRef, samples: Iterator) -> Iterator:
+    verify_shard(ref)  # the whole file, before its first sample exists
+    yield from samples
 
 
 def _iter_tar_from(ref: ShardRef, start: int) -> Iterator[TarSample]:
@@ -312,28 +395,17 @@ def _iter_tar(ref: ShardRef) -> Iterator[TarSample]:
         offset = 0
         try:
             with tarfile.open(fileobj=fh, mode="r|*") as tar:
-                cursor = _Cursor(tar)
+                cursor = _Cursor(tar, fh, compressed)
                 while cursor.info is not None:
                     sample = TarSample(cursor.key, offset, cursor)
                     yield sample
+                    if sample.broken is not None:
+                        raise sample.broken
                     sample._drain()
                     offset += 1
-                end = tar.offset
         except _TAR_ERRORS as exc:
             raise _corrupt(exc) from None
-        if not compressed:
-            # tarfile ends quietly at a garbage or missing header past the first: a tar cut short at a
-            # member boundary reads like a shorter one. A finished tar has a zero block there.
-            fh.seek(end)
-            block = fh.read(tarfile.BLOCKSIZE)
-            if block != bytes(tarfile.BLOCKSIZE):
-                if len(block) < tarfile.BLOCKSIZE:
-                    what = "ends without the end-of-archive marker (truncated?)"
-                else:
-                    what = f"holds an invalid header at byte {end}"
-                raise ShardReadError("corrupt_shard", f"{what} after {offset} samples")
-    if ref.num_samples is not None and offset != ref.num_samples:
-        raise ShardReadError("corrupt_shard", f"holds {offset} samples, its manifest says {ref.num_samples}")
+    _check_count(ref, offset)
 
 
 def skip_to(samples: Iterator, count: int) -> None:
@@ -513,11 +585,17 @@ class InternVLSample:
         names = [p.rsplit("/", 1)[-1] for p in paths]
         if len(set(names)) != len(names):
             raise BadMember("schema", f"$.image file names repeat: {names}")
+        files = []
+        for rel in paths:  # before anything is read: a line must not make the trainer open files elsewhere
+            try:
+                files.append(resolve_inside(self._root, rel))
+            except ValueError as exc:
+                raise BadMember("bad_image", f"image {exc}") from None
         record = {"id": line.get("id"), "task": line["task"], "subset": line["subset"], "images": names,
                   "conversations": line.get("conversations"), "answer": line["answer"], "meta": line["meta"]}
         yield ValueMember("json", record)
-        for name, rel in zip(names, paths):
-            yield FileMember(name, self._root / rel, rel)
+        for name, rel, path in zip(names, paths, files):
+            yield FileMember(name, path, rel)
 
 
 def _iter_internvl(ref: ShardRef, start: int) -> Iterator[InternVLSample]:

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 log = logging.getLogger("v2pe_train.data")
 
 # Reasons a shard or a sample is skipped. Shard-level: missing_shard, corrupt_shard (unreadable, truncated,
-# or fewer samples than its manifest promises). Sample-level: the rest.
+# or fewer samples than its manifest promises), checksum. Sample-level: the rest.
 REASONS = (
     "missing_shard",
     "corrupt_shard",
+    "checksum",  # the file differs from its manifest's size or sha256: no sample of it is used (LoaderConfig.verify)
     "bad_image",  # an image member missing or failing to decode
     "schema",  # record not JSON, failing the sample schema or its invariants, or not encodable
     "tiles_mismatch",  # tiles per image differ from meta["tiles"] (e.g. another max_tiles)
