@@ -47,7 +47,7 @@ TINY_DATA ?= out/tiny_8k
 
 train-tiny:
 	$(VENV)/bin/v2pe-data build long_vqa --len 8k --min-len 2k --num-samples 32 --shard-size 8 --out $(TINY_DATA) --quiet
-	$(VENV)/bin/v2pe-train train --recipe recipes/tiny.yaml --data $(TINY_DATA) --out $(OUT)/tiny
+	$(VENV)/bin/v2pe-train train --recipe recipes/tiny.yaml --data $(TINY_DATA) --out $(OUT)/tiny --overwrite
 
 smoke: train-tiny
 

@@ -17,6 +17,8 @@ from .tiling import IMG_CONTEXT, IMG_END, IMG_START
 
 IMAGE_TOKENS = (IMG_START, IMG_END, IMG_CONTEXT)
 BUNDLED = "bundled"
+# Files any loadable tokenizer folder has at least one of (besides a sentencepiece *.model).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
 
 
 def bundled_tokenizer_dir() -> Path:
@@ -82,6 +84,10 @@ def load_tokenizer(path: str | None = None) -> TextTokenizer:
         directory, name = Path(path).expanduser(), str(path)
     if not directory.is_dir():
         raise ValueError(f"tokenizer path {str(directory)!r} is not a directory holding a Hugging Face tokenizer")
+    # Without any of these, transformers falls through to a sentencepiece error that hides the real cause.
+    if not any((directory / f).is_file() for f in TOKENIZER_FILES) and not any(directory.glob("*.model")):
+        raise ValueError(f"tokenizer: {directory} holds no tokenizer files "
+                         "(tokenizer.json / tokenizer_config.json / *.model)")
     try:
         hf = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for unreadable tokenizers

@@ -2,14 +2,23 @@
 
 Layout: RUN/checkpoints/step_00000010/{model.safetensors, optimizer.pt, scheduler.pt, rng_rank{r}.pt,
 loader_rank{r}.json, meta.json}. A checkpoint is written into a hidden temporary folder and renamed when
-every rank has finished, so a crash never leaves a half-written checkpoint under a final name.
+every rank has finished, so a crash never leaves a half-written checkpoint under a final name; a write that
+fails (a full disk) removes the temporary folder and leaves earlier checkpoints as they were.
+
+Loading never runs code from a checkpoint: the .pt files are read with `torch.load(weights_only=True)`, which
+rebuilds tensors and plain values only, and everything this module saves is made of those (numpy's RNG
+state is stored as a tensor plus numbers, not as a pickled array). A file naming any other Python object is
+refused before anything is restored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -18,10 +27,18 @@ import torch
 from torch import nn
 
 CKPT_DIR = "checkpoints"
+_STEP_NAME = re.compile(r"step_(\d{8,})")
+# Below this many free bytes a failed write is reported as a full disk: torch's own message for a short
+# write ("unexpected pos ...") does not say so.
+_FULL_DISK_BYTES = 1 << 20
 
 
 class CheckpointError(RuntimeError):
-    pass
+    """A checkpoint cannot be written or read; the message names the file and the cause."""
+
+
+class RunMismatchError(CheckpointError):
+    """The checkpoint belongs to a run with other settings: the command line must change, not the file."""
 
 
 def model_identity(model: nn.Module) -> str:
@@ -32,8 +49,26 @@ def model_identity(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write-then-rename, so a kill never leaves a half-written file under `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),  # a tuple of ints: loadable with weights_only
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -41,7 +76,9 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -51,47 +88,142 @@ def step_dir(run: Path, step: int) -> Path:
     return Path(run) / CKPT_DIR / f"step_{step:08d}"
 
 
+def checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every finished checkpoint, by step number (never by name)."""
+    found = []
+    for path in (Path(run) / CKPT_DIR).glob("step_*"):
+        m = _STEP_NAME.fullmatch(path.name)
+        if m and path.is_dir():
+            found.append((int(m.group(1)), path))
+    return sorted(found)
+
+
+def _run_id(path: Path) -> str | None:
+    try:
+        return json.loads((path / "meta.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _prune(run: Path, keep_last: int, written: Path, run_id: str | None) -> None:
+    """Remove this run's older checkpoints beyond the newest `keep_last`; never `written`, never another run's."""
+    ours = [p for _, p in checkpoints(run) if run_id is None or _run_id(p) == run_id]
+    for old in ours[:-keep_last]:
+        if old != written:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_failure(final: Path, name: str, exc: BaseException) -> CheckpointError:
+    if isinstance(exc, OSError) and exc.errno:
+        cause = os.strerror(exc.errno)
+    else:
+        cause = " ".join(str(exc).split()) or exc.__class__.__name__
+        try:
+            if shutil.disk_usage(final.parent).free < _FULL_DISK_BYTES:
+                cause = f"No space left on device ({cause})"
+        except OSError:
+            pass
+    return CheckpointError(f"checkpoint {final}: cannot write {name}: {cause}; earlier checkpoints are kept")
+
+
+def _save_pt(obj, path: Path) -> None:
+    # Through a Python file object, so a failed write surfaces as the OSError (ENOSPC, EIO) that caused it.
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, scheduler, loader_state: dict,
                     rank: int = 0, world: int = 1, barrier=lambda: None, extra: dict | None = None,
-                    keep_last: int = 2) -> Path:
+                    keep_last: int = 2, run_id: str | None = None) -> Path:
+    """Write step `step`; keep this run's newest `keep_last` checkpoints (by step). Raises CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_model
+
     final = step_dir(run, step)
     tmp = final.with_name(f".{final.name}.tmp")
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        try:
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise _write_failure(final, tmp.name, exc) from exc
     barrier()
-    if rank == 0:
-        from safetensors.torch import save_model
-
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        meta = {"step": step, "world": world, "model_identity": model_identity(model), **(extra or {})}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    torch.save(_rng_state(), tmp / f"rng_rank{rank}.pt")
-    (tmp / f"loader_rank{rank}.json").write_text(json.dumps(loader_state, sort_keys=True))
+    name = ""
+    try:
+        if rank == 0:
+            name = "model.safetensors"
+            save_model(model, str(tmp / name))
+            name = "optimizer.pt"
+            _save_pt(optimizer.state_dict(), tmp / name)
+            name = "scheduler.pt"
+            _save_pt(scheduler.state_dict(), tmp / name)
+            name = "meta.json"
+            meta = {"step": step, "world": world, "model_identity": model_identity(model), "run_id": run_id,
+                    **(extra or {})}
+            (tmp / name).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        name = f"rng_rank{rank}.pt"
+        _save_pt(_rng_state(), tmp / name)
+        name = f"loader_rank{rank}.json"
+        (tmp / name).write_text(json.dumps(loader_state, sort_keys=True))
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        error = _write_failure(final, name, exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise error from exc
     barrier()
     if rank == 0:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        for old in sorted(final.parent.glob("step_*"))[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        _prune(run, keep_last, final, run_id)
     barrier()
     return final
 
 
 def latest_checkpoint(run: Path) -> Path | None:
-    found = sorted((Path(run) / CKPT_DIR).glob("step_*"))
-    return found[-1] if found else None
+    found = checkpoints(run)
+    return found[-1][1] if found else None
 
 
-def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank: int = 0, world: int = 1) -> tuple[int, dict]:
-    """Restore everything in place; return (step, loader state). Refuses a checkpoint of another model."""
+def _load_pt(path: Path):
+    """The object in a .pt file, built from tensors and plain values only; anything else is refused unrun."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (an incomplete or foreign checkpoint)")
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:  # torch's long advice to retry with weights_only=False stays out
+            named = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f"the Python object {named.group(1)}" if named else "Python objects beyond tensors and plain values"
+            raise CheckpointError(
+                f"{path}: refusing to load: it asks to rebuild {what}; v2pe checkpoints hold only tensors and "
+                "plain values (this file was written by other code or altered)") from None
+        raise CheckpointError(f"{path}: unreadable: {' '.join(text.split())}") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable: {' '.join(str(exc).split()) or exc.__class__.__name__}") from None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (an incomplete or foreign checkpoint)") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable: {exc}") from None
+
+
+def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank: int = 0, world: int = 1,
+                    config=None) -> tuple[int, dict]:
+    """Restore everything in place; return (step, loader state).
+
+    Refuses a checkpoint of another model, another world size, or (with `config`, a TrainConfig) a run whose
+    identity keys differ, naming each; every file is read and checked before anything is restored.
+    """
     path = Path(path)
-    meta_file = path / "meta.json"
-    if not meta_file.is_file():
+    if not (path / "meta.json").is_file():
         raise CheckpointError(f"{path}: not a v2pe checkpoint (no meta.json)")
-    meta = json.loads(meta_file.read_text())
+    meta = _read_json(path / "meta.json")
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"{path / 'meta.json'}: not a v2pe checkpoint meta (no integer 'step')")
     ident = model_identity(model)
     if meta.get("model_identity") != ident:
         raise CheckpointError(
@@ -101,11 +233,29 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank:
     if meta.get("world") != world:
         raise CheckpointError(f"{path}: saved with {meta.get('world')} processes, resuming with {world}; "
                               "exact resume needs the same world size")
+    if config is not None:
+        changes = config.identity_changes(meta.get("config") or {})
+        if changes:
+            raise RunMismatchError(
+                f"{path}: belongs to a run with other settings ({'; '.join(changes)}); resume with the saved "
+                "values, or start a new run in another --out")
+    optimizer_state = _load_pt(path / "optimizer.pt")
+    scheduler_state = _load_pt(path / "scheduler.pt")
+    rng_file = path / f"rng_rank{rank}.pt"
+    rng_state = _load_pt(rng_file)
+    loader_state = _read_json(path / f"loader_rank{rank}.json")
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    load_model(model, str(path / "model.safetensors"), strict=True)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    _set_rng_state(torch.load(path / f"rng_rank{rank}.pt", weights_only=False))
-    loader_state = json.loads((path / f"loader_rank{rank}.json").read_text())
+    try:
+        load_model(model, str(path / "model.safetensors"), strict=True)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        raise CheckpointError(f"{path / 'model.safetensors'}: unreadable: {' '.join(str(exc).split())}") from None
+    for file, apply, state in ((path / "optimizer.pt", optimizer.load_state_dict, optimizer_state),
+                               (path / "scheduler.pt", scheduler.load_state_dict, scheduler_state),
+                               (rng_file, _set_rng_state, rng_state)):
+        try:
+            apply(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(f"{file}: does not fit this run: {exc.__class__.__name__}: {exc}") from None
     return int(meta["step"]), loader_state

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v2pe_common.recipe import ConfigError, construct, read_recipe
+from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
 from v2pe_common.lengths import parse_length
 
 POSITION_MODES = ("default", "v2pe_fix", "v2pe_rnd")
 LOSS_REDUCTIONS = ("token", "square")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Keys a resumed run may change: bookkeeping that leaves every batch, gradient and update as they were.
+# Everything else (lr, seed, data, max_steps, model, num_workers, ...) is the run's identity.
+RESUMABLE_KEYS = frozenset({"out", "log_every", "save_every", "keep_last", "strict", "verify_shards"})
 
 
 @dataclass(kw_only=True, slots=True)
@@ -55,6 +59,7 @@ class TrainConfig:
     save_every: int = 2500
     keep_last: int = 2
     strict: bool = False
+    verify_shards: bool = True  # check each shard's sha256 against its manifest before reading it
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -62,6 +67,11 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(f"{key}: {msg}")
 
+        for f in dataclasses.fields(self):
+            if f.type == "float":
+                value = getattr(self, f.name)
+                need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                     f.name, f"expected a finite number, got {value!r}")
         need(bool(self.model), "model", "give 'tiny' or a local checkpoint directory")
         need(isinstance(self.data, list) and all(isinstance(d, str) for d in self.data), "data",
              "must be a list of build folders or tar paths")
@@ -76,6 +86,8 @@ class TrainConfig:
         need(self.max_steps >= 1, "max_steps", "must be >= 1")
         need(self.grad_accum >= 1, "grad_accum", "must be >= 1")
         need(self.grad_clip > 0, "grad_clip", "must be positive")
+        need(self.eps >= 0, "eps", "must be >= 0")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"choose one of {list(LOSS_REDUCTIONS)}")
         need(self.precision in PRECISIONS, "precision", f"choose one of {list(PRECISIONS)}")
         need(self.cp >= 1, "cp", "must be >= 1")
@@ -84,13 +96,31 @@ class TrainConfig:
         need(self.save_every >= 1, "save_every", "must be >= 1")
         need(self.log_every >= 1, "log_every", "must be >= 1")
         need(self.keep_last >= 1, "keep_last", "must be >= 1")
-        self.betas = tuple(self.betas)
-        need(len(self.betas) == 2, "betas", "must be two numbers")
+        # A string is a sequence too: "ab" must not pass as two betas.
+        betas_ok = isinstance(self.betas, (list, tuple)) and len(self.betas) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and 0 <= b < 1
+            for b in self.betas)
+        need(betas_ok, "betas", f"must be two finite numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(float(b) for b in self.betas)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
+
+    def identity(self) -> dict:
+        """The keys that make a run what it is: a checkpoint resumes only under the same values."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_KEYS}
+
+    def identity_changes(self, saved: dict) -> list[str]:
+        """'key: <saved> saved, <now> now' for each identity key that differs from a saved config.
+
+        A key the saved config lacks (written before the key existed) counts as its default.
+        """
+        defaults = type(self)().to_dict()
+        now = self.identity()
+        return [f"{k}: {saved.get(k, defaults[k])!r} saved, {now[k]!r} now" for k in sorted(now)
+                if saved.get(k, defaults[k]) != now[k]]
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "recipe") -> TrainConfig:
@@ -108,7 +138,7 @@ def _kwargs(key: str, value, known: dict) -> dict:
 
 
 def _coerce(key: str, value, annotation: str):
-    """YAML gives ints for floats ('lr: 1') and strings for lengths ('34k'); anything else must match."""
+    """YAML gives strings for lengths ('34k') and one path for a list of data; the rest is type-checked."""
     if value is None:
         return None
     if key == "max_seq_len":
@@ -118,11 +148,4 @@ def _coerce(key: str, value, annotation: str):
             raise ConfigError(f"max_seq_len: {exc}") from None
     if key == "data" and isinstance(value, str):
         return [value]
-    checks = {"int": int, "float": (int, float), "bool": bool, "str": str}
-    base = annotation.split("|")[0].strip()
-    if base in checks:
-        ok = isinstance(value, checks[base]) and (base == "bool" or not isinstance(value, bool))
-        if not ok:
-            raise ConfigError(f"{key}: expected {base}, got {value!r}")
-        return float(value) if base == "float" else value
-    return value
+    return check_type(key, value, annotation)

@@ -3,13 +3,21 @@
 Gradients are synchronised by DDP over all ranks, with each rank's loss scaled by world / (global
 weight sum): the summed gradient is then exactly the gradient of the global-batch loss, however the batch
 is split across ranks, context-parallel shards or accumulation steps.
+
+A run folder holds one run. `RUN/run.json` records its identity (the config less `RESUMABLE_KEYS`); a new
+run into a folder holding run files is refused unless `overwrite` (which deletes the earlier run's files,
+`RUN_FILES`, and nothing else), and `resume` refuses a checkpoint whose identity differs, naming each key.
+On resume, `log.jsonl` is cut back to the resumed step and TensorBoard events after it are purged, so the
+steps replayed after a kill are logged once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +38,16 @@ from .parallel import ContextParallel
 
 
 class TrainError(RuntimeError):
-    """The run cannot start: the message says what is missing."""
+    """The run cannot start or continue: the message says what is missing or went wrong."""
+
+
+class UsageError(TrainError):
+    """The command line or recipe asks for what cannot be done (missing input, a folder holding another run)."""
+
+
+RUN_FILE = "run.json"
+# Everything a run writes into its folder: what --overwrite removes, and what marks a folder as taken.
+RUN_FILES = (RUN_FILE, "config.json", "log.jsonl", "data_errors.json", "tb", ckpt.CKPT_DIR)
 
 
 @dataclass
@@ -68,28 +85,55 @@ def resolve_tokenizer(cfg: TrainConfig) -> str | None:
 
 
 def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
-    """Fail at once, with what is missing, before any process group or model exists."""
+    """Fail at once, with what is missing, before any process group or model exists (raises UsageError)."""
     if require_gpu and not torch.cuda.is_available():
-        raise TrainError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
+        raise UsageError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
     if cfg.model not in PRESETS and not (Path(cfg.model) / "config.json").is_file():
-        raise TrainError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
+        raise UsageError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
                          "convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
     if cfg.cp > 1 and cfg.max_seq_len < 2 * cfg.cp:
-        raise TrainError(f"cp: {cfg.cp} ranks need sequences of at least {2 * cfg.cp} tokens (2 zigzag chunks a rank); "
+        raise UsageError(f"cp: {cfg.cp} ranks need sequences of at least {2 * cfg.cp} tokens (2 zigzag chunks a rank); "
                          f"max_seq_len is {cfg.max_seq_len}")
     if cfg.ring_backend == "flash":
         from importlib.util import find_spec
 
         if not torch.cuda.is_available() or find_spec("flash_attn") is None or find_spec("ring_flash_attn") is None:
-            raise TrainError("ring_backend: 'flash' needs CUDA plus flash-attn and ring-flash-attn "
+            raise UsageError("ring_backend: 'flash' needs CUDA plus flash-attn and ring-flash-attn "
                              "(pip install -e '.[gpu]'); use 'auto' or 'torch' on this machine")
     if not cfg.data:
-        raise TrainError("data: no data given (pass v2pe-data build folders with --data / DATA=...)")
+        raise UsageError("data: no data given (pass v2pe-data build folders with --data / DATA=...)")
     for d in cfg.data:
         import glob
 
         if not Path(d).exists() and not glob.glob(d):
-            raise TrainError(f"data: {d!r} does not exist (build it with `v2pe-data build`, or run `make train-tiny`)")
+            raise UsageError(f"data: {d!r} does not exist (build it with `v2pe-data build`, or run `make train-tiny`)")
+    try:
+        load_tokenizer(resolve_tokenizer(cfg))  # cached: the Trainer gets this same object
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_run_dir(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse (UsageError) a new run into a folder holding run files, unless `overwrite`; reads only."""
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite deletes it: give one of them")
+    out = Path(cfg.out)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if resume or overwrite or not found:
+        return
+    latest = ckpt.latest_checkpoint(out)
+    where = f"{out} holds a run (latest checkpoint {latest.name})" if latest else f"{out} holds a run"
+    try:
+        saved = json.loads((out / RUN_FILE).read_text()).get("identity")
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    changes = cfg.identity_changes(saved) if isinstance(saved, dict) else None
+    if changes == []:
+        raise UsageError(f"{where} of this config; pass --resume to continue it, or --overwrite to delete it "
+                         "and start again")
+    what = "; ".join(changes) if changes else f"run files {found}, no readable {RUN_FILE}"
+    raise UsageError(f"{where} with other settings ({what}); choose a new --out, or pass --overwrite to delete "
+                     "that run and start afresh")
 
 
 def _autocast(device: torch.device, precision: str):
@@ -126,8 +170,11 @@ class Trainer:
         if self.topo.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
-                                         eps=cfg.eps)
+        try:
+            self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                                             eps=cfg.eps)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         self.scheduler = cosine_with_warmup(self.optimizer, total_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio,
                                             min_lr_ratio=cfg.min_lr / cfg.lr)
         pixel_dtype = "bf16" if self.device.type == "cuda" else "fp32"
@@ -135,26 +182,57 @@ class Trainer:
             LoaderConfig(data=cfg.data, format=cfg.data_format, max_seq_len=cfg.max_seq_len, seed=cfg.seed, num_epochs=None,
                          dp_rank=self.topo.dp_rank, dp_size=self.topo.dp, template=cfg.template,
                          position_mode=cfg.position_mode, stride=cfg.stride, pixel_dtype=pixel_dtype,
-                         strict=cfg.strict),
+                         strict=cfg.strict, verify=cfg.verify_shards),
             self.tokenizer, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
         self.step = 0
+        self.run_id = hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- the run folder and checkpoints ------------------------------------------------------------
     def save(self) -> Path:
         return ckpt.save_checkpoint(
             self.run_dir, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             loader_state=self.loader.state_dict(), rank=self.topo.rank, world=self.topo.world, barrier=barrier,
-            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.keep_last)
+            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.keep_last, run_id=self.run_id)
+
+    def clear_run_dir(self) -> None:
+        """Delete an earlier run's files (RUN_FILES only; anything else in the folder stays)."""
+        barrier()  # every rank has checked the folder before any file goes
+        if self.topo.rank == 0:
+            for name in RUN_FILES:
+                target = self.run_dir / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+        barrier()
 
     def resume(self, path: Path | None = None) -> bool:
+        """Load the latest (or the given) checkpoint of this run; False when there is none."""
         path = path or ckpt.latest_checkpoint(self.run_dir)
         if path is None:
             return False
         self.step, loader_state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer,
                                                        scheduler=self.scheduler, rank=self.topo.rank,
-                                                       world=self.topo.world)
+                                                       world=self.topo.world, config=self.cfg)
         self.loader.load_state_dict(loader_state)
+        if self.topo.rank == 0:
+            self._cut_log()
         return True
+
+    def _cut_log(self) -> None:
+        """Keep log.jsonl rows up to the resumed step: the steps after it are trained (and logged) again."""
+        log = self.run_dir / "log.jsonl"
+        if not log.is_file():
+            return
+        kept = []
+        for line in log.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a row cut short by the kill
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= self.step:
+                kept.append(line + "\n")
+        ckpt.write_text_atomic(log, "".join(kept))
 
     # -- one optimizer step ----------------------------------------------------------------------
     def backward(self, micro_batches) -> tuple[torch.Tensor, float, int]:
@@ -199,15 +277,20 @@ class Trainer:
     def fit(self, max_steps: int | None = None, progress: bool = True) -> TrainResult:
         from tqdm import tqdm
 
-        stop = min(max_steps or self.cfg.max_steps, self.cfg.max_steps)
+        if max_steps is not None and max_steps < 0:
+            raise UsageError(f"stop after {max_steps} steps: must be >= 0")
+        stop = self.cfg.max_steps if max_steps is None else min(max_steps, self.cfg.max_steps)
         rank0 = self.topo.rank == 0
         writer = None
         if rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+            ckpt.write_text_atomic(self.run_dir / RUN_FILE, json.dumps(
+                {"run_id": self.run_id, "identity": self.cfg.identity()}, indent=1, sort_keys=True))
+            ckpt.write_text_atomic(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=1))
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(self.run_dir / "tb"))
+            # After a resume, events past the checkpoint (logged before the kill) are replaced, not doubled.
+            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)
         result = TrainResult(step=self.step, run_dir=str(self.run_dir))
         it = iter(self.loader)
         bar = tqdm(total=stop, initial=self.step, disable=not (progress and rank0), unit="step", desc="train")
@@ -242,10 +325,19 @@ class Trainer:
         return result
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, max_steps: int | None = None, progress: bool = True,
-          require_gpu: bool = False) -> TrainResult:
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, max_steps: int | None = None,
+          progress: bool = True, require_gpu: bool = False) -> TrainResult:
+    """Run (or with `resume` continue) the run in cfg.out up to step `max_steps` (default: the whole schedule).
+
+    Raises UsageError when the inputs or the run folder forbid it, TrainError / CheckpointError / LoaderError
+    when the run fails.
+    """
     preflight(cfg, require_gpu=require_gpu)
+    check_run_dir(cfg, resume=resume, overwrite=overwrite)
     trainer = Trainer(cfg)
+    if overwrite:
+        trainer.clear_run_dir()
     if resume and not trainer.resume():
-        raise TrainError(f"--resume: no checkpoint under {Path(cfg.out) / ckpt.CKPT_DIR}")
+        raise UsageError(f"--resume: no checkpoint under {Path(cfg.out) / ckpt.CKPT_DIR} "
+                         "(start that run afresh with --overwrite)")
     return trainer.fit(max_steps=max_steps, progress=progress)
