@@ -191,10 +191,15 @@ def test_recipes_load_with_cli_overrides_and_name_unknown_keys(tmp_path):
 
 def test_recipes_in_the_repo_are_valid():
     root = Path(__file__).resolve().parents[1] / "recipes"
-    data_recipes = sorted(root.glob("long_vqa_*.yaml"))
-    assert data_recipes
+    data_recipes = sorted(root.glob("long_*.yaml"))
+    assert {p.name.split("_")[1] for p in data_recipes} == {"vqa", "mr"}
     for path in data_recipes:
-        BuildConfig.from_yaml(path)
+        cfg = BuildConfig.from_yaml(path)
+        if cfg.task == "long_mr":  # task options are checked by the task's own typed options
+            from v2pe_data.tasks.long_mr import LongMROptions
+
+            opts = LongMROptions.from_dict({**cfg.options, "depth": cfg.depth}, where=str(path))
+            assert opts.subsets
 
 
 def test_a_uniform_depth_puts_the_target_at_every_position_equally_often(tmp_path):

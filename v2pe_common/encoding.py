@@ -7,7 +7,7 @@ tokens are never materialised by `count`: a 1M-token sample costs only its text 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,15 +71,22 @@ def count(
     tokenizer: TextTokenizer,
     template: ChatTemplate,
     tiling: TilingConfig = TilingConfig(),
+    text_length: Callable[[str], int] | None = None,
 ) -> TokenCount:
-    """Exact sequence length the loader will produce, split into text and image tokens."""
+    """Exact sequence length the loader will produce, split into text and image tokens.
+
+    `text_length(piece)` may stand in for `len(tokenizer.encode(piece))` (a memoising counter); it must
+    give the same numbers.
+    """
+    if text_length is None:
+        text_length = lambda piece: len(tokenizer.encode(piece))  # noqa: E731
     conversations = normalize_conversations(conversations, len(tiles))
     text = 1 if (template.add_bos and tokenizer.bos_id is not None) else 0
     image = 0
     k = 0
     for kind, piece, _ in _walk(conversations, template):
         if kind == "text":
-            text += len(tokenizer.encode(piece))
+            text += text_length(piece)
         else:
             image += tiles[k] * tiling.tokens_per_tile + 2
             k += 1

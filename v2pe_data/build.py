@@ -36,18 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v2pe_common import schema
+from v2pe_common.recipe import ConfigError
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import load_tokenizer
 
 from .config import BuildConfig
 from .manifest import make_manifest
-from .plan import Accounting, Budget, PlanError, SamplePlan
-from .canvas import CanvasLayout
-from .seeding import stable_rng
-from .sources.registry import (ExplainedLoads, SourceChanged, SourceUnavailable, fingerprint_change, open_source,
-                               source_files, source_fingerprint)
-from .tasks import long_vqa, paste
+from .plan import Accounting, PlanError, SamplePlan
+from .sources.registry import SourceChanged, fingerprint_change, source_files, source_fingerprint
+from .tasks import open_task
 from .writers.atomic import file_digest, write_json_atomic
 from .writers.base import FORMATS, ShardOutputs, shard_relpath
 from .writers.internvl import STAGING_DIR, finalize_internvl
@@ -111,34 +109,6 @@ def build_identity(cfg: BuildConfig, tokenizer_identity: dict, sources: list[dic
     return ident
 
 
-@dataclass
-class SourceSlot:
-    """One entry of the mix, opened: its task context, planner and share of the samples."""
-
-    entry: dict
-    ctx: long_vqa.TaskContext | None
-    status: str  # "available" or why not
-
-    def plan(self, index: int, layout: CanvasLayout) -> SamplePlan:
-        if self.entry["mode"] == "paste":
-            return paste.plan(self.ctx, index, layout)
-        return long_vqa.plan(self.ctx, index)
-
-    def min_tokens(self, layout: CanvasLayout) -> int:
-        if self.entry["mode"] == "paste":
-            return paste.min_sample_tokens(self.ctx, layout)
-        return long_vqa.min_sample_tokens(self.ctx)
-
-    def describe(self) -> dict:
-        info = {k: self.entry[k] for k in ("name", "kind", "mode", "share") if k in self.entry}
-        info["path"] = self.entry.get("path")
-        info["status"] = self.status
-        source = self.ctx.source if self.ctx else None
-        if source is not None:
-            info.update(source.describe() if hasattr(source, "describe") else {"split": source.split})
-        return info
-
-
 class Builder:
     """Holds what every task needs; cheap to fork into worker processes."""
 
@@ -149,80 +119,47 @@ class Builder:
         except ValueError as exc:  # a --tokenizer that is not a tokenizer folder
             raise BuildError(str(exc), usage=True) from None
         self.acc = Accounting(tokenizer, get_template(cfg.template), TilingConfig(max_tiles=cfg.max_tiles))
-        self.layout = CanvasLayout(grid=cfg.paste_grid)
-        self.slots = [self._open(entry) for entry in cfg.sources]
-        self.live = [s for s in self.slots if s.ctx is not None]
-        if not self.live:
-            raise BuildError("no source is available: " + "; ".join(s.status for s in self.slots), usage=True)
+        try:
+            self.task = open_task(cfg, self.acc)
+        except ConfigError as exc:
+            raise BuildError(str(exc), usage=True) from None
+        self.inputs = self.task.inputs
         self.out = Path(cfg.out)
         self.listings = self.source_listings()
-        self.identity = build_identity(cfg, tokenizer.identity, [source_fingerprint(s.entry, s.ctx is not None, f)
-                                                                 for s, f in zip(self.slots, self.listings)])
-
-    def _open(self, entry: dict) -> SourceSlot:
-        try:
-            source = open_source(entry, self.cfg.split, self.cfg.seed, self.cfg.image_format, strict=self.cfg.strict)
-        except SourceUnavailable as exc:
-            if self.cfg.strict:
-                raise BuildError(f"{exc} (--strict)", usage=True) from None
-            return SourceSlot(entry, None, f"unavailable: {exc}")
-        except ValueError as exc:  # strict source errors and bad source configuration
-            raise BuildError(str(exc), usage=True) from None
-        if len(source) == 0:
-            if self.cfg.strict:
-                raise BuildError(f"source {entry['name']!r} has no valid {self.cfg.split} items (--strict)", usage=True)
-            return SourceSlot(entry, None, f"unavailable: no valid {self.cfg.split} items")
-        ctx = long_vqa.TaskContext(task=self.cfg.task, split=self.cfg.split, seed=self.cfg.seed,
-                                   budget=Budget(self.cfg.min_length, self.cfg.length), acc=self.acc,
-                                   source=ExplainedLoads(source, entry["name"]), depth=self.cfg.depth)
-        return SourceSlot(entry, ctx, "available")
+        self.identity = build_identity(cfg, tokenizer.identity, [source_fingerprint(i.entry, i.available, f)
+                                                                 for i, f in zip(self.inputs, self.listings)])
 
     def source_listings(self) -> list[dict[str, list[int]]]:
-        """Per slot, {file: [size, mtime_ns]} of what it may read now (empty when unavailable)."""
-        return [source_files(s.entry, s.ctx.source, skip=self.out) if s.ctx else {} for s in self.slots]
+        """Per input, {file: [size, mtime_ns]} of what it may read now (empty when unavailable)."""
+        return [source_files(i.entry, i.source, skip=self.out) if i.available else {} for i in self.inputs]
 
     def check_sources_unchanged(self) -> None:
         """Refuse to finish a build whose sources changed while it ran (its shards may mix both)."""
         listings = self.source_listings()
-        now = [source_fingerprint(s.entry, s.ctx is not None, f) for s, f in zip(self.slots, listings)]
+        now = [source_fingerprint(i.entry, i.available, f) for i, f in zip(self.inputs, listings)]
         change = fingerprint_change(self.identity["sources"], now, self.listings, listings, "while this build ran")
         if change:
             raise BuildError(f"{change}; its shards may mix old and new data: rebuild into an empty --out")
 
     def check_feasible(self) -> None:
-        for slot in self.live:
-            floor = slot.min_tokens(self.layout)
-            if self.cfg.length < floor:
-                raise BuildError(
-                    f"--len {self.cfg.length} is smaller than one image plus its prompt ({floor} tokens, source "
-                    f"{slot.entry['name']!r}, {slot.entry['mode']} mode): no sample can be built; use a larger --len",
-                    usage=True)
-        span = self.cfg.length - self.cfg.min_length
-        if span < 256 and self.cfg.min_length > min(s.min_tokens(self.layout) for s in self.live):
-            raise BuildError(
-                f"bin [{self.cfg.min_length}, {self.cfg.length}] is narrower than one image tile (256 tokens); "
-                "widen it with --min-len", usage=True)
-
-    def slot_for(self, index: int) -> SourceSlot:
-        """Which source sample `index` comes from: drawn by share from a stable seed."""
-        if len(self.live) == 1:
-            return self.live[0]
-        rng = stable_rng(self.cfg.seed, "mix", self.cfg.split, index)
-        return rng.choices(self.live, weights=[s.entry["share"] for s in self.live])[0]
+        try:
+            self.task.check_feasible(self.cfg.min_length, self.cfg.length)
+        except ConfigError as exc:
+            raise BuildError(str(exc), usage=True) from None
 
     def plan(self, index: int) -> SamplePlan:
-        return self.slot_for(index).plan(index, self.layout)
+        return self.task.plan(index)
 
     def source_report(self) -> tuple[list[dict], dict, list[dict]]:
-        """(per-source descriptions, rejected-row counts by reason, examples naming the source id)."""
+        """(per-input descriptions, rejected-row counts by reason, examples naming the source id)."""
         counts: dict[str, int] = {}
         examples: list[dict] = []
-        for slot in self.live:
-            for row in getattr(slot.ctx.source, "rejected", []):
+        for inp in self.inputs:
+            for row in inp.rejected():
                 counts[row["reason"]] = counts.get(row["reason"], 0) + 1
                 if len(examples) < 100:
                     examples.append(dict(row))
-        return [s.describe() for s in self.slots], counts, examples
+        return [i.describe() for i in self.inputs], counts, examples
 
     def run_task(self, task: ShardTask, progress: Callable[[int, int], None] = lambda s, t: None) -> dict:
         """Write one task's shard(s), in every requested format, atomically; return its completion marker.

@@ -34,7 +34,8 @@ def _os_message(exc: OSError) -> str:
 
 @app.command()
 def build(
-    task: str = typer.Argument(..., help="Task to build: long_vqa."),
+    task: str = typer.Argument(..., help="Task to build: long_vqa (documents and pasted canvases) or long_mr "
+                                         "(needles in interleaved haystacks)."),
     length: Optional[str] = typer.Option(None, "--len", help="Upper edge of the length bin: 32k, 64K, 1m, 131072."),
     min_length: Optional[str] = typer.Option(None, "--min-len", help="Lower edge of the bin (default 7/8 of --len)."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", help="Samples to build."),
@@ -49,7 +50,11 @@ def build(
     paste_grid: Optional[int] = typer.Option(None, "--paste-grid", help="Paste canvases: N x N cells of 448 px (3)."),
     formats: Optional[str] = typer.Option(None, "--format", help="Comma list of wds, parquet, internvl (wds always)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad source row or missing source."),
-    depth: Optional[float] = typer.Option(None, help="Fix the target's relative depth in [0,1] (default: uniform)."),
+    depth: Optional[str] = typer.Option(None, help="Fix the target's relative depth in [0,1], or (long_mr) a grid "
+                                                   "START:STOP:STEP such as 0:1:0.2 (default: uniform)."),
+    option: Optional[list[str]] = typer.Option(
+        None, "--option", "-O", help="Task option KEY=VALUE (VALUE read as YAML), repeatable; long_mr: subset=NAME[,NAME], "
+                                     "num_needles=[2,5], haystack=synthetic|interleaved=PATH, needles=synthetic|haystack."),
     shard_size: Optional[str] = typer.Option(None, "--shard-size", help="Samples per shard (8) or a byte cap (256MB)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel worker processes."),
     tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer folder of the target model."),
@@ -60,7 +65,7 @@ def build(
 ) -> None:
     """Build samples of an exact token budget into webdataset shards plus manifest.json."""
     from .build import BuildError, build as run_build
-    from .config import BuildConfig, ConfigError, parse_shard_size
+    from .config import BuildConfig, ConfigError, parse_options, parse_shard_size
 
     flags = {
         "task": task, "length": length, "min_length": min_length, "num_samples": num_samples, "out": out,
@@ -71,6 +76,8 @@ def build(
     try:
         if source:
             flags["sources"] = list(source)
+        if option:
+            flags["options"] = parse_options(option)
         if shard_size is not None:
             flags["shard_size"], flags["shard_bytes"] = parse_shard_size(shard_size)
         given = {k: v for k, v in flags.items() if v is not None}

@@ -11,7 +11,6 @@ from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
 from v2pe_common.lengths import format_length, parse_length
 from v2pe_common.template import TEMPLATES
 
-TASKS = ("long_vqa",)
 SPLITS = ("train", "val", "test")
 # Byte-capped shards are built from tasks of this many samples, each rolled into parts by size.
 SAMPLES_PER_BYTE_TASK = 32
@@ -82,7 +81,8 @@ class BuildConfig:
     paste_grid: int = 3  # paste canvases are paste_grid x paste_grid cells of 448 px
     formats: list | None = None  # wds, parquet, internvl (default: wds)
     strict: bool = False  # the first bad source row or unavailable source is an error
-    depth: float | None = None
+    depth: float | str | None = None  # a number in [0, 1], a grid "0:1:0.2" (long_mr), or None: uniform
+    options: dict | None = None  # the task's own typed options (long_mr: subset, num_needles, haystack, needles)
     shard_size: int = 8  # samples per shard task
     shard_bytes: int | None = None  # optional size cap: a task's output rolls into parts
     workers: int = 1
@@ -96,6 +96,8 @@ class BuildConfig:
         def need(cond: bool, key: str, msg: str) -> None:
             if not cond:
                 raise ConfigError(f"{key}: {msg}")
+
+        from .tasks import TASKS  # the registry: a new task is one module plus one entry there
 
         need(self.task in TASKS, "task", f"unknown task {self.task!r}; choose one of {list(TASKS)}")
         need(self.length > 0, "length", "must be positive")
@@ -113,7 +115,12 @@ class BuildConfig:
         bad = [f for f in self.formats if f not in FORMATS]
         need(not bad and self.formats, "formats", f"unknown format {bad[:1]}; choose from {list(FORMATS)}")
         need("wds" in self.formats, "formats", "wds shards are always written (the other formats sit beside them)")
-        need(self.depth is None or 0.0 <= self.depth <= 1.0, "depth", "must lie in [0, 1]")
+        if isinstance(self.depth, str):
+            from .tasks.long_mr.options import parse_grid
+
+            parse_grid(self.depth)
+        else:
+            need(self.depth is None or 0.0 <= self.depth <= 1.0, "depth", "must lie in [0, 1]")
         need(self.shard_size >= 1, "shard_size", "must be >= 1 sample")
         need(self.shard_bytes is None or self.shard_bytes >= 1, "shard_bytes", "must be >= 1 byte")
         need(self.workers >= 1, "workers", "must be >= 1")
@@ -126,6 +133,8 @@ class BuildConfig:
     # Arguments that change the bytes of the output; `workers` and `out` do not.
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
+        if d["options"] is None:  # builds without task options keep the identity (and build_id) they had
+            d.pop("options")
         d.pop("workers")
         d.pop("out")
         d.pop("source")  # folded into `sources`
@@ -139,6 +148,26 @@ class BuildConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None):
         return cls.from_dict(read_recipe(path, overrides), where=str(path))
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """['subset=text_retrieval', 'num_needles=[2, 4]'] -> {'subset': 'text_retrieval', 'num_needles': [2, 4]}.
+
+    Values are read as YAML scalars or flow lists/maps; a value YAML cannot read stays the string given
+    ('interleaved=/data/obelics' has a '=' of its own).
+    """
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--option: expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
 
 
 def parse_shard_size(value: str | int) -> tuple[int, int | None]:
@@ -165,6 +194,11 @@ def _kwargs(key: str, value, known: dict) -> dict:
 
 
 def _coerce(name: str, value, annotation: str):
+    if name == "depth" and isinstance(value, str):  # "0.5" from a command line, or a grid "0:1:0.2"
+        try:
+            return check_type(name, float(value), annotation)
+        except ValueError:
+            return value
     if name in ("length", "min_length") and value is not None:
         try:
             return parse_length(value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from v2pe_common import encoding
 from v2pe_common.template import ChatTemplate
@@ -11,6 +11,10 @@ from v2pe_common.tiling import TilingConfig, image_token_count, num_tiles
 from v2pe_common.tokenizer import TextTokenizer
 
 from .records import Item
+
+
+SHORT_PIECE = 256  # characters: pieces up to this long are remembered by Accounting
+SHORT_PIECES = 1 << 16
 
 
 class PlanError(RuntimeError):
@@ -51,6 +55,7 @@ class Accounting:
     tokenizer: TextTokenizer
     template: ChatTemplate
     tiling: TilingConfig
+    _short: dict = field(default_factory=dict, compare=False, repr=False)
 
     def tiles(self, item: Item) -> int:
         return num_tiles(item.width, item.height, self.tiling)
@@ -59,19 +64,35 @@ class Accounting:
         return image_token_count(self.tiles(item), self.tiling)
 
     def count(self, conversations: Sequence[dict], tiles: Sequence[int]) -> encoding.TokenCount:
-        return encoding.count(conversations, tiles, self.tokenizer, self.template, self.tiling)
+        return encoding.count(conversations, tiles, self.tokenizer, self.template, self.tiling,
+                              text_length=self._text_length)
+
+    def _text_length(self, piece: str) -> int:
+        """Tokens of one text piece; short pieces (labels, separators) are remembered, long ones never kept."""
+        if len(piece) > SHORT_PIECE:
+            return len(self.tokenizer.encode(piece))
+        n = self._short.get(piece)
+        if n is None:
+            if len(self._short) >= SHORT_PIECES:
+                self._short.clear()
+            n = self._short[piece] = len(self.tokenizer.encode(piece))
+        return n
 
     def meta(self) -> dict:
         return {"template": self.template.name, "tokenizer": self.tokenizer.identity, "tiling": self.tiling.to_dict()}
 
 
-def text_cost_model(make_conversations: Callable[[int], list[dict]], acc: Accounting) -> Callable[[int], int]:
-    """Text tokens of a conversation with n images as a function of n.
+def text_cost(make_conversations: Callable[[int], list[dict]], acc: Accounting) -> Callable[[int], int]:
+    """Text tokens of the conversation with n images, as a function of n: exact, counted on the actual pieces.
 
-    Text between placeholders is tokenized piece by piece (placeholders split it), so the cost is affine
-    in n; two exact counts pin it down and the final record is recounted exactly anyway.
+    Each n is counted once (memoised) with the same piece walk as the loader's encoding; short pieces that
+    repeat from image to image ("\n", "Image 7: ") cost a dictionary lookup after their first count.
     """
-    one = acc.count(make_conversations(1), [1]).text
-    two = acc.count(make_conversations(2), [1, 1]).text
-    per_image = two - one
-    return lambda n: one + (n - 1) * per_image
+    memo: dict[int, int] = {}
+
+    def cost(n: int) -> int:
+        if n not in memo:
+            memo[n] = acc.count(make_conversations(n), [1] * n).text
+        return memo[n]
+
+    return cost

@@ -1,157 +1,102 @@
-"""Long-VQA, concat mode: pages from distinct documents in sequence, one of them carries the question.
+"""Long-VQA (V2PE's `image/` and `paste/` subsets): a mix of VQA sources, each planned in concat or paste mode.
 
-The target's place in the sequence is drawn uniformly over depth (or fixed) and recorded, distractors are
-added until the exact token count lands in the bin. A plan that cannot land in the bin is drawn again
-from the next sub-seed; it is never emitted out of bin.
-
-A question must stay answerable among distractors. Synthetic documents carry a unique title that the
-question names. Real pages (DocVQA, InfoVQA) have none, so every image gets a visible text label
-("Image 7: <image>") and the question names the target's label.
+Sample i's source is drawn by share from (seed, "mix", split, i), so a mix is as reproducible and
+worker-independent as one source. A source without a local copy (or without valid items of the split) is
+reported and skipped unless the build is strict. Options are the build's top-level keys `sources`,
+`mode`, `paste_grid` and `depth` (a float, or None for uniform).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..plan import Accounting, Budget, PlanError, SamplePlan, text_cost_model
-from ..records import Item
+from v2pe_common.recipe import ConfigError
+
+from ..canvas import CanvasLayout
+from ..plan import Accounting, Budget, SamplePlan
 from ..seeding import stable_rng
-
-INSTRUCTION = "Answer the question using a single word or phrase."
-# Candidates that overshoot the remaining budget before giving up on filling this draw.
-MAX_MISSES = 48
-MAX_REPLANS = 16
+from ..sources.registry import ExplainedLoads, SourceUnavailable, open_source
+from . import concat, paste
+from .base import Input, check_bin
 
 
-@dataclass(frozen=True)
-class TaskContext:
-    task: str
-    split: str
-    seed: int
-    budget: Budget
-    acc: Accounting
-    source: object  # anything with item(index) -> Item and __len__
-    depth: float | None = None
+@dataclass
+class Slot:
+    """One entry of the mix, opened: its input and planning context (None when unavailable)."""
+
+    input: Input
+    ctx: concat.TaskContext | None
+
+    @property
+    def mode(self) -> str:
+        return self.input.entry["mode"]
+
+    def plan(self, index: int, layout: CanvasLayout) -> SamplePlan:
+        if self.mode == "paste":
+            return paste.plan(self.ctx, index, layout)
+        return concat.plan(self.ctx, index)
+
+    def min_tokens(self, layout: CanvasLayout) -> int:
+        if self.mode == "paste":
+            return paste.min_sample_tokens(self.ctx, layout)
+        return concat.min_sample_tokens(self.ctx)
 
 
-def conversations(question: str, answer: str, n_images: int, target: int | None = None) -> list[dict]:
-    """The question turn; with `target` set, images are labelled and the question names the target's label."""
-    if target is None:
-        human = "<image>\n" * n_images + f"{question}\n{INSTRUCTION}"
-    else:
-        images = "".join(f"Image {i + 1}: <image>\n" for i in range(n_images))
-        human = f"{images}Question about Image {target + 1}: {question}\n{INSTRUCTION}"
-    return [{"from": "human", "value": human}, {"from": "gpt", "value": answer}]
+class LongVQATask:
+    name = "long_vqa"
+
+    def __init__(self, slots: list[Slot], seed: int, split: str, layout: CanvasLayout):
+        self.slots, self.seed, self.split, self.layout = slots, seed, split, layout
+        self.live = [s for s in slots if s.ctx is not None]
+        if not self.live:
+            raise ConfigError("no source is available: " + "; ".join(s.input.status for s in slots))
+        self.inputs = [s.input for s in slots]
+
+    @classmethod
+    def open(cls, cfg, acc: Accounting) -> LongVQATask:
+        if isinstance(cfg.depth, str):
+            raise ConfigError(f"depth: long_vqa takes a number in [0, 1] or none, not the grid {cfg.depth!r}")
+        if cfg.options:
+            raise ConfigError(f"options: long_vqa takes no task options (its keys are sources, mode, paste_grid, "
+                              f"depth); got {sorted(cfg.options)}")
+        budget = Budget(cfg.min_length, cfg.length)
+        return cls([_open_slot(cfg, acc, budget, entry) for entry in cfg.sources], cfg.seed, cfg.split,
+                   CanvasLayout(grid=cfg.paste_grid))
+
+    def check_feasible(self, min_len: int, max_len: int) -> None:
+        floors = []
+        for slot in self.live:
+            floor = slot.min_tokens(self.layout)
+            check_bin(floor, 0, max_len, f"one image plus its prompt (source {slot.input.entry['name']!r}, "
+                                         f"{slot.mode} mode)")
+            floors.append(floor)
+        check_bin(min(floors), min_len, max_len, "one image plus its prompt")
+
+    def slot_for(self, index: int) -> Slot:
+        """Which source sample `index` comes from: drawn by share from a stable seed."""
+        if len(self.live) == 1:
+            return self.live[0]
+        rng = stable_rng(self.seed, "mix", self.split, index)
+        return rng.choices(self.live, weights=[s.input.entry["share"] for s in self.live])[0]
+
+    def plan(self, index: int) -> SamplePlan:
+        return self.slot_for(index).plan(index, self.layout)
 
 
-def _labelled(item: Item) -> bool:
-    return not item.title
-
-
-def _draw(ctx: TaskContext, rng, used_docs: set[str]) -> Item:
-    for _ in range(64):
-        item = ctx.source.item(rng.randrange(len(ctx.source)))
-        if item.doc_id not in used_docs:
-            return item
-    raise PlanError(f"source {ctx.source.name!r} keeps returning documents already in the sample")
-
-
-def _fill(ctx: TaskContext, rng, target: Item) -> list[Item] | None:
-    """Target plus distractors whose exact count lies in the budget, or None if this draw misses."""
-    label = 0 if _labelled(target) else None
-    text_cost = text_cost_model(lambda n: conversations(target.question, target.answers[0], n, label), ctx.acc)
-    items = [target]
-    used = {target.doc_id}
-    image_tokens = ctx.acc.image_cost(target)
-    if text_cost(1) + image_tokens > ctx.budget.max_len:
-        return None
-    # A goal drawn inside the bin spreads lengths over it instead of piling them at its lower edge.
-    goal = rng.randint(ctx.budget.min_len, ctx.budget.max_len)
-    misses = 0
-    while text_cost(len(items)) + image_tokens < goal:
-        try:
-            cand = _draw(ctx, rng, used)
-        except PlanError:  # the source has too few distinct documents for this goal: draw another goal
-            return None
-        cost = ctx.acc.image_cost(cand)
-        if text_cost(len(items) + 1) + image_tokens + cost > ctx.budget.max_len:
-            misses += 1
-            if misses >= MAX_MISSES:
-                return None
-            continue
-        items.append(cand)
-        used.add(cand.doc_id)
-        image_tokens += cost
-    return items
-
-
-def plan(ctx: TaskContext, index: int) -> SamplePlan:
-    rejected: dict[str, int] = {}
-    for attempt in range(MAX_REPLANS):
-        rng = stable_rng(ctx.seed, ctx.task, ctx.split, index, attempt)
-        target = _draw(ctx, rng, set())
-        items = _fill(ctx, rng, target)
-        if items is None:
-            rejected["replanned_out_of_bin"] = rejected.get("replanned_out_of_bin", 0) + 1
-            continue
-        distractors = items[1:]
-        rng.shuffle(distractors)
-        n = len(items)
-        depth = ctx.depth if ctx.depth is not None else rng.random()
-        t = min(int(depth * n), n - 1)  # every position equally likely for a uniform depth
-        ordered = distractors[:t] + [target] + distractors[t:]
-        plan_ = _record(ctx, index, ordered, t, rejected)
-        if plan_ is None:  # labels' digits moved the exact count out of the bin: draw again
-            rejected["replanned_out_of_bin"] = rejected.get("replanned_out_of_bin", 0) + 1
-            continue
-        return plan_
-    raise PlanError(
-        f"sample {index}: no plan fits [{ctx.budget.min_len}, {ctx.budget.max_len}] tokens after {MAX_REPLANS} draws"
-    )
-
-
-def _record(ctx: TaskContext, index: int, items: list[Item], t: int, rejected: dict[str, int]) -> SamplePlan | None:
-    target = items[t]
-    conv = conversations(target.question, target.answers[0], len(items), t if _labelled(target) else None)
-    tiles = [ctx.acc.tiles(it) for it in items]
-    counted = ctx.acc.count(conv, tiles)
-    if not ctx.budget.contains(counted.total):
-        return None
-    n = len(items)
-    record = {
-        "id": f"{ctx.task}-{ctx.split}-{index:08d}",
-        "task": ctx.task,
-        "subset": f"{ctx.source.name}_concat",
-        "images": [f"{i}.{it.ext}" for i, it in enumerate(items)],
-        "conversations": conv,
-        "answer": target.answers[0],
-        "meta": {
-            "seed": ctx.seed,
-            "sample_index": index,
-            "split": ctx.split,
-            "mode": "concat",
-            "target_len": ctx.budget.max_len,
-            "min_len": ctx.budget.min_len,
-            "len_bin": ctx.budget.len_bin,
-            "num_tokens": counted.total,
-            "text_tokens": counted.text,
-            "image_tokens": counted.image,
-            "tiles": tiles,
-            "image_sizes": [[it.width, it.height] for it in items],
-            "sources": [it.provenance("target" if i == t else "distractor") for i, it in enumerate(items)],
-            "target_index": t,
-            "depth": t / (n - 1) if n > 1 else 0.0,
-            "answers": list(target.answers),
-            "question_type": target.question_type,
-            **ctx.acc.meta(),
-        },
-    }
-    return SamplePlan(record=record, items=items, rejected=rejected)
-
-
-def min_sample_tokens(ctx: TaskContext) -> int:
-    """Fewest tokens any sample of this task can have: the prompt around one single-tile image."""
-    probe = ctx.source.item(0)
-    label = 0 if _labelled(probe) else None
-    text = text_cost_model(lambda n: conversations(probe.question, probe.answers[0], n, label), ctx.acc)(1)
-    return text + ctx.acc.tiling.tokens_per_tile + 2
+def _open_slot(cfg, acc: Accounting, budget: Budget, entry: dict) -> Slot:
+    try:
+        source = open_source(entry, cfg.split, cfg.seed, cfg.image_format, strict=cfg.strict)
+    except SourceUnavailable as exc:
+        if cfg.strict:
+            raise ConfigError(f"{exc} (--strict)") from None
+        return Slot(Input(entry, None, f"unavailable: {exc}"), None)
+    except ValueError as exc:  # strict source errors and bad source configuration
+        raise ConfigError(str(exc)) from None
+    if len(source) == 0:
+        if cfg.strict:
+            raise ConfigError(f"source {entry['name']!r} has no valid {cfg.split} items (--strict)")
+        return Slot(Input(entry, None, f"unavailable: no valid {cfg.split} items"), None)
+    source = ExplainedLoads(source, entry["name"])
+    ctx = concat.TaskContext(task=cfg.task, split=cfg.split, seed=cfg.seed, budget=budget, acc=acc, source=source,
+                             depth=cfg.depth)
+    return Slot(Input(entry, source, "available"), ctx)

@@ -8,10 +8,10 @@ and the number of canvases follows from the length goal. The target cell is draw
 from __future__ import annotations
 
 from ..canvas import CanvasLayout, canvas_item
-from ..plan import PlanError, SamplePlan, text_cost_model
+from ..plan import PlanError, SamplePlan, text_cost
 from ..records import Item
 from ..seeding import stable_rng
-from .long_vqa import INSTRUCTION, MAX_REPLANS, TaskContext
+from .concat import INSTRUCTION, MAX_REPLANS, TaskContext
 
 DRAW_TRIES = 64
 
@@ -43,7 +43,7 @@ def plan(ctx: TaskContext, index: int, layout: CanvasLayout = CanvasLayout()) ->
     for attempt in range(MAX_REPLANS):
         rng = stable_rng(ctx.seed, ctx.task, ctx.split, "paste", index, attempt)
         target = ctx.source.item(rng.randrange(len(ctx.source)))
-        text = text_cost_model(lambda n: conversations(target.question, target.answers[0], n, "0"), ctx.acc)
+        text = text_cost(lambda n: conversations(target.question, target.answers[0], n, "0"), ctx.acc)
         goal = rng.randint(ctx.budget.min_len, ctx.budget.max_len)
         n = 0
         while text(n + 1) + (n + 1) * canvas_cost <= goal:
@@ -110,6 +110,6 @@ def _record(ctx: TaskContext, index: int, layout: CanvasLayout, pasted: list[Ite
 
 def min_sample_tokens(ctx: TaskContext, layout: CanvasLayout = CanvasLayout()) -> int:
     probe = ctx.source.item(0)
-    text = text_cost_model(lambda n: conversations(probe.question, probe.answers[0], n, "1"), ctx.acc)(1)
+    text = text_cost(lambda n: conversations(probe.question, probe.answers[0], n, "1"), ctx.acc)(1)
     canvas = Item("paste", ctx.split, "", "", layout.size, layout.size, "jpg", "", ("",), load=lambda: b"")
     return text + ctx.acc.image_cost(canvas)

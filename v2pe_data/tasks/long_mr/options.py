@@ -49,7 +49,7 @@ class LongMROptions:
     subsets: tuple[tuple[str, float], ...] = tuple((s, 1.0) for s in SUBSETS)
     depth: float | str | None = None
     num_needles: tuple[int, int] = (2, 5)
-    haystack: dict = field(default_factory=lambda: {"kind": "synthetic"})
+    haystack: dict = field(default_factory=lambda: {"kind": "synthetic", "name": "synthetic"})
     needles: str = "synthetic"
     image_format: str = "jpg"
 

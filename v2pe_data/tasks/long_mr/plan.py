@@ -23,6 +23,7 @@ from .prompt import CONTEXT_SEP, answer_text, question_tail
 from .subsets import Design, DesignContext, design
 
 TASK = "long_mr"
+_SYNTHETIC_ENTRY = {"kind": "synthetic", "name": "synthetic", "mode": "concat", "share": 1.0}
 MAX_REPLANS = 16
 HAYSTACK_PICK_TRIES = 64
 
@@ -47,6 +48,35 @@ class LongMRTask:
         self._sep_cost = len(acc.tokenizer.encode(cx.SEP))
 
     # -- the Task protocol
+
+    @classmethod
+    def open(cls, cfg, acc: Accounting) -> LongMRTask:
+        """From a build config: task options under `options:`, the depth (number or grid) at top level."""
+        from v2pe_common.recipe import ConfigError
+
+        if cfg.mode is not None or cfg.sources != [_SYNTHETIC_ENTRY]:
+            raise ConfigError("long_mr draws from its haystack (options.haystack), not from sources/--source/--mode")
+        raw = dict(cfg.options or {})
+        if cfg.depth is not None:
+            raw["depth"] = cfg.depth
+        raw.setdefault("image_format", cfg.image_format)
+        options = LongMROptions.from_dict(raw, where="options")
+        try:
+            return cls(options, split=cfg.split, seed=cfg.seed, budget=Budget(cfg.min_length, cfg.length), acc=acc,
+                       strict=cfg.strict)
+        except SourceError as exc:  # an unreadable or empty haystack; strict bad rows
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def inputs(self) -> list:
+        from ..base import Input
+
+        return [Input(self.options.haystack, self.haystack, "available", role="haystack")]
+
+    def check_feasible(self, min_len: int, max_len: int) -> None:
+        from ..base import check_bin
+
+        check_bin(self.min_tokens(), min_len, max_len, "the prompt, needles and choices of a Long-MR sample")
 
     def plan(self, index: int) -> SamplePlan:
         subset = self.subset_for(index)
