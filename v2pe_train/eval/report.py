@@ -1,0 +1,174 @@
+"""Scores -> a Markdown table per task and length bin, and accuracy heatmaps over length x depth.
+
+Input rows are scored predictions: {"id", "task", "subset", "num_tokens", "depth" (float, a list of
+needle depths, or None), "stride", "score" in [0, 1]}. Two aggregations, kept apart on purpose:
+
+- **Ours** (`heatmap_*.png`, the Markdown table): a cell is the mean score of the samples in it; a cell
+  with no sample is empty (drawn blank, never 0), and a length bin's mean is over its *samples*, so
+  empty depth cells do not pull it down.
+- **MM-NIAH's** (`mmniah_*.png`): length bins are MM-NIAH's [1k, 2k, 4k, 8k, 12k, 16k, 24k, 32k, 40k,
+  48k, 64k] (np.digitize, samples under 1k dropped) extended by doubling to 1M for our longer builds;
+  depth bin int(depth / 0.2) (a list of depths is averaged first; 1.0 goes to the last bin); a length
+  bin's score is the unweighted mean over its 5 depth cells with **empty cells counted as 0**, and the
+  overall score is the mean over tasks. This reproduces published MM-NIAH numbers' arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+K = 1024
+MMNIAH_LENGTH_BINS = (1 * K, 2 * K, 4 * K, 8 * K, 12 * K, 16 * K, 24 * K, 32 * K, 40 * K, 48 * K, 64 * K,
+                      128 * K, 256 * K, 512 * K, 1024 * K)
+DEPTH_BINS = 5
+
+
+def depth_of(row: dict) -> float | None:
+    d = row.get("depth")
+    if isinstance(d, (list, tuple)):
+        d = float(np.mean(d)) if d else None
+    return None if d is None else float(d)
+
+
+def depth_bin(depth: float) -> int:
+    return min(int(min(depth, 0.99) / (1.0 / DEPTH_BINS)), DEPTH_BINS - 1)
+
+
+def length_bin(num_tokens: int, edges: Sequence[int] = MMNIAH_LENGTH_BINS) -> int | None:
+    """Index i of the bin [edges[i], edges[i+1]) holding `num_tokens` (np.digitize; None under edges[0])."""
+    i = int(np.digitize(num_tokens, edges)) - 1
+    return i if i >= 0 else None
+
+
+def length_label(i: int, edges: Sequence[int] = MMNIAH_LENGTH_BINS) -> str:
+    def k(n: int) -> str:
+        return f"{n // (K * K)}M" if n >= K * K else f"{n // K}K"
+
+    return f"{k(edges[i])}-{k(edges[i + 1])}" if i + 1 < len(edges) else f">={k(edges[i])}"
+
+
+def grid(rows: Iterable[dict]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(length bins present, sums [L, D], counts [L, D]) of rows with a depth; rows under 1K are dropped."""
+    cells: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for row in rows:
+        d, li = depth_of(row), length_bin(int(row["num_tokens"]))
+        if d is None or li is None:
+            continue
+        cells[(li, depth_bin(d))].append(float(row["score"]))
+    bins = sorted({li for li, _ in cells})
+    sums = np.zeros((len(bins), DEPTH_BINS))
+    counts = np.zeros((len(bins), DEPTH_BINS), dtype=np.int64)
+    for (li, di), scores in cells.items():
+        sums[bins.index(li), di] = sum(scores)
+        counts[bins.index(li), di] = len(scores)
+    return bins, sums, counts
+
+
+def cell_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean per cell; NaN where no sample fell (an empty cell, not a zero)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def mmniah_scores(rows: Sequence[dict]) -> dict:
+    """MM-NIAH's aggregation: per task, per length bin, mean over the 5 depth cells with empty cells = 0."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_task[row["subset"]].append(row)
+    out: dict[str, dict] = {}
+    for task, task_rows in sorted(by_task.items()):
+        bins, sums, counts = grid(task_rows)
+        means = np.nan_to_num(cell_means(sums, counts), nan=0.0)
+        out[task] = {length_label(b): float(means[i].mean()) for i, b in enumerate(bins)}
+    per_task = [np.mean(list(v.values())) for v in out.values() if v]
+    return {"tasks": out, "overall": float(np.mean(per_task)) if per_task else float("nan")}
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """Score x 100 (and n) per (stride, task, subset) and length bin; length bins as MM-NIAH's plus doubling."""
+    groups: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    used: set[int] = set()
+    for row in rows:
+        li = length_bin(int(row["num_tokens"]))
+        li = -1 if li is None else li
+        used.add(li)
+        groups[(str(row.get("stride")), row["task"], row["subset"])][li].append(float(row["score"]))
+    cols = sorted(used)
+    heads = [("<1K" if c < 0 else length_label(c)) for c in cols]
+    lines = ["| stride | task | subset | " + " | ".join(heads) + " | all |",
+             "| --- | --- | --- | " + " | ".join("---:" for _ in cols) + " | ---: |"]
+    for (stride, task, subset), by_len in sorted(groups.items()):
+        cells = []
+        for c in cols:
+            s = by_len.get(c)
+            cells.append(f"{100 * sum(s) / len(s):.1f} (n={len(s)})" if s else "")
+        everything = [x for s in by_len.values() for x in s]
+        cells.append(f"{100 * sum(everything) / len(everything):.1f} (n={len(everything)})")
+        lines.append(f"| {stride} | {task} | {subset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def heatmap(rows: Sequence[dict], path: str | Path, title: str, *, mmniah: bool = False) -> Path | None:
+    """Accuracy over length (rows) x depth (columns); None when no row has a depth."""
+    bins, sums, counts = grid(rows)
+    if not bins:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = cell_means(sums, counts)
+    if mmniah:
+        means = np.nan_to_num(means, nan=0.0)
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.45 * len(bins)))
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#ffffff")
+    im = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(len(bins)):
+        for j in range(DEPTH_BINS):
+            if not math.isnan(means[i, j]):
+                ax.text(j, i, f"{100 * means[i, j]:.0f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(DEPTH_BINS), [f"{j / DEPTH_BINS:.1f}-{(j + 1) / DEPTH_BINS:.1f}" for j in range(DEPTH_BINS)])
+    ax.set_yticks(range(len(bins)), [length_label(b) for b in bins])
+    ax.set_xlabel("needle / target depth")
+    ax.set_ylabel("context length (tokens)")
+    note = "empty cells count as 0" if mmniah else "blank: no sample"
+    ax.set_title(f"{title} ({note})", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(rows: Sequence[dict], out_dir: str | Path, name: str = "report") -> dict[str, Path]:
+    """REPORT.md plus, per stride, heatmap_<stride>.png (ours) and mmniah_<stride>.png (MM-NIAH's rule)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    by_stride: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_stride[str(row.get("stride"))].append(row)
+    parts = [f"# {name}\n", "Scores x 100 per length bin; `n` samples. Empty: no sample in that bin.\n",
+             markdown_table(rows)]
+    for stride, srows in sorted(by_stride.items()):
+        for kind, mm in (("heatmap", False), ("mmniah", True)):
+            p = heatmap(srows, out_dir / f"{kind}_{stride}.png", f"stride {stride}", mmniah=mm)
+            if p is not None:
+                written[f"{kind}_{stride}"] = p
+        agg = mmniah_scores(srows)
+        if agg["tasks"]:
+            parts.append(f"\n## MM-NIAH aggregation, stride {stride}\n\noverall {100 * agg['overall']:.1f} "
+                         "(per task: per length bin, mean over 5 depth cells, empty = 0)\n")
+            for task, scores in agg["tasks"].items():
+                cells = ", ".join(f"{k}: {100 * v:.1f}" for k, v in scores.items())
+                parts.append(f"- {task}: {cells}\n")
+    md = out_dir / "REPORT.md"
+    md.write_text("".join(parts))
+    written["markdown"] = md
+    return written
