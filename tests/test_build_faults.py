@@ -252,8 +252,10 @@ def test_a_full_disk_fails_in_one_line_leaves_nothing_staged_and_a_rerun_matches
 def test_abort_never_raises_and_removes_the_rest_when_one_removal_fails(tmp_path, monkeypatch):
     """What one failed removal leaves behind is swept by the next build that locks the folder."""
     from v2pe_data.build import Builder
-    from v2pe_data.writers.base import FORMATS, ShardOutputs
+    from v2pe_data.writers.base import ShardOutputs
+    from v2pe_data.writers.formats import formats_for
 
+    FORMATS = formats_for("long_vqa")
     out = tmp_path / "b"
     cfg = small(out, num_samples=1, formats=list(FORMATS))
     build(cfg, show_progress=False)

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from v2pe_common.formats.parquet import read_parquet_samples
 from v2pe_common.tokenizer import load_tokenizer
 from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
-from v2pe_data.writers.parquet import ParquetShardWriter, read_parquet_samples
+from v2pe_data.writers.parquet import ParquetShardWriter
 from v2pe_train.data import LoaderConfig, LoaderError, PackedLoader
 
 TOK = load_tokenizer()

@@ -14,13 +14,14 @@ import shutil
 import pytest
 
 from v2pe_common import schema
+from v2pe_common.formats.parquet import read_parquet_samples
 from v2pe_common.tokenizer import load_tokenizer
 from v2pe_data.build import Builder
 from v2pe_data.config import BuildConfig
 from v2pe_data.manifest import make_manifest
 from v2pe_data.writers.base import ShardOutputs
 from v2pe_data.writers.internvl import finalize_internvl
-from v2pe_data.writers.parquet import ParquetShardWriter, read_parquet_samples
+from v2pe_data.writers.parquet import ParquetShardWriter
 from v2pe_train.data import LoaderConfig, PackedLoader
 
 TOK = load_tokenizer()

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from v2pe_common import schema
+from v2pe_common.formats.internvl import read_internvl_samples
+from v2pe_common.formats.parquet import read_parquet_samples
 from v2pe_data.build import Builder
 from v2pe_data.config import BuildConfig
 from v2pe_data.writers.base import ShardOutput, ShardOutputs, WriterError, shard_relpath
-from v2pe_data.writers.internvl import finalize_internvl, read_internvl_samples
-from v2pe_data.writers.parquet import read_parquet_samples
+from v2pe_data.writers.internvl import finalize_internvl
 from v2pe_data.writers.wds import TarShardWriter
 
 FORMATS = ["wds", "parquet", "internvl"]
@@ -238,7 +239,7 @@ def test_internvl_moves_images_before_the_jsonl_and_recovers_an_interrupted_comm
     out = ShardOutput("internvl", tmp_path, "train", 0)
     for record, images in samples:
         out.write(record, images)
-    entry = out.commit()
+    [entry] = out.commit()
     assert renames[-1] == tmp_path / entry["path"]  # the JSONL is renamed last
     assert {p.name for p in renames[:-1]} == {r["id"] for r, _ in samples}
     assert sorted(p.name for p in stale.iterdir()) == samples[0][0]["images"]

@@ -48,7 +48,8 @@ from .sources.registry import SourceChanged, fingerprint_change, source_files, s
 from .tasks import open_task
 from .writers.atomic import file_digest, write_json_atomic
 from .writers.base import FORMATS, ShardOutputs, shard_relpath
-from .writers.internvl import STAGING_DIR, finalize_internvl
+from .writers.formats import finalize_all
+from .writers.internvl import STAGING_DIR
 
 BUILD_FILE = "build.json"
 MANIFEST_FILE = "manifest.json"
@@ -284,10 +285,12 @@ def _sweep_temporaries(out: Path, split: str) -> None:
     """Remove temporaries of killed processes; only under the lock, when no other build can be writing."""
     folders = {out, out / ".v2pe", out / DONE_DIR, out / "internvl"}
     folders |= {(out / shard_relpath(fmt, split, 0)).parent for fmt in FORMATS}
+    folders |= {p for p in (out / "mmniah" / "parts").glob("*") if p.is_dir()}  # one folder per MM-NIAH part
     for folder in folders:
         for stale in folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-    shutil.rmtree(out / "internvl" / STAGING_DIR, ignore_errors=True)
+    for staging in (out / "internvl" / STAGING_DIR, out / "mmniah" / STAGING_DIR):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def prepare_out(builder: Builder) -> int:
@@ -448,9 +451,8 @@ def _build(builder: Builder, show_progress: bool, lock_fd: int) -> dict:
     manifest = make_manifest(builder.identity, cfg, builder.acc, markers, builder.source_report())
     schema.validate(manifest, schema.MANIFEST, where=str(builder.out / MANIFEST_FILE))
     try:
-        if "internvl" in cfg.formats:  # before the manifest: a manifest present means the build is complete
-            finalize_internvl(builder.out, f"{cfg.task}_{cfg.split}", manifest["shards"],
-                              max_dynamic_patch=cfg.max_tiles)
+        # before the manifest: a manifest present means the build is complete
+        finalize_all(builder.out, f"{cfg.task}_{cfg.split}", cfg.formats, manifest["shards"], cfg)
         write_json_atomic(builder.out / MANIFEST_FILE, manifest)
     except OSError as exc:
         raise _os_error(exc) from None

@@ -11,6 +11,8 @@ from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
 from v2pe_common.lengths import format_length, parse_length
 from v2pe_common.template import TEMPLATES
 
+from .writers.formats import FORMATS, task_format_error
+
 SPLITS = ("train", "val", "test")
 # Byte-capped shards are built from tasks of this many samples, each rolled into parts by size.
 SAMPLES_PER_BYTE_TASK = 32
@@ -19,7 +21,6 @@ _BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib
 
 
 MODES = ("concat", "paste")
-FORMATS = ("wds", "parquet", "internvl")
 SOURCE_KINDS = ("synthetic", "docvqa", "infovqa", "chartqa", "generic")
 # Page-like sets are concatenated, small-image sets pasted onto canvases (V2PE's image/ and paste/ subsets).
 DEFAULT_MODE = {"synthetic": "concat", "docvqa": "concat", "infovqa": "concat", "chartqa": "paste", "generic": "concat"}
@@ -115,6 +116,8 @@ class BuildConfig:
         bad = [f for f in self.formats if f not in FORMATS]
         need(not bad and self.formats, "formats", f"unknown format {bad[:1]}; choose from {list(FORMATS)}")
         need("wds" in self.formats, "formats", "wds shards are always written (the other formats sit beside them)")
+        why = task_format_error(self.formats, self.task)
+        need(why is None, "formats", why)
         if isinstance(self.depth, str):
             from .tasks.long_mr.options import parse_grid
 

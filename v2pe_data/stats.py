@@ -2,40 +2,38 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 from v2pe_common import schema
+from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 
 from .build import MANIFEST_FILE
 
 
 def iter_records(out: Path) -> Iterator[dict]:
-    """Every sample record of a build's tar shards, reading only the JSON members.
+    """Every sample record of a build's tar shards, reading only the JSON members (image bytes are skipped).
 
     A damaged build (a shard missing, cut short or garbled, a record that is not JSON) raises ValueError
-    naming the shard and, where known, the member: `v2pe-data validate` tells the whole story.
+    naming the shard and, where known, the last good sample: `v2pe-data validate` tells the whole story.
     """
     manifest = schema.load_manifest(Path(out) / MANIFEST_FILE)
     for shard in manifest["shards"]:
         if shard["format"] != "wds":
             continue
         path = Path(out) / shard["path"]
-        member = None
+        last = None
         try:
-            with tarfile.open(path, mode="r|") as tar:
-                for info in tar:
-                    if info.isfile() and info.name.endswith(".json"):
-                        member = info.name
-                        yield json.loads(tar.extractfile(info).read())
-        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-            where = f"{path}" + (f" (after {member})" if member else "")
-            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise ValueError(f"{where}: damaged shard: {detail}; run `v2pe-data validate {out}`") from None
+            for key, record, _ in read_records(wds.iter_samples(path), images=False):
+                if record is None:
+                    raise BadMember("schema", f"sample {key} has no {key}.json member")
+                yield record
+                last = key
+        except (ShardReadError, BadMember) as exc:
+            where = f"{path}" + (f" (after {last})" if last else "")
+            raise ValueError(f"{where}: damaged shard: {exc}; run `v2pe-data validate {out}`") from None
 
 
 def summarize(out: Path) -> dict:
@@ -44,8 +42,11 @@ def summarize(out: Path) -> dict:
     for rec in iter_records(out):
         meta = rec["meta"]
         lengths.append(meta["num_tokens"])
-        if isinstance(meta.get("depth"), (int, float)):
-            depths.append(float(meta["depth"]))
+        depth = meta.get("depth")
+        if isinstance(depth, list) and depth:  # several needles: each is a placed depth of its own
+            depths.extend(float(d) for d in depth)
+        elif isinstance(depth, (int, float)):
+            depths.append(float(depth))
         tiles.extend(meta["tiles"])
         images.append(len(rec["images"]))
         subsets[rec["subset"]] += 1
@@ -75,7 +76,7 @@ def plot(summary: dict, path: Path) -> Path:
     axes[0].hist(raw["lengths"], bins=30, color="#3b6ea8")
     axes[0].set(title="tokens per sample", xlabel="tokens", ylabel="samples")
     axes[1].hist(raw["depths"], bins=10, range=(0, 1), color="#c0504d")
-    axes[1].set(title="target depth", xlabel="relative depth", ylabel="samples")
+    axes[1].set(title="target / needle depth", xlabel="relative depth", ylabel="targets and needles")
     counts = summary["tiles_per_image"]
     axes[2].bar([str(k) for k in counts], list(counts.values()), color="#4f8f4f")
     axes[2].set(title="tiles per image (thumbnail included)", xlabel="tiles", ylabel="images")

@@ -1,46 +1,47 @@
-"""Check a build folder: manifest schema, shard hashes, every record's schema and invariants, its images."""
+"""Check a build folder: manifest schema, shard hashes, every record's schema and invariants, its images.
+
+The tars are read with the loader's own reader (`v2pe_common.formats.wds`); every other format is read
+back through its registry entry (`writers.formats`) and must hold exactly the tars' records and image
+bytes, or, for a format of its own lines (MM-NIAH), lines that meet its invariants.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from v2pe_common import encoding, schema
+from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import BUNDLED, load_tokenizer
 
 from .build import MANIFEST_FILE
 from .writers.atomic import file_digest
+from .writers.formats import spec
 
 
 class ValidationError(ValueError):
     pass
 
 
-def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict, dict[str, bytes]]]:
-    """(key, record, {member suffix: bytes}) per sample, streaming one sample at a time."""
-    key, record, members = None, None, {}
-    with tarfile.open(path, mode="r|") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            k, _, suffix = info.name.partition(".")
-            if k != key:
-                if key is not None:
-                    yield key, record, members
-                key, record, members = k, None, {}
-            data = tar.extractfile(info).read()
-            if suffix == "json":
-                record = json.loads(data)
-            else:
-                members[suffix] = data
-    if key is not None:
-        yield key, record, members
+def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict | None, dict[str, bytes]]]:
+    """(key, record, {image name: bytes}) per sample of a tar, streaming one sample at a time.
+
+    `record` is None for a sample without a KEY.json member. Raises ShardReadError for a shard that
+    cannot be read to its end, BadMember for a record that is not JSON.
+    """
+    return read_records(wds.iter_samples(Path(path)))
+
+
+def _tar_samples(path: Path) -> Iterator[tuple[str, dict | None, dict[str, bytes]]]:
+    try:
+        yield from iter_tar_samples(path)
+    except (ShardReadError, BadMember) as exc:
+        raise ValidationError(f"{path}: unreadable wds shard: {exc}") from None
 
 
 def _fingerprint(record: dict, members: dict[str, bytes]) -> str:
@@ -51,24 +52,22 @@ def _fingerprint(record: dict, members: dict[str, bytes]) -> str:
 
 
 def _check_copy(out: Path, shard: dict, reference: dict[str, str]) -> None:
-    """A parquet or InternVL shard must hold exactly the records and image bytes of the tars."""
-    from .writers.internvl import read_internvl_samples
-    from .writers.parquet import read_parquet_samples
-
+    """A shard of another format must hold exactly the records and image bytes of the tars (or, for a
+    format of its own lines, lines its reader accepts), as many as the manifest says."""
     path = out / shard["path"]
-    rows = (read_parquet_samples(path) if shard["format"] == "parquet"
-            else read_internvl_samples(out / "internvl", path))
+    fmt = spec(shard["format"])
     count = 0
     try:
-        for record, members in rows:
-            rid = record.get("id")
-            if reference.get(rid) != _fingerprint(record, members):
-                raise ValidationError(f"{path.name}:{rid}: differs from the wds shard's record or image bytes")
+        for record, members in fmt.read_back(out, shard):
+            if fmt.records:
+                rid = record.get("id")
+                if reference.get(rid) != _fingerprint(record, members):
+                    raise ValidationError(f"{path.name}:{rid}: differs from the wds shard's record or image bytes")
             count += 1
-    except (OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, ValidationError):
-            raise
-        raise ValidationError(f"{path}: unreadable {shard['format']} shard: {exc}") from None
+    except ValidationError:
+        raise
+    except (ShardReadError, BadMember, OSError, ValueError, KeyError) as exc:
+        raise ValidationError(f"{path}: unreadable or invalid {shard['format']} shard: {exc}") from None
     if count != shard["num_samples"]:
         raise ValidationError(f"{path}: {count} samples, the manifest says {shard['num_samples']}")
 
@@ -108,7 +107,7 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
     for shard in (s for s in shards if s["format"] == "wds"):
         path = out / shard["path"]
         count = 0
-        for key, record, members in iter_tar_samples(path):
+        for key, record, members in _tar_samples(path):
             where = f"{path.name}:{key}"
             if record is None:
                 raise ValidationError(f"{where}: no {key}.json member")

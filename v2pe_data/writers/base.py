@@ -1,133 +1,20 @@
-"""The streaming writer protocol shared by every output format, and one shard's output per format.
+"""One shard task's output, per format and for all requested formats at once.
 
-Every writer takes a sample as `begin(record)`, then `add_image(name, data)` for each name of
-`record["images"]` in order (the encoded bytes, loaded once by the builder and handed to every writer),
-then `end()`; `close()` finishes the file(s) and `num_samples` counts the samples written. A writer
-never decodes an image and holds at most one sample's encoded bytes.
-
-`ShardOutput` wraps one format's writer for one shard task (or one part of a byte-capped task) with its
-atomic step: `commit()` makes the output visible under its final name(s) and returns its manifest entry,
-`abort()` removes everything it wrote. `ShardOutputs` fans one sample stream out to several formats.
-
-Paths, relative to the build folder (`NAME` = `<split>-<task:06d>` or `<split>-<task:06d>-<part:03d>`):
-
-    wds       shards/NAME.tar
-    parquet   parquet/NAME.parquet
-    internvl  internvl/annotations/NAME.jsonl   (+ internvl/images/<id>/<i>.<ext>)
+`ShardOutput` wraps one format's shard writer (opened through the format registry, `formats.SPECS`) for
+one shard task, or one part of a byte-capped task: samples stream in through the writer protocol
+(`protocol`), `commit()` makes the output visible under its final name(s) and returns its manifest
+entries, `abort()` removes everything it wrote. `ShardOutputs` fans one sample stream out to several
+formats. Where each format's files lie: `formats`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
 
-from .atomic import AtomicFile, errors_name, file_digest
-from .wds import TarShardWriter, record_bytes
-
-FORMATS = ("wds", "parquet", "internvl")
-
-
-class WriterError(ValueError):
-    """The builder broke the writer protocol (images out of order, a sample left open, ...)."""
-
-
-class SampleWriter(Protocol):
-    format: str
-    num_samples: int
-
-    def begin(self, record: dict) -> None: ...
-
-    def add_image(self, name: str, data: bytes) -> None: ...
-
-    def end(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def size(self) -> int: ...
-
-
-class ImageOrder:
-    """Checks that a sample's images arrive exactly as `record["images"]` lists them."""
-
-    def __init__(self) -> None:
-        self.names: list[str] | None = None
-        self.next = 0
-
-    def start(self, record: dict) -> None:
-        if self.names is not None:
-            raise WriterError(f"begin({record.get('id')!r}) while sample {self.key!r} is open")
-        self.key = record["id"]
-        self.names = list(record["images"])
-        self.next = 0
-
-    def image(self, name: str) -> int:
-        if self.names is None:
-            raise WriterError(f"add_image({name!r}) outside begin()/end()")
-        if self.next >= len(self.names) or self.names[self.next] != name:
-            expect = self.names[self.next] if self.next < len(self.names) else "no more images"
-            raise WriterError(f"sample {self.key!r}: got image {name!r}, expected {expect!r}")
-        self.next += 1
-        return self.next - 1
-
-    def finish(self) -> None:
-        if self.names is None:
-            raise WriterError("end() without begin()")
-        if self.next != len(self.names):
-            raise WriterError(f"sample {self.key!r}: end() after {self.next} of {len(self.names)} images")
-        self.names = None
-
-    @property
-    def open(self) -> bool:
-        return self.names is not None
-
-
-class WdsWriter(TarShardWriter):
-    """The tar writer under the streaming protocol; `write(plan)` and begin/add_image/end give the same bytes."""
-
-    format = "wds"
-
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self.path = Path(path)
-        self._order = ImageOrder()
-
-    def begin(self, record: dict) -> None:
-        self._order.start(record)
-        self._add(f"{record['id']}.json", record_bytes(record))
-
-    def add_image(self, name: str, data: bytes) -> None:
-        self._order.image(name)
-        self._add(f"{self._order.key}.{name}", data)
-
-    def end(self) -> None:
-        self._order.finish()
-        self.num_samples += 1
-
-    def size(self) -> int:
-        """Bytes on disk so far (what `stat()` of the temporary file says, as byte-capped parts always used)."""
-        return os.fstat(self._fh.fileno()).st_size
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            super().close()
-
-
-def shard_name(split: str, index: int, part: int | None = None) -> str:
-    return f"{split}-{index:06d}" + ("" if part is None else f"-{part:03d}")
-
-
-def shard_relpath(fmt: str, split: str, index: int, part: int | None = None) -> str:
-    """The manifest path of one shard file of `fmt`, relative to the build folder."""
-    name = shard_name(split, index, part)
-    if fmt == "wds":
-        return f"shards/{name}.tar"
-    if fmt == "parquet":
-        return f"parquet/{name}.parquet"
-    if fmt == "internvl":
-        return f"internvl/annotations/{name}.jsonl"
-    raise ValueError(f"unknown format {fmt!r}; choose from {list(FORMATS)}")
+from .atomic import errors_name, file_digest
+from .formats import FORMATS, ROLL_OVER, shard_relpath, spec
+from .protocol import WriterError
 
 
 class _WholeSample:
@@ -144,39 +31,22 @@ class _WholeSample:
 class ShardOutput(_WholeSample):
     """One format's output of one shard task: stream samples in, then `commit()` or `abort()`.
 
-    wds and parquet write one file under a hidden temporary name (`AtomicFile`); internvl stages its
-    images in a hidden folder and its JSONL under a temporary name, and on commit moves the images into
-    place before renaming the JSONL (see `internvl.InternVLShardWriter`). The manifest entry describes
-    the file named by `path` (the tar, the parquet file, the JSONL). An OSError that names no file (a
-    failed write on a full disk) is raised naming the temporary being written (`staged`).
+    Each format's writer stages its output under hidden temporary names and makes it visible on commit
+    (see the writer modules). A manifest entry describes one file the commit made visible (the tar, the
+    parquet file, the shard JSONL; an MM-NIAH part gives one per MM-NIAH file). An OSError that names no
+    file (a failed write on a full disk) is raised naming the temporary being written (`staged`).
     """
 
     def __init__(self, fmt: str, out: str | Path, split: str, index: int, part: int | None = None, **options):
         self.format = fmt
         self.out = Path(out)
         self.relpath = shard_relpath(fmt, split, index, part)
-        final = self.out / self.relpath
-        self._file: AtomicFile | None = None
-        if fmt == "internvl":
-            from .internvl import InternVLShardWriter
-
-            self.writer = InternVLShardWriter(self.out / "internvl", shard_name(split, index, part), **options)
-        else:
-            self._file = AtomicFile(final)
-            if fmt == "wds":
-                self.writer = WdsWriter(self._file.tmp, **options)
-            else:
-                from .parquet import ParquetShardWriter
-
-                self.writer = ParquetShardWriter(self._file.tmp, **options)
-        self.staged = self._file.tmp if self._file is not None else self.writer.jsonl.tmp
-        self.num_tokens = 0
-        self._tokens = 0
+        self.writer = spec(fmt).open(self.out, split, index, part, **options)
+        self.staged = self.writer.staged
         self._done = False
 
     # -- the sample stream ------------------------------------------------------------------------
     def begin(self, record: dict) -> None:
-        self._tokens = int(record["meta"]["num_tokens"])
         with errors_name(self.staged):
             self.writer.begin(record)
 
@@ -187,7 +57,6 @@ class ShardOutput(_WholeSample):
     def end(self) -> None:
         with errors_name(self.staged):
             self.writer.end()
-        self.num_tokens += self._tokens
 
     @property
     def num_samples(self) -> int:
@@ -198,24 +67,24 @@ class ShardOutput(_WholeSample):
         return self.writer.size()
 
     # -- the atomic step --------------------------------------------------------------------------
-    def commit(self) -> dict:
-        """Make the output visible under its final name(s); return its manifest entry."""
+    def commit(self) -> list[dict]:
+        """Make the output visible under its final name(s); return its manifest entries."""
         if self._done:
             raise WriterError(f"{self.relpath}: already committed or aborted")
         try:
             with errors_name(self.staged):
-                if self._file is not None:
-                    self.writer.close()
-                    final = self._file.commit()
-                else:
-                    final = self.writer.commit()
-            size, digest = file_digest(final)
+                committed = self.writer.commit()
+            entries = []
+            for done in committed:
+                size, digest = file_digest(done.path)
+                entries.append({"path": Path(done.path).relative_to(self.out).as_posix(), "format": self.format,
+                                "num_samples": done.num_samples, "bytes": size, "sha256": digest,
+                                "num_tokens": done.num_tokens})
         except BaseException:
             self.abort()  # a commit that fails halfway leaves nothing staged
             raise
         self._done = True
-        return {"path": self.relpath, "format": self.format, "num_samples": self.writer.num_samples,
-                "bytes": size, "sha256": digest, "num_tokens": self.num_tokens}
+        return entries
 
     def abort(self) -> None:
         """Remove whatever this output wrote; nothing appears under a final name. Safe to call twice.
@@ -225,14 +94,7 @@ class ShardOutput(_WholeSample):
         if self._done:
             return
         self._done = True
-        if self._file is not None:
-            try:
-                self.writer.close()
-            except Exception:  # a writer broken mid-sample, or a full disk, may fail to close; the file goes anyway
-                pass
-            self._file.abort()
-        else:
-            self.writer.abort()
+        self.writer.abort()
 
 
 class ShardOutputs(_WholeSample):
@@ -270,22 +132,23 @@ class ShardOutputs(_WholeSample):
     def num_samples(self) -> int:
         return self.outputs[0].num_samples
 
-    def size(self, fmt: str | None = None) -> int:
-        """Bytes written so far by `fmt`'s output (default: the first format requested).
+    def size(self, fmt: str = ROLL_OVER) -> int:
+        """Bytes written so far by `fmt`'s output (default: the tar's, whatever order the formats were listed in).
 
-        Byte-capped parts should roll over on one format's size (wds, listed first), so that the tar
-        shards of a build do not depend on which other formats are written beside them.
+        Byte-capped parts roll over on this size, so the tar shards of a build do not depend on which
+        other formats are written beside them. ValueError when `fmt` is not among the outputs.
         """
-        if fmt is None:
-            return self.outputs[0].size()
-        return next(o for o in self.outputs if o.format == fmt).size()
+        for o in self.outputs:
+            if o.format == fmt:
+                return o.size()
+        raise ValueError(f"no {fmt!r} output to measure among {[o.format for o in self.outputs]}")
 
     def commit(self) -> list[dict]:
         """Commit every format (in the order requested); if one fails, the uncommitted rest is aborted."""
         entries = []
         try:
             for o in self.outputs:
-                entries.append(o.commit())
+                entries.extend(o.commit())
         except BaseException:
             self.abort()
             raise

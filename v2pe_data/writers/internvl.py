@@ -1,14 +1,12 @@
-"""The InternVL / V2PE-Data layout: image files plus JSONL annotations plus a meta JSON.
+"""The InternVL / V2PE-Data layout written: image files plus JSONL annotations plus a meta JSON.
 
     OUT/internvl/images/<id>/0.jpg, 1.png, ...             one folder per sample
     OUT/internvl/annotations/<split>-000000.jsonl          one JSONL per shard task (the manifest's shards)
     OUT/internvl/<name>.jsonl                              all shards merged in shard order (finalize)
     OUT/internvl/meta.json                                 {name: {root, annotation, data_augment, repeat_time, length}}
 
-A JSONL line is the reference trainer's `{"id", "image": ["images/<id>/0.jpg", ...], "conversations"}`
-(image paths relative to `root`) plus the keys it ignores and our loader needs to rebuild the record
-exactly: `task`, `subset`, `answer`, `meta`. A sample without images has no `image` key (the reference
-treats that as text-only). Keys are sorted, so the same samples give the same bytes.
+A JSONL line is the reference trainer's `{"id", "image": [...], "conversations"}` plus the keys our
+loader needs (the line <-> record codec: `v2pe_common.formats.internvl`).
 
 Atomicity. A shard stages its images in `OUT/internvl/.tmp/<shard>.<pid>/<id>/` and writes its JSONL under
 a hidden temporary name (both carry the writing process's id, so two processes never share them).
@@ -33,20 +31,18 @@ as is; run the reference trainer from that folder, or pass `absolute=True` for a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from .atomic import AtomicFile, atomic_path, errors_name, write_json_atomic
-from .base import ImageOrder, WriterError
+from v2pe_common.formats.internvl import ANNOTATIONS_DIR, IMAGES_DIR, META_FILE, annotation_line, line_bytes
 
-IMAGES_DIR = "images"
-ANNOTATIONS_DIR = "annotations"
+from .atomic import AtomicFile, atomic_path, errors_name, write_json_atomic
+from .protocol import ImageOrder, WriterError
+
 STAGING_DIR = ".tmp"
-META_FILE = "meta.json"
 _SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -57,25 +53,6 @@ def _fsync_write(path: Path, data: bytes, fsync: bool) -> None:
         if fsync:
             fh.flush()
             os.fsync(fh.fileno())
-
-
-def annotation_line(record: dict) -> dict:
-    """The JSONL line of one record (image paths relative to the layout's root)."""
-    line = {
-        "id": record["id"],
-        "conversations": record["conversations"],
-        "task": record["task"],
-        "subset": record["subset"],
-        "answer": record["answer"],
-        "meta": record["meta"],
-    }
-    if record["images"]:
-        line["image"] = [f"{IMAGES_DIR}/{record['id']}/{name}" for name in record["images"]]
-    return line
-
-
-def line_bytes(line: dict) -> bytes:
-    return (json.dumps(line, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 class InternVLShardWriter:
@@ -228,43 +205,3 @@ def finalize_internvl(out: str | Path, name: str, shards: Sequence[dict], *, abs
     meta = {name: item}
     write_json_atomic(root / META_FILE, meta)
     return meta
-
-
-# -- reading back (validation and tests; the trainer has its own reader) ----------------------------
-def line_record(line: dict) -> dict:
-    """The sample record of one JSONL line (the inverse of `annotation_line`)."""
-    paths = line.get("image", [])
-    if isinstance(paths, str):
-        paths = [paths]
-    return {
-        "id": line["id"],
-        "task": line["task"],
-        "subset": line["subset"],
-        "images": [p.rsplit("/", 1)[-1] for p in paths],
-        "conversations": line["conversations"],
-        "answer": line["answer"],
-        "meta": line["meta"],
-    }
-
-
-def read_internvl_samples(root: str | Path, annotation: str | Path | None = None) -> Iterator[tuple[dict, dict[str, bytes]]]:
-    """(record, {image name: bytes}) per line of `annotation` (default: every entry of root/meta.json)."""
-    root = Path(root)
-    if annotation is not None:
-        files = [(root, Path(annotation))]
-    else:
-        meta = json.loads((root / META_FILE).read_text())
-        files = []
-        for item in meta.values():
-            r, a = Path(item["root"]), Path(item["annotation"])
-            files.append((r if r.is_absolute() else root / r, a if a.is_absolute() else root / a))
-    for image_root, path in files:
-        with open(path, "rb") as fh:
-            for raw in fh:
-                if not raw.strip():
-                    continue
-                line = json.loads(raw)
-                paths = line.get("image", [])
-                paths = [paths] if isinstance(paths, str) else paths
-                record = line_record(line)
-                yield record, {n: (image_root / p).read_bytes() for n, p in zip(record["images"], paths)}

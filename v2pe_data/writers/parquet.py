@@ -1,18 +1,4 @@
-"""Parquet shards that Hugging Face `datasets` reads as they are: one row per sample.
-
-Columns (Arrow type; `datasets` feature from the `huggingface` schema metadata):
-
-    id             string                                   Value("string")
-    task           string                                   Value("string")
-    subset         string                                   Value("string")
-    images         list<struct<bytes: binary, path: string>> List(Image())      bytes as given, path '0.jpg'
-    conversations  list<struct<from: string, value: string>> List({"from", "value"})
-    answer         string                                   Value("string")     JSON for a non-string answer
-    answer_json    bool                                     Value("bool")       True when `answer` is JSON
-    meta           string                                   Value("string")     JSON of record["meta"]
-
-`answer_json` is not in the sample schema's columns list; it lets a reader rebuild the record exactly
-(a string answer "3" and a number answer 3 would otherwise look alike).
+"""Parquet shards, written a row group at a time (columns and the record <-> row codec: `v2pe_common.formats.parquet`).
 
 Rows are written as they end, in row groups of `rows_per_group` rows (default 1: a long-context row
 holds megabytes of images, so at most one sample's encoded bytes are in memory, writing or reading).
@@ -22,65 +8,14 @@ output is deterministic: pyarrow writes no timestamps, and every option that sha
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .base import ImageOrder, WriterError
+from v2pe_common.formats.parquet import COLUMNS, IMAGE_BYTES_COLUMN, SCHEMA, TEXT_COLUMNS, record_row
 
-IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-TURN_TYPE = pa.struct([("from", pa.string()), ("value", pa.string())])
-
-_STRING = {"dtype": "string", "_type": "Value"}
-HF_FEATURES = {
-    "id": _STRING,
-    "task": _STRING,
-    "subset": _STRING,
-    "images": {"feature": {"_type": "Image"}, "_type": "List"},
-    "conversations": {"feature": {"from": _STRING, "value": _STRING}, "_type": "List"},
-    "answer": _STRING,
-    "answer_json": {"dtype": "bool", "_type": "Value"},
-    "meta": _STRING,
-}
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("task", pa.string()),
-        ("subset", pa.string()),
-        ("images", pa.list_(IMAGE_TYPE)),
-        ("conversations", pa.list_(TURN_TYPE)),
-        ("answer", pa.string()),
-        ("answer_json", pa.bool_()),
-        ("meta", pa.string()),
-    ],
-    metadata={b"huggingface": json.dumps({"info": {"features": HF_FEATURES}}).encode()},
-)
-COLUMNS = tuple(SCHEMA.names)
-_TEXT_COLUMNS = ["id", "task", "subset", "images.list.element.path", "conversations.list.element.from",
-                 "conversations.list.element.value", "answer", "answer_json", "meta"]
-
-
-def _json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def record_row(record: dict, images: list[dict]) -> dict:
-    """The column values of one sample; `images` are {"bytes", "path"} in record order."""
-    answer = record["answer"]
-    is_json = not isinstance(answer, str)
-    return {
-        "id": record["id"],
-        "task": record["task"],
-        "subset": record["subset"],
-        "images": images,
-        "conversations": [{"from": t["from"], "value": t["value"]} for t in record["conversations"]],
-        "answer": _json(answer) if is_json else answer,
-        "answer_json": is_json,
-        "meta": _json(record["meta"]),
-    }
+from .protocol import ImageOrder, WriterError
 
 
 class ParquetShardWriter:
@@ -94,13 +29,13 @@ class ParquetShardWriter:
             raise ValueError(f"rows_per_group must be >= 1, got {rows_per_group}")
         self.path = Path(path)
         self.rows_per_group = rows_per_group
-        codecs = {col: compression for col in _TEXT_COLUMNS}
-        codecs["images.list.element.bytes"] = "none"
+        codecs = {col: compression for col in TEXT_COLUMNS}
+        codecs[IMAGE_BYTES_COLUMN] = "none"
         self._writer = pq.ParquetWriter(
             str(self.path),
             SCHEMA,
             compression=codecs,
-            compression_level={col: compression_level for col in _TEXT_COLUMNS} if compression == "zstd" else None,
+            compression_level={col: compression_level for col in TEXT_COLUMNS} if compression == "zstd" else None,
             version="2.6",
             data_page_version="1.0",
             use_dictionary=["task", "subset"],
@@ -163,27 +98,3 @@ class ParquetShardWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def row_record(row: dict) -> dict:
-    """A record from one row as `to_pylist()` gives it (the inverse of `record_row`)."""
-    answer = row["answer"]
-    if row.get("answer_json"):
-        answer = json.loads(answer)
-    return {
-        "id": row["id"],
-        "task": row["task"],
-        "subset": row["subset"],
-        "images": [im["path"] for im in row["images"]],
-        "conversations": [{"from": t["from"], "value": t["value"]} for t in row["conversations"]],
-        "answer": answer,
-        "meta": json.loads(row["meta"]),
-    }
-
-
-def read_parquet_samples(path: str | Path) -> Iterator[tuple[dict, dict[str, bytes]]]:
-    """(record, {image name: bytes}) per row, one row group at a time."""
-    pf = pq.ParquetFile(str(path), page_checksum_verification=True)
-    for rg in range(pf.num_row_groups):
-        for row in pf.read_row_group(rg).to_pylist():
-            yield row_record(row), {im["path"]: im["bytes"] for im in row["images"]}

@@ -1,32 +1,19 @@
-"""Webdataset tar shards, one member at a time.
+"""Webdataset tar shards, written one member at a time (the member layout: `v2pe_common.formats.wds`).
 
-A sample is `KEY.json` followed by `KEY.0.jpg`, `KEY.1.png`, ...; webdataset groups members by the key
-before the first dot. Members are streamed, so a sample's images are never all in memory at once, and
-every header field is fixed (mtime 0, uid 0, mode 0444) so the same samples give the same bytes.
+Members are streamed, so a sample's images are never all in memory at once.
 """
 
 from __future__ import annotations
 
 import io
-import json
+import os
 import tarfile
 from pathlib import Path
 
+from v2pe_common.formats.wds import RECORD_SUFFIX, member_info, member_name, record_bytes
+
 from ..plan import SamplePlan
-
-
-def _info(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o444
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def record_bytes(record: dict) -> bytes:
-    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+from .protocol import ImageOrder
 
 
 class TarShardWriter:
@@ -38,13 +25,13 @@ class TarShardWriter:
         self.num_samples = 0
 
     def _add(self, name: str, data: bytes) -> None:
-        self._tar.addfile(_info(name, len(data)), io.BytesIO(data))
+        self._tar.addfile(member_info(name, len(data)), io.BytesIO(data))
 
     def write(self, plan: SamplePlan) -> None:
         key = plan.record["id"]
-        self._add(f"{key}.json", record_bytes(plan.record))
+        self._add(member_name(key, RECORD_SUFFIX), record_bytes(plan.record))
         for name, item in zip(plan.record["images"], plan.items):
-            self._add(f"{key}.{name}", item.load())
+            self._add(member_name(key, name), item.load())
         self.num_samples += 1
 
     def close(self) -> None:
@@ -58,3 +45,34 @@ class TarShardWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class WdsWriter(TarShardWriter):
+    """The tar writer under the streaming protocol; `write(plan)` and begin/add_image/end give the same bytes."""
+
+    format = "wds"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.path = Path(path)
+        self._order = ImageOrder()
+
+    def begin(self, record: dict) -> None:
+        self._order.start(record)
+        self._add(member_name(record["id"], RECORD_SUFFIX), record_bytes(record))
+
+    def add_image(self, name: str, data: bytes) -> None:
+        self._order.image(name)
+        self._add(member_name(self._order.key, name), data)
+
+    def end(self) -> None:
+        self._order.finish()
+        self.num_samples += 1
+
+    def size(self) -> int:
+        """Bytes on disk so far (what `stat()` of the temporary file says, as byte-capped parts always used)."""
+        return os.fstat(self._fh.fileno()).st_size
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            super().close()

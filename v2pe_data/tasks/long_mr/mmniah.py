@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from v2pe_common.formats.internvl import line_bytes
 from v2pe_common.tiling import IMAGE_PLACEHOLDER
 
 from ...writers.atomic import AtomicFile
-from ...writers.base import ImageOrder, WriterError
-from ...writers.internvl import line_bytes
+from ...writers.protocol import ImageOrder, WriterError
 from .prompt import CONTEXT_SEP, question_tail
 
 FILES = {"text_retrieval": "retrieval-text", "text_retrieval_fake": "retrieval-text",
@@ -144,22 +144,28 @@ def read(root: str | Path) -> Iterator[MMNIAHSample]:
     """Every line of ROOT/annotations/*.jsonl as MM-NIAH's evaluation reads it: one JSON object a line,
     image paths joined to ROOT/images. MMNIAHError naming FILE:LINE for a bad line or a missing image."""
     root = Path(root)
-    images = (root / IMAGES).resolve()
+    images = root / IMAGES
     files = sorted((root / ANNOTATIONS).glob("*.jsonl"))
     if not files:
         raise MMNIAHError(f"{root / ANNOTATIONS}: no *.jsonl annotation files")
     for path in files:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, text in enumerate(fh, 1):
-                where = f"{path.name}:{lineno}"
-                try:
-                    line = json.loads(text)
-                except ValueError as exc:
-                    raise MMNIAHError(f"{where}: not JSON: {exc}") from None
-                check_line(line, where)
-                resolved = [_resolve(images, p, where) for p in line["images_list"]]
-                choices = [_resolve(images, p, where) for p in line["meta"]["choices_image_path"] or []]
-                yield MMNIAHSample(path.name, line, resolved, choices)
+        yield from read_file(path, images)
+
+
+def read_file(path: Path, images: Path) -> Iterator[MMNIAHSample]:
+    """The lines of one annotation file (or part file), image paths joined to `images`; errors as `read`."""
+    images = Path(images).resolve()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, text in enumerate(fh, 1):
+            where = f"{path.name}:{lineno}"
+            try:
+                line = json.loads(text)
+            except ValueError as exc:
+                raise MMNIAHError(f"{where}: not JSON: {exc}") from None
+            check_line(line, where)
+            resolved = [_resolve(images, p, where) for p in line["images_list"]]
+            choices = [_resolve(images, p, where) for p in line["meta"]["choices_image_path"] or []]
+            yield MMNIAHSample(path.name, line, resolved, choices)
 
 
 def _resolve(images: Path, rel: str, where: str) -> Path:

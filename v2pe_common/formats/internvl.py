@@ -1,0 +1,177 @@
+"""The InternVL / V2PE-Data layout: a JSONL line per sample, its images as files under a root.
+
+A line is the reference trainer's `{"id", "image": ["images/<id>/0.jpg", ...], "conversations"}` (image
+paths relative to the root) plus the keys it ignores and our loader needs to rebuild the record exactly:
+`task`, `subset`, `answer`, `meta`. A sample without images has no `image` key (the reference treats that
+as text-only). Keys are sorted and JSON is compact, so the same samples give the same bytes.
+
+A line's image paths are data: each must stay inside the root (`v2pe_common.paths.resolve_inside`),
+checked before any file is opened. A meta JSON (`{name: {root, annotation, ...}}`) names one JSONL and
+its image root per entry, relative paths taken from the meta file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from v2pe_common.paths import resolve_inside
+
+from . import BadMember, ShardReadError, ValueMember, check_count, corrupt, fewer, read_records
+
+IMAGES_DIR = "images"
+ANNOTATIONS_DIR = "annotations"
+META_FILE = "meta.json"
+_RECORD_KEYS = ("task", "subset", "answer", "meta")  # beyond the reference's: the loader needs them
+
+
+def annotation_line(record: dict) -> dict:
+    """The JSONL line of one record (image paths relative to the layout's root)."""
+    line = {
+        "id": record["id"],
+        "conversations": record["conversations"],
+        "task": record["task"],
+        "subset": record["subset"],
+        "answer": record["answer"],
+        "meta": record["meta"],
+    }
+    if record["images"]:
+        line["image"] = [f"{IMAGES_DIR}/{record['id']}/{name}" for name in record["images"]]
+    return line
+
+
+def line_bytes(line: dict) -> bytes:
+    return (json.dumps(line, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def line_record(line: dict) -> tuple[dict, list[str]]:
+    """(the record, its image paths as the line gives them): the inverse of `annotation_line`.
+
+    BadMember("schema") for a line our writer cannot have written; a record's image names are the
+    paths' base names, so they must not repeat.
+    """
+    paths = line.get("image", [])
+    paths = [paths] if isinstance(paths, str) else paths
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BadMember("schema", "$.image must be a path or a list of paths")
+    missing = [k for k in _RECORD_KEYS if k not in line]
+    if missing:
+        raise BadMember("schema", f"line has no {missing} (not written by v2pe-data; the loader needs meta)")
+    names = [p.rsplit("/", 1)[-1] for p in paths]
+    if len(set(names)) != len(names):
+        raise BadMember("schema", f"$.image file names repeat: {names}")
+    record = {"id": line.get("id"), "task": line["task"], "subset": line["subset"], "images": names,
+              "conversations": line.get("conversations"), "answer": line["answer"], "meta": line["meta"]}
+    return record, paths
+
+
+def internvl_root(jsonl: Path) -> Path:
+    """The image root of a shard JSONL: the folder above `annotations/`, else the JSONL's own folder."""
+    return jsonl.parent.parent if jsonl.parent.name == ANNOTATIONS_DIR else jsonl.parent
+
+
+def meta_entries(mpath: Path) -> list[tuple[str, Path, Path]]:
+    """(name, image root, annotation JSONL) per entry of a meta JSON.
+
+    FileNotFoundError as `open` raises it; ValueError naming `mpath` for a file that is not such a meta.
+    """
+    try:
+        meta = json.loads(Path(mpath).read_text())
+    except ValueError as exc:
+        raise ValueError(f"{mpath} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or not meta or not all(
+        isinstance(v, dict) and "root" in v and "annotation" in v for v in meta.values()
+    ):
+        raise ValueError(f"{mpath} is not an InternVL meta file ({{name: {{root, annotation, ...}}}})")
+    out = []
+    for name, item in meta.items():
+        root, ann = Path(item["root"]).expanduser(), Path(item["annotation"]).expanduser()
+        out.append((name, root if root.is_absolute() else mpath.parent / root,
+                    ann if ann.is_absolute() else mpath.parent / ann))
+    return out
+
+
+class FileMember:
+    """An image file of the layout, read when asked for."""
+
+    __slots__ = ("suffix", "_path", "_rel")
+
+    def __init__(self, suffix: str, path: Path, rel: str):
+        self.suffix, self._path, self._rel = suffix, path, rel
+
+    def read(self) -> bytes:
+        try:
+            return self._path.read_bytes()
+        except FileNotFoundError:
+            raise BadMember("bad_image", f"image {self._rel} is missing (no file under the root)") from None
+        except OSError as exc:
+            raise BadMember("bad_image", f"image {self._rel} cannot be read: {exc.strerror or exc}") from None
+
+
+class InternVLSample:
+    """One JSONL line; the record is rebuilt from it, the images are files under the root."""
+
+    def __init__(self, raw: bytes, offset: int, lineno: int, root: Path):
+        self.offset, self._root, self._error = offset, root, None
+        self._line = None
+        try:
+            line = json.loads(raw)
+            if not isinstance(line, dict):
+                raise ValueError("a line must be a JSON object")
+            self._line = line
+        except ValueError as exc:
+            self._error = f"line {lineno} is not a JSON object: {exc}"
+        key = self._line.get("id") if self._line is not None else None
+        self.key = key if isinstance(key, str) else f"line {lineno}"
+
+    def members(self) -> Iterator:
+        if self._error:
+            raise BadMember("schema", self._error)
+        record, paths = line_record(self._line)
+        files = []
+        for rel in paths:  # before anything is read: a line must not make the reader open files elsewhere
+            try:
+                files.append(resolve_inside(self._root, rel))
+            except ValueError as exc:
+                raise BadMember("bad_image", f"image {exc}") from None
+        yield ValueMember("json", record)
+        for name, rel, path in zip(record["images"], paths, files):
+            yield FileMember(name, path, rel)
+
+
+def iter_samples(path: Path, start: int = 0, *, num_samples: int | None = None,
+                 root: Path | None = None) -> Iterator[InternVLSample]:
+    """The lines of one JSONL from offset `start` (blank lines are not samples); images under `root`
+    (default `internvl_root(path)`). ShardReadError as the tar reader raises it."""
+    root = root if root is not None else internvl_root(path)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise ShardReadError("missing_shard", "annotation file does not exist") from None
+    except OSError as exc:
+        raise ShardReadError("missing_shard", f"cannot open: {exc.strerror or exc}") from None
+    offset = 0
+    with fh:
+        try:
+            for lineno, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                if offset >= start:
+                    yield InternVLSample(raw, offset, lineno, root)
+                offset += 1
+        except OSError as exc:
+            raise corrupt(exc) from None
+    if start > offset:
+        raise fewer(start, offset)
+    check_count(offset, num_samples)
+
+
+def read_internvl_samples(root: str | Path, annotation: str | Path | None = None) -> Iterator[tuple[dict, dict[str, bytes]]]:
+    """(record, {image name: bytes}) per line of `annotation` (default: every entry of ROOT/meta.json)."""
+    root = Path(root)
+    files = [(root, Path(annotation))] if annotation is not None else [
+        (image_root, ann) for _, image_root, ann in meta_entries(root / META_FILE)]
+    for image_root, path in files:
+        for _, record, images in read_records(iter_samples(path, root=image_root)):
+            yield record, images
