@@ -34,6 +34,7 @@ bench:
 	$(PY) bench/bench_positions.py
 	$(PY) bench/bench_loader.py
 	$(PY) bench/bench_ring_memory.py
+	$(PY) bench/bench_long_mr.py --len 128k
 
 tokenizer:
 	$(PY) scripts/make_tokenizer.py

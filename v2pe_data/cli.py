@@ -81,7 +81,7 @@ def build(
         if shard_size is not None:
             flags["shard_size"], flags["shard_bytes"] = parse_shard_size(shard_size)
         given = {k: v for k, v in flags.items() if v is not None}
-        cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="options")
+        cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="command line")
         manifest = run_build(cfg, show_progress=not quiet)
     except (ConfigError, BuildError, ValueError) as exc:
         _fail(str(exc), _exit_code(exc))

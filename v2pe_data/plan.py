@@ -15,6 +15,7 @@ from .records import Item
 
 SHORT_PIECE = 256  # characters: pieces up to this long are remembered by Accounting
 SHORT_PIECES = 1 << 16
+LONG_PIECE_CHARS = 1 << 24  # ~16 MB of text: a 1M-token sample's haystack with room to spare
 
 
 class PlanError(RuntimeError):
@@ -56,6 +57,8 @@ class Accounting:
     template: ChatTemplate
     tiling: TilingConfig
     _short: dict = field(default_factory=dict, compare=False, repr=False)
+    _long: dict = field(default_factory=dict, compare=False, repr=False)
+    _long_chars: list = field(default_factory=lambda: [0], compare=False, repr=False)
 
     def tiles(self, item: Item) -> int:
         return num_tiles(item.width, item.height, self.tiling)
@@ -65,17 +68,22 @@ class Accounting:
 
     def count(self, conversations: Sequence[dict], tiles: Sequence[int]) -> encoding.TokenCount:
         return encoding.count(conversations, tiles, self.tokenizer, self.template, self.tiling,
-                              text_length=self._text_length)
+                              text_length=self.text_length)
 
-    def _text_length(self, piece: str) -> int:
-        """Tokens of one text piece; short pieces (labels, separators) are remembered, long ones never kept."""
-        if len(piece) > SHORT_PIECE:
-            return len(self.tokenizer.encode(piece))
-        n = self._short.get(piece)
+    def text_length(self, piece: str) -> int:
+        """Tokens of one text piece, remembered: short pieces (labels, separators) recur from image to image;
+        long ones (a haystack's text between two images) are counted once while a plan is measured and
+        again when its conversation is counted. Long pieces are kept up to LONG_PIECE_CHARS in all."""
+        memo = self._short if len(piece) <= SHORT_PIECE else self._long
+        n = memo.get(piece)
         if n is None:
-            if len(self._short) >= SHORT_PIECES:
-                self._short.clear()
-            n = self._short[piece] = len(self.tokenizer.encode(piece))
+            if len(memo) >= SHORT_PIECES or (memo is self._long and self._long_chars[0] > LONG_PIECE_CHARS):
+                memo.clear()
+                if memo is self._long:
+                    self._long_chars[0] = 0
+            n = memo[piece] = len(self.tokenizer.encode(piece))
+            if memo is self._long:
+                self._long_chars[0] += len(piece)
         return n
 
     def meta(self) -> dict:

@@ -28,7 +28,7 @@ def _config(recipe: Optional[Path], overrides: dict):
 
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return TrainConfig.from_yaml(recipe, given) if recipe else TrainConfig.from_dict(given, where="options")
+        return TrainConfig.from_yaml(recipe, given) if recipe else TrainConfig.from_dict(given, where="command line")
     except ConfigError as exc:
         _fail(str(exc))
 

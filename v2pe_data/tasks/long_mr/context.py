@@ -203,7 +203,7 @@ def measure(blocks: list[str | Item], acc: Accounting) -> Measured:
         raise ValueError(f"context holds {len(pieces) - 1} image placeholders for {len(images)} images")
     tiles = [acc.tiles(blocks[b]) for b in images]
     return Measured(context=context, offsets=offsets, images=images,
-                    piece_tokens=[len(acc.tokenizer.encode(p)) for p in pieces],
+                    piece_tokens=[acc.text_length(p) for p in pieces],
                     image_tokens=[image_token_count(t, acc.tiling) for t in tiles], tiles=tiles)
 
 

@@ -25,6 +25,7 @@ from .subsets import Design, DesignContext, design
 TASK = "long_mr"
 _SYNTHETIC_ENTRY = {"kind": "synthetic", "name": "synthetic", "mode": "concat", "share": 1.0}
 MAX_REPLANS = 16
+FLOOR_DRAWS = 16
 HAYSTACK_PICK_TRIES = 64
 
 
@@ -95,14 +96,23 @@ class LongMRTask:
                         f"{self.budget.max_len}] tokens after {MAX_REPLANS} draws ({why})")
 
     def min_tokens(self) -> int:
-        """Tokens the most demanding configured subset needs before any haystack (template, question, answer,
-        choices and needles; one draw per subset): a bin whose top lies below cannot hold every subset."""
-        floor = 0
+        """Tokens every configured subset needs before any haystack text: template, question, answer, choices,
+        needles, and one single-tile host image per pasted picture group; the most demanding subset decides.
+
+        A subset's floor is the least of FLOOR_DRAWS designs: designs vary (a jigsaw has 2-6 pieces of a
+        picture of random size), so one draw would overstate it and refuse bins most designs fit. A bin above
+        the floor can still be too small for some designs; those are re-drawn, and a sample none of whose
+        draws fits fails with one line naming it."""
+        host = self.acc.tiling.tokens_per_tile + 2
+        floors = []
         for subset in self._subsets:
-            rng = stable_rng(self.seed, TASK, "min_tokens", subset)
-            spec = design(subset, rng, self._design_context(0), 0.5)
-            floor = max(floor, self._overhead(spec) + sum(self._insert_costs(spec)))
-        return floor
+            costs = []
+            for k in range(FLOOR_DRAWS):
+                rng = stable_rng(self.seed, TASK, "min_tokens", subset, k)
+                spec = design(subset, rng, self._design_context(k), 0.5)
+                costs.append(self._overhead(spec) + sum(self._insert_costs(spec)) + host * len(spec.pastes))
+            floors.append(min(costs))
+        return max(floors)
 
     def subset_for(self, index: int) -> str:
         if len(self._subsets) == 1:
