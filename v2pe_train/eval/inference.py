@@ -1,0 +1,302 @@
+"""Answering a record with a V2PE model: greedy generation with a KV cache, or one teacher-forced pass.
+
+Positions (v2pe-method §2, §9). The prompt -- the record's conversation up to and including the final
+`<|im_start|>assistant\\n`, i.e. everything before the last supervised run of its encoding -- gets the
+`v2pe_fix` positions of `positions.position_ids` for the chosen stride S (or `default`; S = 256 is the
+same). Every token after the prompt continues at +1 from the last prompt position: the k-th generated
+token (k = 1, 2, ...) is fed at `last + k`, as the reference's `modeling_internlm2` does ("next position
+= last prompt position + #generated"), and a teacher-forced answer gets the same positions. Positions
+are float64 all the way into the rotary angles (`rope.install_float64_rope`, installed by `build_model`).
+
+The loop calls the transformers model itself, one step at a time, with a `DynamicCache`: that is the only
+way to choose every step's position ids. Every step gets an explicit 2D attention mask over cache + new
+tokens: it carries the left padding of batched prompts (each row keeps its own positions and mask), and
+it keeps transformers' float-position packed-sequence detection off (rope.py: the mask trap; transformers
+5.24 runs that detection only without a mask and without a cache, so the prefill is safe either way).
+
+Records are read exactly as the trainer's loader reads them: `SampleProcessor.plan` validates the record
+and encodes the conversation, `SampleProcessor.tile` tiles and normalises each image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from v2pe_common.encoding import IGNORE_INDEX
+from v2pe_common.template import ASSISTANT_ROLES
+from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
+
+from ..data.samples import SampleError, SampleProcessor
+from ..model import build_model
+from ..positions import position_ids
+from ..rope import has_float64_rope
+from .teacher_forced import TeacherForced, teacher_forced
+
+END_OF_TURN = "<|im_end|>"
+DEFAULT = "default"
+
+
+class InferenceError(ValueError):
+    """A record that cannot be answered; the message names the record and the cause."""
+
+
+@dataclass(slots=True)
+class Prompt:
+    """One record, encoded and tiled, ready for any stride."""
+
+    id: str
+    input_ids: np.ndarray  # int64 [P], ends with "<|im_start|>assistant\n"
+    image_starts: list[int]  # index of each image's <img>
+    tiles: list[int]  # tiles per image, thumbnail included
+    tokens_per_tile: int
+    pixel_values: torch.Tensor  # float32 [sum(tiles), 3, H, W]; [0, 3, H, W] for a text-only record
+    answer_ids: np.ndarray  # int64 [A]: the record's reference answer, without the closing <|im_end|>
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(slots=True)
+class Generation:
+    id: str
+    text: str  # decoded without special tokens, cut at <|im_end|>, stripped
+    token_ids: list[int]  # generated tokens, the stop token excluded
+    stop: str  # "end" (<|im_end|> or eos) or "length" (max_new_tokens reached)
+    prompt_positions: np.ndarray  # float64 [P] fed for the prompt
+    generated_positions: np.ndarray  # float64 [n]: where each generated token sits (fed there, if it is fed)
+    seconds: float = 0.0  # wall time of the batch this row ran in
+    logits: torch.Tensor | None = None  # float32 [steps, V] on the CPU when asked for: one row per token chosen,
+    # the stop token included (as transformers' `output_logits`)
+
+
+def stride_mode(stride: int | str) -> tuple[str, int | None]:
+    """(mode, stride) for `position_ids`: 'default' or an int S of `positions.STRIDES` (v2pe_fix)."""
+    if stride == DEFAULT or stride is None:
+        return DEFAULT, None
+    if isinstance(stride, str) and stride.isdigit():
+        stride = int(stride)
+    return "v2pe_fix", stride  # position_ids rejects strides outside STRIDES with the list of valid ones
+
+
+def prompt_positions(prompt: Prompt, stride: int | str) -> np.ndarray:
+    """float64 [P] V2PE positions of the prompt for `stride`."""
+    mode, s = stride_mode(stride)
+    return position_ids(len(prompt), prompt.image_starts, prompt.tiles, mode=mode, stride=s,
+                        tokens_per_tile=prompt.tokens_per_tile)
+
+
+def continued_positions(prompt_pos: np.ndarray, n: int) -> np.ndarray:
+    """float64 [n] positions of the n tokens after a prompt: last prompt position + 1, + 2, ..."""
+    last = float(prompt_pos[-1]) if prompt_pos.size else -1.0
+    return last + np.arange(1, n + 1, dtype=np.float64)
+
+
+def split_prompt(input_ids: np.ndarray, labels: np.ndarray, end_id: int, where: str) -> tuple[int, int]:
+    """(start, end) of the final answer's supervised run (answer tokens + <|im_end|>) in an encoding."""
+    supervised = np.flatnonzero(labels != IGNORE_INDEX)
+    if supervised.size == 0:
+        raise InferenceError(f"{where}: no supervised answer in the encoded conversation")
+    breaks = np.flatnonzero(np.diff(supervised) > 1)
+    start = int(supervised[breaks[-1] + 1]) if breaks.size else int(supervised[0])
+    end = int(supervised[-1]) + 1
+    if int(input_ids[end - 1]) != end_id:
+        raise InferenceError(f"{where}: the final answer does not end with {END_OF_TURN}")
+    return start, end
+
+
+class V2PEGenerator:
+    """A model, its tokenizer and the loader's record processing; answers records at any stride.
+
+    The model is switched to eval mode here; it must carry the float64 rotary (`build_model` installs it).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: TextTokenizer):
+        if not has_float64_rope(model):
+            raise InferenceError("the model's text rotary is not the float64 V2PE one: build it with "
+                                 "v2pe_train.model.build_model (or call rope.install_float64_rope) first")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        hf = tokenizer.hf
+        self.end_id = int(hf.convert_tokens_to_ids(END_OF_TURN))
+        if self.end_id in (None, hf.unk_token_id):
+            raise InferenceError(f"tokenizer {tokenizer.name}: no {END_OF_TURN} token, cannot find the end of a reply")
+        self.stop_ids = {self.end_id} | ({int(hf.eos_token_id)} if hf.eos_token_id is not None else set())
+        self.pad_id = int(hf.pad_token_id if hf.pad_token_id is not None else self.end_id)
+        # fp32 pixels, cast to the model's dtype at the forward: what the loader's bf16 buffer holds on GPU.
+        self.processor = SampleProcessor(tokenizer, pixel_dtype="fp32")
+
+    @classmethod
+    def load(cls, spec: str | Path, *, tokenizer: str | None = None, dtype: torch.dtype = torch.float32,
+             device: str | torch.device = "cpu", seed: int = 0) -> V2PEGenerator:
+        """A native InternVL folder (or a preset: 'tiny', '2b') with its tokenizer, float64 rope installed."""
+        from ..config import TrainConfig
+        from ..train import resolve_tokenizer
+
+        tok = load_tokenizer(resolve_tokenizer(TrainConfig(model=str(spec), tokenizer=tokenizer)))
+        model = build_model(spec, tok, dtype=dtype, seed=seed).to(device)
+        model.requires_grad_(False)
+        return cls(model, tok)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- records -------------------------------------------------------------------------------------
+    def prepare(self, record: dict, images: Mapping[str, bytes]) -> Prompt:
+        """Encode a record (final turn: the assistant's answer) and tile its images as the loader does."""
+        rid = record.get("id", "?") if isinstance(record, dict) else "?"
+        convs = record.get("conversations") if isinstance(record, dict) else None
+        # Checked before `plan`: a record cut after its question fails plan's length check, which hides why.
+        final = convs[-1] if isinstance(convs, list) and convs else None
+        if isinstance(final, dict) and final.get("from") not in ASSISTANT_ROLES:
+            raise InferenceError(f"record {rid}: $.conversations[-1].from is {final.get('from')!r}; "
+                                 "the final turn must be the assistant's answer (it is cut off to form the prompt)")
+        try:
+            record, enc, tiling = self.processor.plan(record, rid)
+        except SampleError as exc:
+            raise InferenceError(f"record {rid}: {exc.reason}: {exc}") from None
+        start, end = split_prompt(enc.input_ids, enc.labels, self.end_id, f"record {rid}")
+        if any(s >= start for s in enc.image_starts):
+            raise InferenceError(f"record {rid}: an image sits inside the final answer; "
+                                 "only images in the prompt are supported")
+        bounds = np.concatenate([[0], np.cumsum(enc.tiles, dtype=np.int64)]).tolist()
+        pixels = torch.empty((bounds[-1], 3, tiling.tile_size, tiling.tile_size), dtype=torch.float32)
+        for i, name in enumerate(record["images"]):
+            if name not in images:
+                raise InferenceError(f"record {rid}: image {name!r} ($.images[{i}]) was not given")
+            try:
+                self.processor.tile(images[name], name, enc.tiles[i], tiling, pixels[bounds[i]:bounds[i + 1]])
+            except SampleError as exc:
+                raise InferenceError(f"record {rid}: {exc.reason}: {exc}") from None
+        return Prompt(id=rid, input_ids=enc.input_ids[:start].copy(), image_starts=list(enc.image_starts),
+                      tiles=list(enc.tiles), tokens_per_tile=tiling.tokens_per_tile, pixel_values=pixels,
+                      answer_ids=enc.input_ids[start:end - 1].copy())
+
+    # -- generation ----------------------------------------------------------------------------------
+    def generate(self, prompts: Prompt | Sequence[Prompt], *, stride: int | str = DEFAULT,
+                 max_new_tokens: int | Sequence[int] = 32, max_batch_tokens: int | None = None,
+                 return_logits: bool = False) -> list[Generation]:
+        """Greedy replies, in prompt order. Consecutive prompts share a batch while batch size x (longest
+        prompt + its max_new_tokens) stays within `max_batch_tokens` (None: all in one batch)."""
+        prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
+        budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        if len(budgets) != len(prompts) or any(int(b) < 1 for b in budgets):
+            raise InferenceError(f"max_new_tokens: need one positive budget per prompt, got {budgets[:8]}")
+        out: list[Generation] = []
+        batch: list[int] = []
+        for i in range(len(prompts)):
+            grown = batch + [i]
+            cost = len(grown) * max(len(prompts[j]) + int(budgets[j]) for j in grown)
+            if batch and max_batch_tokens is not None and cost > max_batch_tokens:
+                out += self._generate_batch([prompts[j] for j in batch], stride, [int(budgets[j]) for j in batch],
+                                            return_logits)
+                grown = [i]
+            batch = grown
+        if batch:
+            out += self._generate_batch([prompts[j] for j in batch], stride, [int(budgets[j]) for j in batch],
+                                        return_logits)
+        return out
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[Prompt], stride: int | str, budgets: list[int],
+                        return_logits: bool) -> list[Generation]:
+        from transformers import DynamicCache
+
+        t0 = time.perf_counter()
+        device, model = self.device, self.model
+        batch, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        # Pad slots are masked out as keys; their own value is irrelevant (0, as stock generate uses).
+        pos = torch.zeros((batch, width), dtype=torch.float64)
+        prompt_pos = [prompt_positions(p, stride) for p in prompts]
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p):] = torch.from_numpy(p.input_ids)
+            mask[r, width - len(p):] = 1
+            pos[r, width - len(p):] = torch.from_numpy(prompt_pos[r])
+        last = torch.tensor([pp[-1] if pp.size else -1.0 for pp in prompt_pos], dtype=torch.float64)
+        pixels = torch.cat([p.pixel_values for p in prompts])
+        pixels = pixels.to(device=device, dtype=model.dtype) if pixels.numel() else None
+        ids, mask, pos, last = ids.to(device), mask.to(device), pos.to(device), last.to(device)
+
+        cache = DynamicCache(config=model.config.get_text_config())
+        generated: list[list[int]] = [[] for _ in prompts]
+        step_logits: list[list[torch.Tensor]] = [[] for _ in prompts]
+        stop = ["length"] * batch
+        active = torch.ones(batch, dtype=torch.bool)
+        step_ids, step_pos = ids, pos
+        for k in range(max(budgets)):
+            # `cache` grows in place; the mask covers cache + this step's tokens, as transformers expects.
+            out = model(input_ids=step_ids, pixel_values=pixels if k == 0 else None, attention_mask=mask,
+                        position_ids=step_pos, cache=cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1]
+            nxt = logits.argmax(-1).cpu()
+            for r in range(batch):
+                if not active[r]:
+                    continue
+                if return_logits:
+                    step_logits[r].append(logits[r].float().cpu())
+                token = int(nxt[r])
+                if token in self.stop_ids:
+                    active[r], stop[r] = False, "end"
+                    continue
+                generated[r].append(token)
+                if len(generated[r]) >= budgets[r]:
+                    active[r] = False
+            if not active.any():
+                break
+            # The k-th generated token (k from 1) is fed at last prompt position + k.
+            step_ids = nxt[:, None].to(device)
+            step_pos = (last + (k + 1))[:, None]
+            mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
+        seconds = time.perf_counter() - t0
+        results = []
+        for r, p in enumerate(prompts):
+            n = len(generated[r])
+            results.append(Generation(id=p.id, text=self.decode(generated[r]), token_ids=generated[r], stop=stop[r],
+                                      prompt_positions=prompt_pos[r],
+                                      generated_positions=continued_positions(prompt_pos[r], n), seconds=seconds,
+                                      logits=torch.stack(step_logits[r]) if return_logits else None))
+        return results
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        text = self.tokenizer.hf.decode(list(token_ids), skip_special_tokens=True)
+        return text.split(END_OF_TURN, 1)[0].strip()
+
+    # -- teacher forcing -----------------------------------------------------------------------------
+    def teacher_forced(self, prompt: Prompt, *, stride: int | str = DEFAULT,
+                       answer: str | Sequence[int] | None = None, return_logits: bool = False,
+                       group=None, rank: int = 0, world: int = 1, backend: str = "auto") -> TeacherForced:
+        """One forward over prompt + answer + <|im_end|>; correct iff the argmax over the answer span is the answer.
+
+        `answer`: None (the record's), a string (tokenised as the template's answer piece is) or token ids.
+        With `world` > 1 every rank of `group` calls this with the same prompt: the sequence is split
+        zigzag over the ring and the tiles over the ranks; every rank gets the same result.
+        """
+        if answer is None:
+            answer_ids = prompt.answer_ids
+        elif isinstance(answer, str):
+            # The template encodes f"{answer}<|im_end|>" as one piece; the same here, then the end is dropped.
+            answer_ids = np.asarray(self.tokenizer.encode(answer + END_OF_TURN), dtype=np.int64)
+            if answer_ids.size == 0 or int(answer_ids[-1]) != self.end_id:
+                raise InferenceError(f"record {prompt.id}: answer {answer!r} does not tokenise to a closed reply")
+            answer_ids = answer_ids[:-1]
+        else:
+            answer_ids = np.asarray(list(answer), dtype=np.int64)
+        if answer_ids.size == 0:
+            raise InferenceError(f"record {prompt.id}: the answer is empty; teacher forcing has nothing to compare")
+        prompt_pos = prompt_positions(prompt, stride)
+        ids = np.concatenate([prompt.input_ids, answer_ids, [self.end_id]])
+        pos = np.concatenate([prompt_pos, continued_positions(prompt_pos, answer_ids.size + 1)])
+        result = teacher_forced(self.model, torch.from_numpy(ids), torch.from_numpy(pos), prompt.pixel_values,
+                                (len(prompt), len(prompt) + answer_ids.size), group=group, rank=rank, world=world,
+                                pad_id=self.pad_id, backend=backend, return_logits=return_logits)
+        result.predicted_text = self.decode(result.predicted_ids)
+        return result
