@@ -146,7 +146,7 @@ def heatmap(rows: Sequence[dict], path: str | Path, title: str, *, mmniah: bool 
     return Path(path)
 
 
-def write_report(rows: Sequence[dict], out_dir: str | Path, name: str = "report") -> dict[str, Path]:
+def write_report(rows: Sequence[dict], out_dir: str | Path, name: str = "Evaluation report") -> dict[str, Path]:
     """REPORT.md plus, per stride, heatmap_<stride>.png (ours) and mmniah_<stride>.png (MM-NIAH's rule)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
