@@ -62,7 +62,7 @@ def test_a_new_task_is_one_class_plus_one_registry_entry(tmp_path, monkeypatch):
 
 
 def test_an_unknown_task_is_refused_naming_the_known_ones():
-    with pytest.raises(ConfigError, match=r"task: unknown task 'nope'; choose one of \['long_vqa', 'long_mr'\]"):
+    with pytest.raises(ConfigError, match=r"task: unknown task 'nope'; choose one of \['long_vqa', 'long_mr', 'milebench'\]"):
         BuildConfig(task="nope")
 
 
@@ -109,3 +109,21 @@ def test_memoised_piece_counts_equal_fresh_counts_for_long_and_short_pieces():
     first, again = ACC.count(conv, [3, 5]), ACC.count(conv, [3, 5])
     fresh = encoding.count(conv, [3, 5], ACC.tokenizer, ACC.template, ACC.tiling)
     assert first == again == fresh
+
+
+def test_an_option_on_the_command_line_overrides_one_key_of_the_recipes_options(tmp_path):
+    """`--recipe r.yaml --option subset=X` keeps the recipe's other options (num_needles here)."""
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("options: {subset: text_counting, num_needles: [3, 3]}\nmax_tiles: 2\n")
+    out = tmp_path / "o"
+    result = subprocess.run([sys.executable, "-m", "v2pe_data", "build", "long_mr", "--recipe", str(recipe),
+                             "--option", "subset=text_reasoning", "--len", "4k", "-n", "1", "--out", str(out), "-q"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    args = json.loads((out / "build.json").read_text())["args"]
+    assert args["options"] == {"subset": "text_reasoning", "num_needles": [3, 3]}

@@ -34,8 +34,8 @@ def _os_message(exc: OSError) -> str:
 
 @app.command()
 def build(
-    task: str = typer.Argument(..., help="Task to build: long_vqa (documents and pasted canvases) or long_mr "
-                                         "(needles in interleaved haystacks)."),
+    task: str = typer.Argument(..., help="Task to build: long_vqa (documents and pasted canvases), long_mr "
+                                         "(needles in interleaved haystacks) or milebench (MileBench task folders)."),
     length: Optional[str] = typer.Option(None, "--len", help="Upper edge of the length bin: 32k, 64K, 1m, 131072."),
     min_length: Optional[str] = typer.Option(None, "--min-len", help="Lower edge of the bin (default 7/8 of --len)."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", help="Samples to build."),
@@ -54,7 +54,8 @@ def build(
                                                    "START:STOP:STEP such as 0:1:0.2 (default: uniform)."),
     option: Optional[list[str]] = typer.Option(
         None, "--option", "-O", help="Task option KEY=VALUE (VALUE read as YAML), repeatable; long_mr: subset=NAME[,NAME], "
-                                     "num_needles=[2,5], haystack=synthetic|interleaved=PATH, needles=synthetic|haystack."),
+                                     "num_needles=[2,5], haystack=synthetic|interleaved=PATH, needles=synthetic|haystack; milebench: path=DIR, "
+                                     "tasks=ALFRED,GPR1200, combined=N."),
     shard_size: Optional[str] = typer.Option(None, "--shard-size", help="Samples per shard (8) or a byte cap (256MB)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel worker processes."),
     tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer folder of the target model."),
@@ -65,6 +66,8 @@ def build(
 ) -> None:
     """Build samples of an exact token budget into webdataset shards plus manifest.json."""
     from .build import BuildError, build as run_build
+    from v2pe_common.recipe import read_recipe
+
     from .config import BuildConfig, ConfigError, parse_options, parse_shard_size
 
     flags = {
@@ -76,8 +79,9 @@ def build(
     try:
         if source:
             flags["sources"] = list(source)
-        if option:
-            flags["options"] = parse_options(option)
+        if option:  # each --option overrides one key of the recipe's options, the others stay
+            base = read_recipe(recipe).get("options") if recipe else None
+            flags["options"] = {**(base if isinstance(base, dict) else {}), **parse_options(option)}
         if shard_size is not None:
             flags["shard_size"], flags["shard_bytes"] = parse_shard_size(shard_size)
         given = {k: v for k, v in flags.items() if v is not None}

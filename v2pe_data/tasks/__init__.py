@@ -15,8 +15,14 @@ def _long_mr():
     return LongMRTask
 
 
+def _milebench():
+    from .milebench import MileBenchTask
+
+    return MileBenchTask
+
+
 # name -> the task class (imported on first use, so a build pays only for its own task)
-TASKS = {"long_vqa": _long_vqa, "long_mr": _long_mr}
+TASKS = {"long_vqa": _long_vqa, "long_mr": _long_mr, "milebench": _milebench}
 
 
 def open_task(cfg, acc):
