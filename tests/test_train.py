@@ -104,7 +104,7 @@ def test_recipes_in_the_repo_load_and_name_bad_keys(tmp_path):
     root = Path(__file__).resolve().parents[1] / "recipes"
     TrainConfig.from_yaml(root / "tiny.yaml")
     TrainConfig.from_yaml(root / "train_32k.yaml", {"model": "m", "data": ["d"]})
-    assert len(TrainConfig.from_yaml(root / "train_32k_mix.yaml", {"model": "m"}).data) == 2
+    assert len(TrainConfig.from_yaml(root / "train_32k_mix.yaml", {"model": "m"}).datasets) == 2
     from v2pe_train.config import ConfigError
 
     with pytest.raises(ConfigError, match="model"):

@@ -3,6 +3,12 @@
 `encode` (used by the trainer's loader) and `count` (used by the data builder) walk the same pieces, so a
 count written into a sample's meta is the loader's sequence length by construction. Image context
 tokens are never materialised by `count`: a 1M-token sample costs only its text to count.
+
+Both equal tokenizing the whole expanded string at once (what the reference trainer does). Pieces are cut
+where the tokenizer itself may not cut: after "assistant\n" a sentencepiece tokenizer's dummy prefix would
+put a "▁" on the answer that the whole string never has, and one that prefixes only the start of its input
+reads text after `</img>` differently from the same text alone. So a piece is tokenized after its context,
+the text back to the last added token before it, and the context's tokens are taken off again.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .template import ChatTemplate
-from .tiling import IMAGE_PLACEHOLDER, TilingConfig
+from .tiling import IMAGE_PLACEHOLDER, IMG_END, TilingConfig
 from .tokenizer import TextTokenizer
 
 IGNORE_INDEX = -100
@@ -54,15 +60,51 @@ def normalize_conversations(conversations: Sequence[dict], num_images: int) -> l
     return list(conversations)
 
 
-def _walk(conversations: Sequence[dict], template: ChatTemplate) -> Iterator[tuple[str, str | None, bool]]:
-    """Yield ("text", text, supervised) and ("image", None, False) in sequence order."""
+def _walk(
+    conversations: Sequence[dict], template: ChatTemplate, tokenizer: TextTokenizer
+) -> Iterator[tuple[str, str | None, bool, str]]:
+    """Yield ("text", text, supervised, context) and ("image", None, False, "") in sequence order.
+
+    `context` is the text before a piece that the piece's tokens depend on ("" when none): from the last
+    added token before it (an image ends with `</img>`) or from the start of the sequence.
+    """
+    before: list[str] = []  # text since the last image, oldest first
     for text, supervised in template.pieces(conversations):
-        parts = text.split(IMAGE_PLACEHOLDER)
-        for j, part in enumerate(parts):
+        for j, part in enumerate(text.split(IMAGE_PLACEHOLDER)):
             if j:
-                yield "image", None, False
+                yield "image", None, False, ""
+                before = [IMG_END]
             if part:
-                yield "text", part, supervised
+                yield "text", part, supervised, _context(before, part, tokenizer)
+                before.append(part)
+
+
+def _context(before: list[str], part: str, tokenizer: TextTokenizer) -> str:
+    if not before or part.startswith(tokenizer.added_tokens):
+        return ""  # the tokenizer cuts here itself
+    tail: list[str] = []
+    for text in reversed(before):
+        at = _last_added_token(text, tokenizer.added_tokens)
+        tail.append(text[max(at, 0):])
+        if at >= 0:
+            break
+    context = "".join(reversed(tail))
+    if context in tokenizer.added_tokens and tokenizer.restarts_after_added_tokens:
+        return ""  # keeps bare pieces as the counting memo's keys, shared with per-piece measures
+    return context
+
+
+def _last_added_token(text: str, tokens: tuple[str, ...]) -> int:
+    """Start of the last added token in `text`, or -1. Looks at a growing tail first: a piece usually ends
+    with one, and scanning a million-character piece once per added token would cost more than needed."""
+    window = 256
+    while True:
+        start = max(0, len(text) - window)
+        # An occurrence found inside the window starts after any that straddles the window's start.
+        at = max((text.rfind(t, start) for t in tokens), default=-1)
+        if at >= 0 or start == 0:
+            return at
+        window *= 16
 
 
 def count(
@@ -84,9 +126,10 @@ def count(
     text = 1 if (template.add_bos and tokenizer.bos_id is not None) else 0
     image = 0
     k = 0
-    for kind, piece, _ in _walk(conversations, template):
+    for kind, piece, _, context in _walk(conversations, template, tokenizer):
         if kind == "text":
-            text += text_length(piece)
+            # Tokens the context's tokens give up to a merge with the piece are the piece's (see `encode`).
+            text += text_length(context + piece) - text_length(context) if context else text_length(piece)
         else:
             image += tiles[k] * tiling.tokens_per_tile + 2
             k += 1
@@ -114,13 +157,37 @@ def encode(
         label_chunks.append(ids if supervised else np.full(ids.shape, IGNORE_INDEX, dtype=np.int64))
         length += ids.shape[0]
 
+    def retract(ids: list[int]) -> None:
+        """Take the last len(ids) text tokens back: the end of a context whose tokens merge with the next piece's."""
+        nonlocal length, text_tokens
+        taken: list[int] = []
+        while len(taken) < len(ids):
+            last = chunks[-1]
+            k = min(len(ids) - len(taken), last.shape[0])
+            taken[:0] = last[last.shape[0] - k:].tolist()
+            chunks[-1], label_chunks[-1] = last[:last.shape[0] - k], label_chunks[-1][:last.shape[0] - k]
+            if not chunks[-1].shape[0]:
+                chunks.pop(), label_chunks.pop()
+        if taken != ids:
+            raise ValueError(f"tokenizer {tokenizer.name!r}: the tokens before a piece are not its context's tokens "
+                             f"{ids} but {taken}; the piece cannot be encoded as part of the whole string")
+        length -= len(ids)
+        text_tokens -= len(ids)
+
     if template.add_bos and tokenizer.bos_id is not None:
         emit(np.array([tokenizer.bos_id], dtype=np.int64), False)
         text_tokens += 1
     k = 0
-    for kind, piece, supervised in _walk(conversations, template):
+    for kind, piece, supervised, context in _walk(conversations, template, tokenizer):
         if kind == "text":
-            ids = np.asarray(tokenizer.encode(piece), dtype=np.int64)
+            ids = tokenizer.encode(context + piece)
+            if context:
+                head = tokenizer.encode(context)
+                same = next((i for i, (a, b) in enumerate(zip(head, ids)) if a != b), min(len(head), len(ids)))
+                # Equal heads are the rule; a token spanning the cut goes to the piece, as in the whole string.
+                retract(head[same:])
+                ids = ids[same:]
+            ids = np.asarray(ids, dtype=np.int64)
             text_tokens += ids.shape[0]
             emit(ids, supervised)
         else:

@@ -2,6 +2,11 @@
 
 Only assistant answers and the end-of-turn token that closes them are supervised, as in the reference
 trainer. The pieces are plain text; `<image>` placeholders inside them are expanded by `encoding`.
+
+Turn text is stripped (`value.strip()`) before it is templated, as the reference trainer's preprocessing
+does: an answer stored as "42 " is trained as "42". Stripping lives here, in the one walk that both the
+data builder's counts and the loader's encoding go through, so the two can never disagree about it.
+`strip_turns=False` (via `dataclasses.replace`) renders turns verbatim.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class ChatTemplate:
     add_bos: bool
     # Text after each <|im_end|>: internlm2-chat uses none (MPT style), ChatML a newline.
     turn_sep: str
+    strip_turns: bool = True
 
     def pieces(self, conversations: Sequence[dict]) -> Iterator[tuple[str, bool]]:
         """Yield (text, supervised) pieces for a list of {"from", "value"} turns."""
@@ -30,6 +36,8 @@ class ChatTemplate:
             yield f"<|im_start|>system\n{self.system}<|im_end|>{self.turn_sep}", False
         for i, turn in enumerate(conversations):
             role, value = _turn(turn, i)
+            if self.strip_turns:
+                value = value.strip()
             if role in HUMAN_ROLES:
                 yield f"<|im_start|>user\n{value}<|im_end|>{self.turn_sep}", False
             else:

@@ -19,6 +19,8 @@ IMAGE_TOKENS = (IMG_START, IMG_END, IMG_CONTEXT)
 BUNDLED = "bundled"
 # Files any loadable tokenizer folder has at least one of (besides a sentencepiece *.model).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
+# Starts of text on which a tokenizer's start-of-input treatment (a prefix space or marker) shows.
+RESTART_PROBES = ("a", " a", "1", ".", "\n", "中")
 
 
 def bundled_tokenizer_dir() -> Path:
@@ -48,6 +50,21 @@ class TextTokenizer:
     @functools.cached_property
     def bos_id(self) -> int | None:
         return self.hf.bos_token_id
+
+    @functools.cached_property
+    def added_tokens(self) -> tuple[str, ...]:
+        """Strings the tokenizer splits the text at before tokenizing what lies between them, longest first."""
+        return tuple(sorted(self.hf.added_tokens_encoder, key=len, reverse=True))
+
+    @functools.cached_property
+    def restarts_after_added_tokens(self) -> bool:
+        """Whether text right after an added token is tokenized as if it began the input.
+
+        Byte-level BPEs and sentencepiece tokenizers that add their dummy prefix to every span between added
+        tokens (InternLM2, Llama `legacy`) do; one that adds it only at the very start of the input (Metaspace
+        `prepend_scheme="first"`, Llama `legacy=False`) does not, and then a piece cannot be encoded on its own.
+        """
+        return all(self.encode(IMG_END + probe) == [self.img_end_id, *self.encode(probe)] for probe in RESTART_PROBES)
 
     @property
     def vocab_size(self) -> int:

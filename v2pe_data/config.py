@@ -92,6 +92,10 @@ class BuildConfig:
     template: str = "internlm2-chat"
     max_tiles: int = 12
     image_format: str = "jpg"
+    # The InternVL layout's meta.json: `root`/`annotation` relative to its folder (movable) or absolute (the
+    # reference trainer resolves them from its working directory), and the `data_augment` flag it carries.
+    internvl_root: str = "relative"
+    internvl_augment: bool = False
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, msg: str) -> None:
@@ -130,6 +134,7 @@ class BuildConfig:
         need(self.template in TEMPLATES, "template", f"choose one of {sorted(TEMPLATES)}")
         need(1 <= self.max_tiles <= 64, "max_tiles", "must lie in [1, 64]")
         need(self.image_format in ("jpg", "png"), "image_format", "choose jpg or png")
+        need(self.internvl_root in ("relative", "absolute"), "internvl_root", "choose relative or absolute")
         if not self.out:
             self.out = f"out/{self.task}_{format_length(self.length)}"
 
@@ -142,6 +147,9 @@ class BuildConfig:
         d.pop("out")
         d.pop("source")  # folded into `sources`
         d.pop("strict")  # stops a build early but never changes its bytes
+        for key, default in (("internvl_root", "relative"), ("internvl_augment", False)):
+            if d[key] == default:  # builds that keep the defaults keep the identity (and build_id) they had
+                d.pop(key)
         return d
 
     @classmethod

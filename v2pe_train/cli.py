@@ -102,3 +102,93 @@ def convert(src: Path = typer.Argument(..., help="Remote-code InternVL2 checkpoi
     except OSError as exc:
         _fail(str(exc), FAILURE)
     typer.echo(f"converted {src} -> {out}")
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Option(..., help="'tiny', a native InternVL folder, a run folder (latest checkpoint) or a "
+                                        "checkpoint folder."),
+    data: list[str] = typer.Option(..., help="Build folder(s) or MM-NIAH folders/annotation files; repeatable."),
+    out: Path = typer.Option(..., help="Folder for predictions.jsonl, scores and the report."),
+    stride: str = typer.Option("default", help="Stride(s) of V2PE positions: 64, or a sweep 1,16,64,256,default."),
+    mode: str = typer.Option("generate", help="generate (greedy) or teacher_forced (one forward; for long samples)."),
+    data_format: str = typer.Option("wds", "--format", help="Which copy of a build to read: wds, parquet, internvl."),
+    images: Optional[Path] = typer.Option(None, help="MM-NIAH images root (default: ../images of the annotations)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N items only."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1,
+                                                 help="Reply budget (default: the benchmark's per task)."),
+    max_tiles: int = typer.Option(12, "--max-tiles", help="Tiles per image for MM-NIAH inputs (V2PE: 5, MM-NIAH: 1)."),
+    style: str = typer.Option("official", help="MM-NIAH prompt and budgets: official or v2pe."),
+    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer folder (default: the model's)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Answer every item with V2PE positions at each stride (resumable), then score and write the report."""
+    from .eval.inputs import EvalInputError
+    from .eval.run import evaluate, load_generator, parse_strides
+
+    try:
+        strides = parse_strides(stride)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        gen = load_generator(model, tokenizer=tokenizer, device=device)
+        pred = evaluate(gen, data, out, strides=strides, mode=mode, data_format=data_format,
+                        images_root=str(images) if images else None, limit=limit, max_new_tokens=max_new_tokens,
+                        style=style, max_tiles=max_tiles, progress=not quiet)
+    except EvalInputError as exc:
+        _fail(str(exc))
+    except (ValueError, RuntimeError, OSError) as exc:
+        _fail(str(exc), FAILURE)
+    _score_and_report([pred], data, out, data_format=data_format, images=images, max_tiles=max_tiles, style=style,
+                      tokenizer=gen.tokenizer)
+
+
+@app.command()
+def score(
+    predictions: list[Path] = typer.Argument(..., help="Predictions JSONL (ours, or MM-NIAH submission files)."),
+    data: list[str] = typer.Option(..., help="The build folder(s) or MM-NIAH inputs the predictions answer."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: beside the first predictions file)."),
+    data_format: str = typer.Option("wds", "--format", help="Which copy of a build to read: wds, parquet, internvl."),
+    images: Optional[Path] = typer.Option(None, help="MM-NIAH images root."),
+    max_tiles: int = typer.Option(12, "--max-tiles", help="Tiles per image for MM-NIAH inputs."),
+    style: str = typer.Option("official", help="MM-NIAH prompt and budgets: official or v2pe."),
+    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer that counts MM-NIAH inputs (default: bundled)."),
+) -> None:
+    """Score predictions against the answers; missing, duplicated or malformed lines are reported one by one."""
+    from v2pe_common.tokenizer import load_tokenizer
+
+    try:
+        tok = load_tokenizer(tokenizer)
+    except ValueError as exc:
+        _fail(str(exc))
+    _score_and_report(predictions, data, out or predictions[0].parent, data_format=data_format, images=images,
+                      max_tiles=max_tiles, style=style, tokenizer=tok)
+
+
+def _score_and_report(predictions, data, out: Path, *, data_format, images, max_tiles, style, tokenizer) -> None:
+    import json
+
+    from .eval.inputs import EvalInputError
+    from .eval.report import write_report
+    from .eval.run import SCORES, score_predictions
+
+    try:
+        rows, problems = score_predictions(predictions, data, data_format=data_format, tokenizer=tokenizer,
+                                           max_tiles=max_tiles, images_root=str(images) if images else None,
+                                           style=style)
+    except EvalInputError as exc:
+        _fail(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / SCORES, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    written = write_report(rows, out)
+    for line in problems.lines():
+        typer.echo(f"warning: {line}", err=True)
+    by_stride: dict[str, list[float]] = {}
+    for r in rows:
+        by_stride.setdefault(r["stride"], []).append(r["score"])
+    summary = ", ".join(f"stride {s}: {100 * sum(v) / len(v):.1f}" for s, v in sorted(by_stride.items()))
+    typer.echo(f"{len(rows)} predictions scored ({summary or 'none'}); report: {written['markdown']}")
+    if problems:
+        _fail(f"{len(problems.lines())} prediction line(s) could not be scored (listed above)", FAILURE)

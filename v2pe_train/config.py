@@ -25,9 +25,12 @@ class TrainConfig:
     tokenizer: str | None = None  # default: the model directory's tokenizer, or the bundled one for tiny
     data: list[str] = field(default_factory=list)  # v2pe-data build folders (manifest.json) or tar files
     data_format: str = "wds"  # which copy of a build to read: wds, parquet or internvl
+    # a train-time mixture instead of `data`: [{path, weight?, repeat_time?, format?}] (v2pe_train/data/mixture.py)
+    datasets: list | None = None
     out: str = "runs/tiny"
     # sequence and positions
     max_seq_len: int = 34000
+    max_tiles_per_pack: int | None = None  # the reference's num_images_expected (135); None: tokens alone decide
     position_mode: str = "v2pe_rnd"
     stride: int | None = None  # for v2pe_fix
     template: str | None = None  # override the template recorded in the data
@@ -35,6 +38,9 @@ class TrainConfig:
     lr: float = 5e-6
     min_lr: float = 0.0
     weight_decay: float = 0.05
+    # False: decay matrices only (common practice); True: every trainable parameter, norms and biases too,
+    # as the reference's DeepSpeed AdamW does.
+    weight_decay_all: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     warmup_ratio: float = 0.03
@@ -47,6 +53,8 @@ class TrainConfig:
     freeze_vision: bool = False
     freeze_projector: bool = False
     freeze_language: bool = False
+    drop_path_rate: float = 0.0  # stochastic depth of the vision tower (model.install_drop_path); reference 0.1
+    data_augment: bool = False  # JPEG re-encoding of every training tile at quality 75..100 (SampleProcessor.tile)
     # parallelism
     cp: int = 1  # context-parallel degree; world size = dp * cp
     ring_backend: str = "auto"  # auto | torch | flash: kernels of the ring attention when cp > 1
@@ -75,6 +83,14 @@ class TrainConfig:
         need(bool(self.model), "model", "give 'tiny' or a local checkpoint directory")
         need(isinstance(self.data, list) and all(isinstance(d, str) for d in self.data), "data",
              "must be a list of build folders or tar paths")
+        if self.datasets is not None:
+            from .data.mixture import parse_datasets
+
+            try:
+                parse_datasets(self.datasets)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            need(not self.data, "datasets", "give data (each source read once) or datasets (a mixture), not both")
         need(self.max_seq_len > 0, "max_seq_len", "must be positive")
         need(self.data_format in ("wds", "parquet", "internvl"), "data_format", "choose wds, parquet or internvl")
         need(self.position_mode in POSITION_MODES, "position_mode", f"choose one of {list(POSITION_MODES)}")
@@ -88,6 +104,9 @@ class TrainConfig:
         need(self.grad_clip > 0, "grad_clip", "must be positive")
         need(self.eps >= 0, "eps", "must be >= 0")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(0 <= self.drop_path_rate < 1, "drop_path_rate", f"must lie in [0, 1), got {self.drop_path_rate}")
+        need(self.max_tiles_per_pack is None or self.max_tiles_per_pack >= 1, "max_tiles_per_pack",
+             "must be >= 1 (or null: no tile limit)")
         need(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"choose one of {list(LOSS_REDUCTIONS)}")
         need(self.precision in PRECISIONS, "precision", f"choose one of {list(PRECISIONS)}")
         need(self.cp >= 1, "cp", "must be >= 1")

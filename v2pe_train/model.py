@@ -115,11 +115,13 @@ def build_model(
     freeze_language: bool = False,
     attn_implementation: str | dict[str, str] = "sdpa",
     seed: int = 0,
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
     """A ready-to-train `InternVLForConditionalGeneration`: vocabulary fitted, float64 rope, freezes applied.
 
     `attn_implementation` is a name or a per-sub-config dict, e.g. {"text_config": "ring_zigzag",
     "vision_config": "sdpa"} once a custom attention is registered. `seed` only affects the tiny model.
+    `drop_path_rate` > 0 gives the vision tower stochastic depth (`install_drop_path`).
     """
     from transformers import InternVLForConditionalGeneration
 
@@ -144,6 +146,7 @@ def build_model(
     check_tile_contract(model)
     fit_vocabulary(model, tokenizer, allow_new_image_token=str(spec) in PRESETS)
     install_float64_rope(model)
+    install_drop_path(model, drop_path_rate)
     set_trainable(model, vision=not freeze_vision, projector=not freeze_projector, language=not freeze_language)
     return model
 
@@ -186,6 +189,50 @@ def fit_vocabulary(model: nn.Module, tokenizer: TextTokenizer, *, allow_new_imag
     if ctx >= model.get_input_embeddings().num_embeddings:
         raise ValueError(f"<IMG_CONTEXT> id {ctx} is outside the model's vocabulary")
     model.config.image_token_id = ctx
+
+
+class StochasticDepth(nn.Module):
+    """Drop a residual branch for whole tiles with probability `rate`, scaling the kept ones by 1 / (1 - rate),
+    in training mode only; the identity in eval mode (timm's DropPath, which InternViT uses)."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = float(rate)
+
+    def forward(self, branch: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return branch
+        keep = 1.0 - self.rate
+        # One draw per tile (dim 0). Gradient checkpointing's recompute restores the RNG state, so the
+        # recomputed forward drops the same tiles.
+        mask = branch.new_empty((branch.shape[0],) + (1,) * (branch.dim() - 1)).bernoulli_(keep)
+        return branch * mask / keep
+
+
+def install_drop_path(model: nn.Module, rate: float) -> None:
+    """Stochastic depth on the vision tower, as InternViT trains with `drop_path_rate` (V2PE: 0.1).
+
+    transformers' InternVL vision layers have no drop path, so each layer's two residual branches (the
+    attention and the MLP output) get a `StochasticDepth` through forward hooks. The rate rises linearly
+    from 0 at the first layer to `rate` at the last, InternViT's schedule (so the 1-layer tiny tower never
+    drops). The mask is one scalar per tile, so masking the branch before the layer scale (lambda_1,
+    lambda_2) and dropout equals masking after them. The modules hold no weights: checkpoints keep their
+    keys. Calling again sets new rates.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop_path_rate must lie in [0, 1), got {rate}")
+    layers = model.model.vision_tower.encoder.layer
+    rates = torch.linspace(0.0, rate, len(layers)).tolist()  # InternViT's rule: a 1-layer tower gets 0
+    for layer, r in zip(layers, rates):
+        existing = getattr(layer, "drop_path", None)
+        if isinstance(existing, StochasticDepth):
+            existing.rate = r
+            continue
+        if rate == 0.0:
+            continue
+        drop = layer.drop_path = StochasticDepth(r)
+        layer.attention.register_forward_hook(lambda _m, _a, out, drop=drop: (drop(out[0]), *out[1:]))
+        layer.mlp.register_forward_hook(lambda _m, _a, out, drop=drop: drop(out))
 
 
 def parts(model: nn.Module) -> dict[str, list[nn.Module]]:

@@ -1,4 +1,9 @@
-"""AdamW with decoupled weight decay on matrices only, and a linear-warmup cosine schedule."""
+"""AdamW with decoupled weight decay, and a linear-warmup cosine schedule.
+
+Which parameters decay: by default only matrices (>= 2-D); norm weights, biases and other vectors are
+left alone, the common practice. `decay_all=True` decays every trainable parameter, as the reference
+V2PE trainer does (its DeepSpeed optimizer gets all parameters in one group with the recipe's weight decay).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,18 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = False) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        # Norm weights, biases and embeddings-like vectors are not decayed (standard practice).
-        (decay if p.dim() >= 2 else no_decay).append(p)
+        (decay if decay_all or p.dim() >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas, eps: float) -> torch.optim.AdamW:
-    groups = param_groups(model, weight_decay)
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas, eps: float,
+                    decay_all: bool = False) -> torch.optim.AdamW:
+    groups = param_groups(model, weight_decay, decay_all=decay_all)
     if not any(g["params"] for g in groups):
         raise ValueError("nothing to train: every parameter is frozen")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)

@@ -100,9 +100,9 @@ def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
         if not torch.cuda.is_available() or find_spec("flash_attn") is None or find_spec("ring_flash_attn") is None:
             raise UsageError("ring_backend: 'flash' needs CUDA plus flash-attn and ring-flash-attn "
                              "(pip install -e '.[gpu]'); use 'auto' or 'torch' on this machine")
-    if not cfg.data:
+    if not cfg.data and not cfg.datasets:
         raise UsageError("data: no data given (pass v2pe-data build folders with --data / DATA=...)")
-    for d in cfg.data:
+    for d in cfg.data + [spec["path"] for spec in cfg.datasets or []]:
         import glob
 
         if not Path(d).exists() and not glob.glob(d):
@@ -154,7 +154,7 @@ class Trainer:
         self.tokenizer = load_tokenizer(resolve_tokenizer(cfg))
         self.model = build_model(cfg.model, self.tokenizer, freeze_vision=cfg.freeze_vision,
                                  freeze_projector=cfg.freeze_projector, freeze_language=cfg.freeze_language,
-                                 seed=cfg.seed).to(self.device)
+                                 seed=cfg.seed, drop_path_rate=cfg.drop_path_rate).to(self.device)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
@@ -172,17 +172,18 @@ class Trainer:
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         try:
             self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
-                                             eps=cfg.eps)
+                                             eps=cfg.eps, decay_all=cfg.weight_decay_all)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         self.scheduler = cosine_with_warmup(self.optimizer, total_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio,
                                             min_lr_ratio=cfg.min_lr / cfg.lr)
         pixel_dtype = "bf16" if self.device.type == "cuda" else "fp32"
         self.loader = TrainDataLoader(
-            LoaderConfig(data=cfg.data, format=cfg.data_format, max_seq_len=cfg.max_seq_len, seed=cfg.seed, num_epochs=None,
+            LoaderConfig(data=cfg.data, datasets=cfg.datasets, format=cfg.data_format, max_seq_len=cfg.max_seq_len,
+                         max_tiles_per_pack=cfg.max_tiles_per_pack, seed=cfg.seed, num_epochs=None,
                          dp_rank=self.topo.dp_rank, dp_size=self.topo.dp, template=cfg.template,
                          position_mode=cfg.position_mode, stride=cfg.stride, pixel_dtype=pixel_dtype,
-                         strict=cfg.strict, verify=cfg.verify_shards),
+                         strict=cfg.strict, verify=cfg.verify_shards, data_augment=cfg.data_augment),
             self.tokenizer, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
         self.step = 0
         self.run_id = hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]

@@ -81,12 +81,13 @@ class ValueMember:
 
 
 def iter_samples(fmt: str, path: str | Path, start: int = 0, *, num_samples: int | None = None,
-                 root: Path | None = None) -> Iterator:
-    """The samples of one shard of format `fmt` (see the module docstring); ValueError for an unknown format."""
+                 root: Path | None = None, **options) -> Iterator:
+    """The samples of one shard of format `fmt` (see the module docstring); ValueError for an unknown format.
+    `options` are the format's own (internvl: `max_dynamic_patch`)."""
     if fmt not in READ_FORMATS:
         raise ValueError(f"format must be one of {list(READ_FORMATS)}, got {fmt!r}")
     module = importlib.import_module(f"{__name__}.{fmt}")
-    return module.iter_samples(Path(path), start, num_samples=num_samples, root=root)
+    return module.iter_samples(Path(path), start, num_samples=num_samples, root=root, **options)
 
 
 def read_records(samples: Iterator, *, images: bool = True) -> Iterator[tuple[str, dict | None, dict[str, bytes]]]:

@@ -87,7 +87,8 @@ def _finalize_internvl(out: Path, name: str, shards: Sequence[dict], cfg) -> Non
     from .internvl import finalize_internvl
 
     # the build's max_tiles, so the reference trainer tiles as we counted
-    finalize_internvl(out, name, shards, max_dynamic_patch=cfg.max_tiles)
+    finalize_internvl(out, name, shards, max_dynamic_patch=cfg.max_tiles,
+                      absolute=cfg.internvl_root == "absolute", data_augment=cfg.internvl_augment)
 
 
 # -- mmniah ---------------------------------------------------------------------------------------

@@ -26,7 +26,10 @@ order, into one `OUT/internvl/<name>.jsonl` (atomic) and names it in `meta.json`
 Paths in meta.json. The reference joins `root` with each image path and opens `annotation` as given,
 both relative to the trainer's working directory. By default `root` and `annotation` are written
 relative to the folder of meta.json ("." and "<name>.jsonl"), so the folder can be moved or uploaded
-as is; run the reference trainer from that folder, or pass `absolute=True` for absolute paths.
+as is; run the reference trainer from that folder, or build with `internvl_root: absolute` (`absolute=True`)
+for absolute paths, the portable choice for the reference, which resolves them from its working directory.
+`data_augment` is false unless the build sets `internvl_augment: true` (the released V2PE-Data meta files
+set it for training data; our loader honours the trainer's own `data_augment` key for our builds).
 """
 
 from __future__ import annotations
@@ -164,12 +167,13 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def finalize_internvl(out: str | Path, name: str, shards: Sequence[dict], *, absolute: bool = False,
-                      max_dynamic_patch: int | None = None) -> dict:
+                      max_dynamic_patch: int | None = None, data_augment: bool = False) -> dict:
     """Merge the shard JSONLs into OUT/internvl/<name>.jsonl and write OUT/internvl/meta.json.
 
     `shards` are manifest shard entries ({"path", "format", "num_samples", ...}, paths relative to
     `out`) in shard order; entries of other formats are ignored. `max_dynamic_patch`, when given, is
     written into the meta entry (pass the build's `max_tiles`, so the reference tiles as we counted).
+    `data_augment` is written as given: the reference trainer then JPEG re-encodes this entry's tiles.
     Returns the meta dict. Idempotent: a rerun rewrites the same bytes.
     """
     out = Path(out)
@@ -196,7 +200,7 @@ def finalize_internvl(out: str | Path, name: str, shards: Sequence[dict], *, abs
     item = {
         "root": str(where) if where else ".",
         "annotation": str(where / merged.name) if where else merged.name,
-        "data_augment": False,
+        "data_augment": bool(data_augment),
         "repeat_time": 1,
         "length": length,
     }

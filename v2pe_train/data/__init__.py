@@ -7,19 +7,21 @@
     ckpt["data"] = loader.state_dict()  # exact resume: loader.load_state_dict(ckpt["data"])
 
 Modules: shards (manifests and their sha256 checks; tar, parquet and InternVL JSONL streaming; epoch
-order, dp split), samples (record -> tokens, tiles, positions), packing, collate (the Batch), loader
+order, dp split), mixture (several datasets interleaved by repeat_time or weight), samples (record ->
+tokens, tiles, positions), foreign (InternVL lines without our meta, counted at load), packing, collate (the Batch), loader
 (PackedLoader, torch wrappers), stats (bad-input counts).
 """
 
 from .collate import Batch, collate
 from .loader import LoaderConfig, LoaderDataset, PackedLoader, TrainDataLoader
+from .mixture import DatasetSpec
 from .packing import Packer
 from .samples import IMAGENET_MEAN, IMAGENET_STD, Sample, SampleError, SampleProcessor, stride_rng
 from .shards import ShardRef, resolve_sources
 from .stats import REASONS, LoaderError, LoaderStats
 
 __all__ = [
-    "Batch", "collate", "LoaderConfig", "LoaderDataset", "PackedLoader", "TrainDataLoader", "Packer",
+    "Batch", "collate", "DatasetSpec", "LoaderConfig", "LoaderDataset", "PackedLoader", "TrainDataLoader", "Packer",
     "IMAGENET_MEAN", "IMAGENET_STD", "Sample", "SampleError", "SampleProcessor", "stride_rng",
     "ShardRef", "resolve_sources", "REASONS", "LoaderError", "LoaderStats",
 ]

@@ -19,6 +19,11 @@ packing buffer and packs already formed), as (shard, offset, id) references, plu
 v2pe_rnd strides come from (seed, epoch, sample id)) and continues, so the batches after a resume are
 exactly the batches an uninterrupted loader yields next.
 
+Mixtures. With `datasets` instead of `data`, an epoch interleaves several datasets by the reference's
+rule (each takes its repeat_time-weighted length, or the share its `weight` gives; without replacement
+inside a pass), each dataset streamed lazily; the slot schedule and every dataset's position are part of
+the state. See mixture.py.
+
 Bad input (missing or corrupt shard, a shard whose bytes differ from its manifest's sha256, undecodable
 image, schema failure, tiles or length mismatch, too long) is counted in `loader.stats` with "shard:key:
 message" examples and skipped; `strict=True` raises `LoaderError` on the first instead. A shard is
@@ -42,6 +47,7 @@ from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
 from ..positions import MODES, STRIDES
 from .collate import Batch, collate
+from .mixture import DatasetSpec, Mixture, parse_datasets
 from .packing import Packer
 from .samples import IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleError, SampleProcessor
 from .shards import (FORMATS, ShardReadError, ShardRef, content_fingerprint, epoch_order, fingerprint, iter_samples,
@@ -54,7 +60,9 @@ STATE_VERSION = 1
 
 @dataclass(kw_only=True)
 class LoaderConfig:
-    data: Sequence[str]  # build folders / manifest.json / shard paths (.tar, .parquet, .jsonl) / globs / internvl meta.json
+    data: Sequence[str] = ()  # build folders / manifest.json / shard paths (.tar, .parquet, .jsonl) / globs / internvl meta.json
+    # A train-time mixture instead of `data`: [{path, weight?, repeat_time?, format?}] (see mixture.py)
+    datasets: Sequence[dict | DatasetSpec] | None = None
     format: str = "wds"  # which shards of a build folder to read: wds | parquet | internvl (never two: same samples)
     max_seq_len: int | None = None  # pack samples up to this many tokens; None: one sample per batch, no limit
     max_tiles_per_pack: int | None = None
@@ -75,10 +83,17 @@ class LoaderConfig:
     # Check each shard file against the sha256 and size its manifest lists before reading a sample of it;
     # False for shards edited on purpose. Bare shard paths (no manifest) carry no hash and are never checked.
     verify: bool = True
+    # JPEG re-encoding of every tile at a random quality, seeded per (seed, sample, image, epoch): the
+    # reference's `data_augment` (SampleProcessor.tile). Training only; evaluation never sets it.
+    data_augment: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             self.data = [self.data]
+        if self.datasets is not None:
+            self.datasets = parse_datasets(self.datasets)
+        if bool(self.data) == bool(self.datasets):
+            raise ValueError("give data (sources read once each) or datasets (a mixture), not both or neither")
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
         if not 0 <= self.dp_rank < self.dp_size:
@@ -107,7 +122,14 @@ class PackedLoader:
     def __init__(self, config: LoaderConfig, tokenizer: TextTokenizer | str | None = None):
         self.config = config
         self.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else load_tokenizer(tokenizer)
-        self.shards: list[ShardRef] = resolve_sources(config.data, config.format)
+        self.mixture = None if not config.datasets else Mixture(
+            config.datasets, default_format=config.format, seed=config.seed, shuffle=config.shuffle,
+            rank=config.dp_rank, world=config.dp_size, verify=config.verify)
+        self.shards: list[ShardRef] = self.mixture.shards if self.mixture else resolve_sources(config.data, config.format)
+        repeated = [f"{r.name} ({r.repeat_time:g})" for r in self.shards if r.repeat_time not in (None, 1.0)]
+        if repeated and self.mixture is None:
+            log.warning("data: meta entries %s set repeat_time, which `data` does not apply (every sample is read "
+                        "once an epoch); list the meta file under `datasets` to mix by it", ", ".join(repeated))
         self.stats = LoaderStats(strict=config.strict)
         self.processor = SampleProcessor(
             self.tokenizer,
@@ -121,6 +143,7 @@ class PackedLoader:
             image_std=config.image_std,
             max_seq_len=config.max_seq_len,
             max_tiles_per_pack=config.max_tiles_per_pack,
+            data_augment=config.data_augment,
         )
         self.packer = Packer(config.max_seq_len, max_tiles_per_pack=config.max_tiles_per_pack, buffer_size=config.buffer_size)
         self._fingerprint = fingerprint(self.shards)
@@ -147,7 +170,7 @@ class PackedLoader:
             by_shard[int(shard)].append((int(offset), sample_id))
         for shard, wanted in sorted(by_shard.items()):
             ref = self.shards[shard]
-            wanted.sort()
+            wanted = sorted(set(wanted))  # a mixture repeating a dataset can buffer one sample twice
             pos = wanted[0][0]
             it = iter_samples(ref, start=pos, verify=self.config.verify)
             for offset, sample_id in wanted:
@@ -216,6 +239,22 @@ class PackedLoader:
         except ShardReadError as exc:
             self._report(exc.reason, ref, key if exc.reason == "corrupt_shard" else None, str(exc))
 
+    def _process_mixed(self, ref: ShardRef, ts) -> None:
+        try:
+            sample = self.processor.process(ts, shard=ref.index, epoch=self.epoch)
+        except SampleError as exc:
+            self._report(exc.reason, ref, ts.key, str(exc))
+            return
+        self._good += 1
+        self._ready.extend(self.packer.add(sample))
+
+    def _read_mixture(self) -> Iterator[Batch]:
+        def report(exc: ShardReadError, ref: ShardRef, key: str | None) -> None:
+            self._report(exc.reason, ref, key if exc.reason == "corrupt_shard" else None, str(exc))
+
+        for _ in self.mixture.read(self._process_mixed, self._broken, report):
+            yield from self._emit()
+
     def __iter__(self) -> Iterator[Batch]:
         if self._active:
             raise RuntimeError("PackedLoader supports one iterator at a time")
@@ -225,14 +264,21 @@ class PackedLoader:
             yield from self._emit()
             c = self.config
             while c.num_epochs is None or self.epoch < c.num_epochs:
-                order, sample_split = self._epoch_shards()
-                whole_epoch = self.shard_pos == 0 and self.offset == 0
                 self._good = 0
-                while self.shard_pos < len(order):
-                    if order[self.shard_pos].index not in self._broken:
-                        yield from self._read_shard(order[self.shard_pos], sample_split)
-                    self.shard_pos += 1
-                    self.offset = 0
+                if self.mixture is not None:
+                    whole_epoch = self.mixture.remaining is None
+                    if whole_epoch:
+                        self.mixture.start_epoch(self.epoch)
+                    yield from self._read_mixture()
+                    order = self.shards
+                else:
+                    order, sample_split = self._epoch_shards()
+                    whole_epoch = self.shard_pos == 0 and self.offset == 0
+                    while self.shard_pos < len(order):
+                        if order[self.shard_pos].index not in self._broken:
+                            yield from self._read_shard(order[self.shard_pos], sample_split)
+                        self.shard_pos += 1
+                        self.offset = 0
                 self._ready.extend(self.packer.flush())
                 yield from self._emit()
                 if c.num_epochs is None and whole_epoch and self._good == 0:
@@ -245,6 +291,8 @@ class PackedLoader:
                 self.shard_pos = 0
                 self.offset = 0
                 self._broken.clear()
+                if self.mixture is not None:
+                    self.mixture.remaining = None
         finally:
             self._active = False
 
@@ -269,6 +317,7 @@ class PackedLoader:
             "epoch": self.epoch,
             "shard_pos": self.shard_pos,
             "offset": self.offset,
+            "mixture": self.mixture.state() if self.mixture is not None else None,
             **buffer,
             "stats": self.stats.state_dict(),
         }
@@ -297,7 +346,12 @@ class PackedLoader:
         if list(state["packing"]) != [c.max_seq_len, c.max_tiles_per_pack, c.buffer_size]:
             log.warning("loader state was saved with packing %s, now %s: packs after the resume differ",
                         state["packing"], [c.max_seq_len, c.max_tiles_per_pack, c.buffer_size])
+        if (state.get("mixture") is None) != (self.mixture is None):
+            raise ValueError("loader state was saved for " + ("a mixture (datasets)" if self.mixture is None else "plain data")
+                             + ", this loader reads " + ("plain data" if self.mixture is None else "a mixture"))
         self.epoch, self.shard_pos, self.offset = int(state["epoch"]), int(state["shard_pos"]), int(state["offset"])
+        if self.mixture is not None:
+            self.mixture.load_state(state["mixture"], self.epoch)
         self._ready.clear()
         self._broken.clear()
         self.packer.restore([], None, None)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from v2pe_common import encoding, schema
+from v2pe_common.formats.internvl import ForeignRecord
 from v2pe_common.template import ChatTemplate, get_template
 from v2pe_common.tiling import TilingConfig, image_processor, num_tiles
 from v2pe_common.tokenizer import TextTokenizer
@@ -28,6 +29,7 @@ from v2pe_common.tokenizer import TextTokenizer
 from ..positions import position_ids
 from v2pe_common.tiling import IMAGENET_MEAN, IMAGENET_STD
 
+from . import foreign
 from .shards import BadMember, InternVLSample, ParquetSample, TarSample
 
 log = logging.getLogger("v2pe_train.data")
@@ -70,6 +72,9 @@ class Sample:
         return [self.shard, self.offset, self.id]
 
 
+_JPEG_STREAM = 0x4A504547  # "JPEG": the spawn key of the augmentation's draws (see SampleProcessor.tile)
+
+
 def stride_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
     """The v2pe_rnd stride generator of one sample in one epoch: a resumed run draws the same strides."""
     h = int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "little")
@@ -101,6 +106,7 @@ class SampleProcessor:
         image_std: tuple[float, float, float] = IMAGENET_STD,
         max_seq_len: int | None = None,
         max_tiles_per_pack: int | None = None,
+        data_augment: bool = False,
     ):
         if pixel_dtype not in PIXEL_DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {pixel_dtype!r}")
@@ -115,11 +121,15 @@ class SampleProcessor:
         self.image_std = list(image_std)
         self.max_seq_len = max_seq_len
         self.max_tiles_per_pack = max_tiles_per_pack
+        # The reference's training transform: each tile re-encoded as JPEG at a random quality (see `tile`).
+        self.data_augment = bool(data_augment)
         self._warned_tokenizer = False
 
     # -- the record alone -------------------------------------------------------------------------
     def plan(self, data: bytes | dict, key: str):
         """Parse (unless given parsed), validate and encode a record; raise SampleError before any image is read."""
+        if isinstance(data, ForeignRecord):  # a line with no meta of ours: counted here (foreign.py)
+            return foreign.plan(self, data)
         if isinstance(data, dict):
             record = data
         else:
@@ -169,27 +179,47 @@ class SampleProcessor:
                 "sequence lengths come from the trainer's tokenizer and differ from meta.num_tokens",
                 meta["tokenizer"]["name"], meta["tokenizer"]["sha256"][:12], self.tokenizer.name, self.tokenizer.sha256[:12],
             )
-        if self.max_seq_len is not None and len(enc) > self.max_seq_len:
-            raise SampleError("too_long", f"{len(enc)} tokens > max_seq_len {self.max_seq_len} (rejected whole, never cut)")
-        if self.max_tiles_per_pack is not None and sum(tiles) > self.max_tiles_per_pack:
-            raise SampleError("too_long", f"{sum(tiles)} tiles > max_tiles_per_pack {self.max_tiles_per_pack}")
+        self.check_limits(enc)
         return record, enc, tiling
 
+    def check_limits(self, enc: encoding.EncodedSample) -> None:
+        """SampleError("too_long") for a sample over `max_seq_len` tokens or `max_tiles_per_pack` tiles."""
+        if self.max_seq_len is not None and len(enc) > self.max_seq_len:
+            raise SampleError("too_long", f"{len(enc)} tokens > max_seq_len {self.max_seq_len} (rejected whole, never cut)")
+        if self.max_tiles_per_pack is not None and sum(enc.tiles) > self.max_tiles_per_pack:
+            raise SampleError("too_long", f"{sum(enc.tiles)} tiles > max_tiles_per_pack {self.max_tiles_per_pack}")
+
     # -- pixels -----------------------------------------------------------------------------------
-    def tile(self, data: bytes, name: str, expect: int, tiling: TilingConfig, out: torch.Tensor) -> None:
-        """Decode one image and write its normalised tiles into `out` [expect, 3, H, W]; the PIL image is closed here."""
+    def tile(self, data: bytes, name: str, expect: int, tiling: TilingConfig, out: torch.Tensor, *,
+             key: tuple[str, int, int] | None = None, augment: bool | None = None) -> None:
+        """Decode one image and write its normalised tiles into `out` [expect, 3, H, W]; the PIL image is closed here.
+
+        Augmentation (the reference trainer's `data_augment`): every tile, thumbnail included, is JPEG
+        re-encoded at a quality drawn uniformly from 75..100, one draw per tile, after cropping and
+        resizing and before normalisation, as the reference's per-tile transform does. It runs only when
+        `augment` (default: the processor's `data_augment`; a caller passes a dataset's own flag, e.g. an
+        InternVL meta entry's `data_augment`) is true AND `key` = (sample id, image index in the sample,
+        epoch) is given: the qualities come from (seed, sample id, image index, epoch) alone, so a resumed
+        run and a re-read sample get the same pixels. Without a key (evaluation) pixels are never augmented.
+        """
         from PIL import Image
 
         from v2pe_common.images import to_rgb
 
+        jpeg = self.data_augment if augment is None else bool(augment)
+        jpeg = jpeg and key is not None
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
                 size = im.size
                 # the processor's own RGB conversion clips 16-bit grey to white; to_rgb scales it
-                result = image_processor(tiling)(
-                    images=to_rgb(im), return_tensors="pt", image_mean=self.image_mean, image_std=self.image_std
-                )
+                if jpeg:  # 8-bit tiles first: JPEG works on them, normalisation follows
+                    result = image_processor(tiling)(images=to_rgb(im), return_tensors="pt", do_rescale=False,
+                                                     do_normalize=False)
+                else:
+                    result = image_processor(tiling)(
+                        images=to_rgb(im), return_tensors="pt", image_mean=self.image_mean, image_std=self.image_std
+                    )
         except Exception as exc:  # PIL and the processor raise many types for undecodable bytes
             raise SampleError("bad_image", f"image {name} does not decode: {type(exc).__name__}: {exc}") from None
         pixels = result["pixel_values"]
@@ -200,6 +230,22 @@ class SampleProcessor:
             raise SampleError(
                 "tiles_mismatch", f"image {name} ({size[0]}x{size[1]}) gives {got} tiles, $.meta.tiles says {expect}"
             )
+        if jpeg:
+            sample_id, index, epoch = key
+            # The sample's own stream (stride_rng's seed) with a spawn key of its own: independent of the
+            # v2pe_rnd strides drawn for the same sample, and of every other image of it.
+            seq = stride_rng(self.seed, epoch, sample_id).bit_generator.seed_seq
+            rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(_JPEG_STREAM, int(index))))
+            qualities = rng.integers(75, 101, size=got)
+            reencoded = torch.empty_like(pixels)
+            for t, quality in enumerate(qualities.tolist()):
+                buf = io.BytesIO()
+                Image.fromarray(pixels[t].permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=quality)
+                with Image.open(buf) as back:
+                    reencoded[t] = torch.from_numpy(np.array(back.convert("RGB"))).permute(2, 0, 1)
+            mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.image_std).view(1, 3, 1, 1)
+            pixels = (reencoded.float() / 255.0 - mean) / std  # the processor's rescale and normalise
         out.copy_(pixels)
 
     def process(self, ts: TarSample | ParquetSample | InternVLSample, *, shard: int, epoch: int) -> Sample:
@@ -234,7 +280,9 @@ class SampleProcessor:
 
                 def put(name: str, data: bytes) -> None:
                     i = index[name]
-                    self.tile(data, name, enc.tiles[i], tiling, pixels[bounds[i] : bounds[i + 1]])
+                    # Keyed by (sample, image, epoch): augmentation, when on, is the same after a resume.
+                    self.tile(data, name, enc.tiles[i], tiling, pixels[bounds[i] : bounds[i + 1]],
+                              key=(record["id"], i, epoch))
                     done.add(name)
 
                 for name, data in early.items():

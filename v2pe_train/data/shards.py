@@ -38,7 +38,7 @@ from v2pe_common import formats, schema
 # The sample types and errors of the readers, named here for the loader's sample processor.
 from v2pe_common.formats import BadMember, ShardReadError, skip_to  # noqa: F401
 from v2pe_common.formats.internvl import META_FILE as INTERNVL_META
-from v2pe_common.formats.internvl import InternVLSample, internvl_root, meta_entries
+from v2pe_common.formats.internvl import InternVLSample, internvl_root, meta_entry_options
 from v2pe_common.formats.parquet import ParquetSample  # noqa: F401
 from v2pe_common.formats.wds import TarSample
 from v2pe_common.paths import cached_digest
@@ -57,6 +57,8 @@ class ShardRef:
     root: Path | None = None  # internvl: the folder image paths are relative to
     sha256: str | None = None  # the manifest's digest of the file; None (not verifiable) for a bare path
     size: int | None = None  # the manifest's `bytes`
+    repeat_time: float | None = None  # an InternVL meta entry's; None: not from a meta file (see mixture.py)
+    max_dynamic_patch: int | None = None  # an InternVL meta entry's tile cap for foreign lines
 
 
 def resolve_sources(sources: Sequence[str | Path], format: str = "wds") -> list[ShardRef]:
@@ -129,13 +131,13 @@ def _manifest_shards(folder: Path, src, format: str) -> list[dict]:
 def _internvl_meta_shards(mpath: Path, src) -> list[dict]:
     """One shard per entry of an InternVL meta JSON; relative paths are taken from the meta file's folder."""
     try:
-        entries = meta_entries(mpath)
+        entries = meta_entry_options(mpath)
     except FileNotFoundError:
         raise ValueError(f"data: {src!r} does not exist") from None
     except ValueError as exc:
         raise ValueError(f"data: {exc}") from None
-    return [{"path": ann, "name": f"{mpath.parent.name}/{name}", "format": "internvl", "root": root}
-            for name, root, ann in entries]
+    return [{"path": ann, "name": f"{mpath.parent.name}/{name}", "format": "internvl", "root": root, **options}
+            for name, root, ann, options in entries]
 
 
 def fingerprint(shards: Sequence[ShardRef]) -> str:
@@ -211,7 +213,8 @@ def iter_samples(ref: ShardRef, start: int = 0, *,
     has fewer than `start` samples, or holds fewer or more samples than its manifest promises. Samples
     yielded before the error are good and stay delivered.
     """
-    samples = formats.iter_samples(ref.format, ref.path, start, num_samples=ref.num_samples, root=ref.root)
+    options = {"max_dynamic_patch": ref.max_dynamic_patch} if ref.format == "internvl" else {}
+    samples = formats.iter_samples(ref.format, ref.path, start, num_samples=ref.num_samples, root=ref.root, **options)
     return _verified(ref, samples) if verify and ref.sha256 is not None else samples
 
 

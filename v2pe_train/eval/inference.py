@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from v2pe_common.encoding import IGNORE_INDEX
-from v2pe_common.template import ASSISTANT_ROLES
+from v2pe_common.encoding import IGNORE_INDEX, encode
+from v2pe_common.template import ASSISTANT_ROLES, get_template
 from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
 from ..data.samples import SampleError, SampleProcessor
@@ -58,6 +58,7 @@ class Prompt:
     tokens_per_tile: int
     pixel_values: torch.Tensor  # float32 [sum(tiles), 3, H, W]; [0, 3, H, W] for a text-only record
     answer_ids: np.ndarray  # int64 [A]: the record's reference answer, without the closing <|im_end|>
+    template: str = "internlm2-chat"  # the chat template the record was encoded with
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -177,7 +178,7 @@ class V2PEGenerator:
                 raise InferenceError(f"record {rid}: {exc.reason}: {exc}") from None
         return Prompt(id=rid, input_ids=enc.input_ids[:start].copy(), image_starts=list(enc.image_starts),
                       tiles=list(enc.tiles), tokens_per_tile=tiling.tokens_per_tile, pixel_values=pixels,
-                      answer_ids=enc.input_ids[start:end - 1].copy())
+                      answer_ids=enc.input_ids[start:end - 1].copy(), template=record["meta"]["template"])
 
     # -- generation ----------------------------------------------------------------------------------
     def generate(self, prompts: Prompt | Sequence[Prompt], *, stride: int | str = DEFAULT,
@@ -283,8 +284,11 @@ class V2PEGenerator:
         if answer is None:
             answer_ids = prompt.answer_ids
         elif isinstance(answer, str):
-            # The template encodes f"{answer}<|im_end|>" as one piece; the same here, then the end is dropped.
-            answer_ids = np.asarray(self.tokenizer.encode(answer + END_OF_TURN), dtype=np.int64)
+            # Encoded where it stands, after "<|im_start|>assistant\n", by the encoder the loader uses: a
+            # tokenizer with a dummy prefix must not give the answer a leading "▁" the training ids never had.
+            turns = [{"from": "human", "value": ""}, {"from": "gpt", "value": answer}]
+            enc = encode(turns, [], self.tokenizer, get_template(prompt.template))
+            answer_ids = enc.input_ids[enc.labels != IGNORE_INDEX]
             if answer_ids.size == 0 or int(answer_ids[-1]) != self.end_id:
                 raise InferenceError(f"record {prompt.id}: answer {answer!r} does not tokenise to a closed reply")
             answer_ids = answer_ids[:-1]

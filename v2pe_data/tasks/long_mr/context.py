@@ -192,6 +192,10 @@ class Measured:
 
 def measure(blocks: list[str | Item], acc: Accounting) -> Measured:
     parts = [IMAGE_PLACEHOLDER if isinstance(b, Item) else b for b in blocks]
+    if parts and not isinstance(blocks[0], Item):
+        # The template strips each turn, as the reference does: a context opening with whitespace would
+        # otherwise be measured with characters and tokens the encoded sample does not have.
+        parts[0] = parts[0].lstrip()
     offsets, at = [], 0
     for part in parts:
         offsets.append(at)
