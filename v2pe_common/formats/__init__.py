@@ -48,6 +48,16 @@ class BadMember(Exception):
         self.reason = reason
 
 
+def open_shard(path: Path, what: str = "shard file"):
+    """The shard opened for binary reading; ShardReadError("missing_shard") naming why it cannot be."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise ShardReadError("missing_shard", f"{what} does not exist") from None
+    except OSError as exc:
+        raise ShardReadError("missing_shard", f"cannot open: {exc.strerror or exc}") from None
+
+
 def corrupt(exc: BaseException) -> ShardReadError:
     return ShardReadError("corrupt_shard", f"unreadable: {type(exc).__name__}: {exc}")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from v2pe_common.paths import resolve_inside
 
-from . import BadMember, ShardReadError, ValueMember, check_count, corrupt, fewer, read_records
+from . import BadMember, ShardReadError, ValueMember, check_count, corrupt, fewer, open_shard, read_records
 
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
@@ -225,12 +225,7 @@ def iter_samples(path: Path, start: int = 0, *, num_samples: int | None = None, 
     (default `internvl_root(path)`); `max_dynamic_patch` (its meta entry's) goes into foreign lines'
     records. ShardReadError as the tar reader raises it."""
     root = root if root is not None else internvl_root(path)
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        raise ShardReadError("missing_shard", "annotation file does not exist") from None
-    except OSError as exc:
-        raise ShardReadError("missing_shard", f"cannot open: {exc.strerror or exc}") from None
+    fh = open_shard(path, "annotation file")
     offset = 0
     with fh:
         try:

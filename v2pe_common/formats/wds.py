@@ -22,7 +22,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import ShardReadError, check_count, corrupt, skip_to
+from . import ShardReadError, check_count, corrupt, open_shard, skip_to
 
 RECORD_SUFFIX = "json"
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
@@ -168,13 +168,7 @@ def iter_samples(path: Path, start: int = 0, *, num_samples: int | None = None,
 
 
 def _iter_tar(path: Path, num_samples: int | None) -> Iterator[TarSample]:
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        raise ShardReadError("missing_shard", "shard file does not exist") from None
-    except OSError as exc:
-        raise ShardReadError("missing_shard", f"cannot open: {exc.strerror or exc}") from None
-    with fh:
+    with open_shard(path) as fh:
         compressed = fh.read(6).startswith(COMPRESSED_MAGIC)
         fh.seek(0)
         offset = 0
