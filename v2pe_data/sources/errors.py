@@ -39,3 +39,12 @@ def tagged(rid: str):
         if bad.id is None:
             bad.id = rid
         raise
+
+
+class BadRow(Exception):
+    """One row is bad for a reason of the reader's own list (a task's or a layout's, beyond `REASONS`);
+    caught and counted by that reader's index pass, like `Reject`."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail

@@ -42,6 +42,7 @@ from ..records import Item
 from .base import (DEFAULT_MAX_PIXELS, Embedded, Reject, SourceError, image_from_cell, probe, read_bytes,
                    split_aliases)
 from .layouts import find_parquet, iter_rows, row_where
+from .errors import BadRow
 
 IMAGE_PLACEHOLDER = "<image>"
 REASONS = ("bad_encoding", "bad_type", "missing_field", "misaligned", "empty_document", "missing_image",
@@ -61,14 +62,6 @@ class Document:
     @property
     def images(self) -> list[Item]:
         return [b for b in self.blocks if isinstance(b, Item)]
-
-
-class BadRow(Exception):
-    """One document row is bad (a reason of `REASONS`); caught and counted by the index pass."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 @dataclass(frozen=True, slots=True)

@@ -228,18 +228,13 @@ class PackedLoader:
                 self.offset = ts.offset + 1  # consumed, whatever becomes of it
                 if sample_split and not owns_sample(ref, ts.offset, c.dp_rank, c.dp_size):
                     continue
-                try:
-                    sample = self.processor.process(ts, shard=ref.index, epoch=self.epoch)
-                except SampleError as exc:
-                    self._report(exc.reason, ref, ts.key, str(exc))
-                    continue
-                self._good += 1
-                self._ready.extend(self.packer.add(sample))
+                self._take_sample(ref, ts)
                 yield from self._emit()
         except ShardReadError as exc:
             self._report(exc.reason, ref, key if exc.reason == "corrupt_shard" else None, str(exc))
 
-    def _process_mixed(self, ref: ShardRef, ts) -> None:
+    def _take_sample(self, ref: ShardRef, ts) -> None:
+        """Process one sample into the packer (or count why not); plain reading and mixtures share it."""
         try:
             sample = self.processor.process(ts, shard=ref.index, epoch=self.epoch)
         except SampleError as exc:
@@ -252,7 +247,7 @@ class PackedLoader:
         def report(exc: ShardReadError, ref: ShardRef, key: str | None) -> None:
             self._report(exc.reason, ref, key if exc.reason == "corrupt_shard" else None, str(exc))
 
-        for _ in self.mixture.read(self._process_mixed, self._broken, report):
+        for _ in self.mixture.read(self._take_sample, self._broken, report):
             yield from self._emit()
 
     def __iter__(self) -> Iterator[Batch]:

@@ -29,6 +29,7 @@ from ...records import Item
 from ...sources.base import Reject, SourceError, need_id, need_str, opt_id, probe, resolve_under
 from ...sources.imagebytes import read_8bit_png, read_bytes
 from ...sources.text import need_text, read_json
+from ...sources.errors import BadRow
 from . import prompt
 
 QUESTION_TYPES = ("open-ended", "multi-choice")
@@ -41,14 +42,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 def key_part(text: str) -> str:
     """`text` as part of a shard key: characters a key cannot hold become '_'."""
     return _UNSAFE.sub("_", text)
-
-
-class BadRow(Exception):
-    """A MileBench-specific rejection (the reasons `sources.errors.Reject` does not know)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 @dataclass(frozen=True, slots=True)
