@@ -8,7 +8,6 @@ than one tile. Counting needs only the image size, never the pixels.
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 
 IMG_START = "<img>"
@@ -51,7 +50,6 @@ def image_processor(cfg: TilingConfig):
     # Importing the PIL class directly avoids the "requires torchvision" fallback warning.
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     return GotOcr2ImageProcessorPil(
         crop_to_patches=True,
         min_patches=cfg.min_tiles,

@@ -1,4 +1,4 @@
-"""Loading the text tokenizer: any local Hugging Face tokenizer directory, or the bundled default.
+"""Loading the text tokenizer: a local Hugging Face tokenizer directory, a Hub id, or the bundled default.
 
 The image tags and context token are added when a tokenizer lacks them, exactly as the trainer adds them
 to the model's embeddings, so both sides count the same ids.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +21,35 @@ BUNDLED = "bundled"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
 # Starts of text on which a tokenizer's start-of-input treatment (a prefix space or marker) shows.
 RESTART_PROBES = ("a", " a", "1", ".", "\n", "中")
+# Files of a Hub repo a tokenizer needs (no weights): configs, vocabularies, merges, sentencepiece models, templates.
+TOKENIZER_PATTERNS = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja")
+# `org/name`, as the Hub spells repo ids; anything else (absolute, ./x, a/b/c) is only ever a local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def is_hub_id(spec: str) -> bool:
+    """True for an `org/name` string that is not an existing local path."""
+    return bool(_HUB_ID.fullmatch(spec)) and ".." not in spec and not Path(spec).expanduser().exists()
+
+
+def resolve_hub_id(repo_id: str, allow_patterns, what: str) -> Path:
+    """The local snapshot folder of Hub repo `repo_id` (its files matching `allow_patterns`), via the HF cache.
+
+    Downloads only what is missing when a network exists; offline (HF_HUB_OFFLINE=1, or no network) a repo the
+    cache lacks is a one-line ValueError naming the id, so callers report it like any bad path.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(allow_patterns)))
+    except LocalEntryNotFoundError:
+        raise ValueError(f"{what} {repo_id!r} is not a local folder, and as a Hub id it is in no local cache "
+                         "and cannot be downloaded (no network, or HF_HUB_OFFLINE=1)") from None
+    except RepositoryNotFoundError:
+        raise ValueError(f"{what} {repo_id!r} is not a local folder nor a Hub repo you can read") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise ValueError(f"{what} {repo_id!r}: download from the Hub failed: {' '.join(str(exc).split())}") from None
 
 
 def bundled_tokenizer_dir() -> Path:
@@ -91,12 +120,14 @@ def tokenizer_hash(directory: Path) -> str:
 
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(path: str | None = None) -> TextTokenizer:
-    """Load a local tokenizer directory (never downloads). None or 'bundled' gives the bundled default."""
+    """Load a tokenizer directory, or a Hub id `org/name` through the HF cache (downloading only when a network
+    exists). None or 'bundled' gives the bundled default."""
     from transformers import AutoTokenizer
 
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     if path in (None, "", BUNDLED):
         directory, name = bundled_tokenizer_dir(), BUNDLED
+    elif is_hub_id(str(path)):
+        directory, name = resolve_hub_id(str(path), TOKENIZER_PATTERNS, "tokenizer"), str(path)
     else:
         directory, name = Path(path).expanduser(), str(path)
     if not directory.is_dir():

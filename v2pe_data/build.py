@@ -10,7 +10,15 @@ Folder layout:
     OUT/.v2pe/done/000000.json     per-task completion marker with its files, hashes and stats
     OUT/.v2pe/sources.json         per source, the size and mtime of each file it may read
     OUT/.v2pe/lock                 flock'ed for the life of a build: one build per folder at a time
+    OUT/.v2pe/lock-I-of-N          a sharded run's own lock (`--num-shards N --shard-index I`, see below)
     OUT/manifest.json              written last, from the markers
+
+Scale-out: a run with `num_shards` N > 1 writes only the tasks i with i % N == shard_index, on one of many
+machines sharing OUT, and no manifest; `merge` checks every marker and writes it. Such runs hold the
+folder lock *shared*, so they run side by side yet never beside a one-machine build or a merge (which hold
+it exclusively and sweep temporaries), plus an exclusive lock of their own index. Side by side is safe:
+their task sets are disjoint, each task has its own files and marker, and every temporary carries its
+writer's pid; only build.json and sources.json are written by all of them, with the same bytes, atomically.
 
 Failures end in one `BuildError` line: a busy or foreign folder and bad arguments (`usage=True`); a
 full disk, an unwritable folder, a lost worker process or a source that changed (`usage=False`).
@@ -41,6 +49,7 @@ from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import load_tokenizer
 
+from .card import write_card
 from .config import BuildConfig
 from .manifest import make_manifest
 from .plan import Accounting, PlanError, SamplePlan
@@ -230,18 +239,40 @@ def _task_done(out: Path, task: ShardTask) -> bool:
         return False
 
 
-def _lock(out: Path) -> int:
-    """flock OUT/.v2pe/lock for this process (the kernel drops it when the process dies, however it dies)."""
-    path = out / LOCK_FILE
+def _lock(out: Path, name: str = LOCK_FILE, shared: bool = False) -> int:
+    """flock OUT/NAME for this process (the kernel drops it when the process dies, however it dies)."""
+    path = out / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise BuildError(f"another build is writing to {out} (it holds {path}); wait for it to end or choose "
                          "another --out", usage=True) from None
     return fd
+
+
+def _locks(out: Path, cfg: BuildConfig) -> tuple[int, ...]:
+    """The folder lock, exclusive; for a sharded run, shared plus the exclusive lock of its shard index."""
+    if cfg.num_shards == 1:
+        return (_lock(out),)
+    fd = _lock(out, shared=True)
+    try:
+        return fd, _lock(out, f"{LOCK_FILE}-{cfg.shard_index}-of-{cfg.num_shards}")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _unlock(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def selected_tasks(cfg: BuildConfig) -> list[ShardTask]:
+    """The shard tasks this run writes: all of them, or those of its shard index (i % num_shards)."""
+    return [t for t in shard_tasks(cfg) if t.index % cfg.num_shards == cfg.shard_index]
 
 
 def _claimed(builder: Builder) -> bool:
@@ -293,41 +324,43 @@ def _sweep_temporaries(out: Path, split: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare_out(builder: Builder) -> int:
+def prepare_out(builder: Builder) -> tuple[int, ...]:
     """Claim and lock the output folder for this build, or refuse without touching anything.
 
-    Returns the lock's file descriptor: the folder is this process's until it is closed.
+    Returns the locks' file descriptors: the folder (or, sharded, this shard index) is this process's until
+    they are closed.
     """
     out = builder.out
     if out.exists() and not out.is_dir():
         raise BuildError(f"--out {out} is a file, not a folder; choose a folder", usage=True)
     try:
         _claimed(builder)  # refuse before the lock file is created, so a refusal touches nothing
-        fd = _lock(out)
+        fds = _locks(out, builder.cfg)
     except OSError as exc:
         raise _os_error(exc) from None
     try:
         if _claimed(builder):  # again under the lock: another build may have claimed the folder meanwhile
-            _sweep_temporaries(out, builder.cfg.split)
+            if builder.cfg.num_shards == 1:  # a sharded run's peers may be writing their temporaries now
+                _sweep_temporaries(out, builder.cfg.split)
         else:
             write_json_atomic(out / SOURCES_FILE, builder.listings)  # before build.json, which implies it
             write_json_atomic(out / BUILD_FILE, builder.identity)
     except BaseException as exc:
-        os.close(fd)
+        _unlock(fds)
         if isinstance(exc, OSError):
             raise _os_error(exc) from None
         raise
-    return fd
+    return fds
 
 
 # Worker processes inherit the builder through fork; only task indices cross the process boundary.
 _WORKER: dict = {}
 
 
-def _worker_init(builder: Builder, messages, lock_fd: int) -> None:
+def _worker_init(builder: Builder, messages, lock_fds: tuple[int, ...]) -> None:
     # Only the parent holds the output lock: a worker orphaned by a killed parent must not keep the folder
     # locked. Closing this copy of the descriptor leaves the parent's lock in place (flock is per open file).
-    os.close(lock_fd)
+    _unlock(lock_fds)
     _WORKER["builder"] = builder
     _WORKER["messages"] = messages
 
@@ -338,7 +371,7 @@ def _worker_run(task: ShardTask) -> dict:
     return _WORKER["builder"].run_task(task, progress=lambda s, t: messages.put(("progress", s, t)))
 
 
-def _run_parallel(builder: Builder, todo: list[ShardTask], workers: int, progress, lock_fd: int) -> None:
+def _run_parallel(builder: Builder, todo: list[ShardTask], workers: int, progress, lock_fds: tuple[int, ...]) -> None:
     """Run tasks on `workers` forked processes; a worker that dies (SIGKILL, the OOM killer) stops the build.
 
     The executor notices a dead worker at once and stops the others; the BuildError names the task the
@@ -362,7 +395,7 @@ def _run_parallel(builder: Builder, todo: list[ShardTask], workers: int, progres
             pass
 
     before = set(mp.active_children())
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(builder, messages, lock_fd))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(builder, messages, lock_fds))
     futures: dict = {}
     procs: list = []
     try:
@@ -408,20 +441,21 @@ def _lost_worker(procs: list, writing: dict[int, int], finished: set[int], todo:
 
 
 def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
-    """Run (or finish) a build and return its manifest."""
+    """Run (or finish) a build and return its manifest; a sharded run (num_shards > 1) writes its shard
+    tasks only and returns {"shard_index", "num_shards", "tasks", "written"}: `merge` writes the manifest."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     builder = Builder(cfg)
     builder.check_feasible()
-    lock_fd = prepare_out(builder)
+    lock_fds = prepare_out(builder)
     try:
-        return _build(builder, show_progress, lock_fd)
+        return _build(builder, show_progress, lock_fds)
     finally:
-        os.close(lock_fd)
+        _unlock(lock_fds)
 
 
-def _build(builder: Builder, show_progress: bool, lock_fd: int) -> dict:
+def _build(builder: Builder, show_progress: bool, lock_fds: tuple[int, ...]) -> dict:
     cfg = builder.cfg
-    tasks = shard_tasks(cfg)
+    tasks = selected_tasks(cfg)
     todo = [t for t in tasks if not _task_done(builder.out, t)]
     from tqdm import tqdm
 
@@ -436,14 +470,24 @@ def _build(builder: Builder, show_progress: bool, lock_fd: int) -> dict:
         bar.set_postfix(tokens=f"{tokens_seen / 1e6:.2f}M", refresh=False)
 
     try:
-        if cfg.workers > 1 and len(todo) > 1:
-            _run_parallel(builder, todo, min(cfg.workers, len(todo)), progress, lock_fd)
+        if cfg.executor == "ray" and todo:
+            _run_ray(builder, todo, progress)
+        elif cfg.workers > 1 and len(todo) > 1:
+            _run_parallel(builder, todo, min(cfg.workers, len(todo)), progress, lock_fds)
         else:
             for t in todo:
                 builder.run_task(t, progress)
     finally:
         bar.close()
     builder.check_sources_unchanged()
+    if cfg.num_shards > 1:
+        return {"shard_index": cfg.shard_index, "num_shards": cfg.num_shards, "tasks": len(tasks), "written": len(todo)}
+    return _finish(builder, tasks)
+
+
+def _finish(builder: Builder, tasks: list[ShardTask]) -> dict:
+    """The manifest from every task's marker, after the formats' finalize steps; what `build` and `merge` end in."""
+    cfg = builder.cfg
     try:
         markers = [json.loads((builder.out / DONE_DIR / f"{t.index:06d}.json").read_text()) for t in tasks]
     except OSError as exc:
@@ -453,7 +497,83 @@ def _build(builder: Builder, show_progress: bool, lock_fd: int) -> dict:
     try:
         # before the manifest: a manifest present means the build is complete
         finalize_all(builder.out, f"{cfg.task}_{cfg.split}", cfg.formats, manifest["shards"], cfg)
+        write_card(builder.out, manifest, builder.identity)
         write_json_atomic(builder.out / MANIFEST_FILE, manifest)
     except OSError as exc:
         raise _os_error(exc) from None
     return manifest
+
+
+def merge(out: str | Path) -> dict:
+    """Join the shard tasks of a sharded build in `out` into its manifest (and card); return the manifest.
+
+    The build's arguments come from OUT/build.json; this machine must give the same build_id (tokenizer,
+    package versions, sources). Every task needs a marker whose files hold their recorded sha256, checked as
+    a rerun checks them; the missing ones are named in one BuildError. Holds the folder lock exclusively, so
+    it refuses while any shard run is still writing.
+    """
+    from v2pe_common.recipe import ConfigError
+
+    out = Path(out)
+    ident = _read_json(out / BUILD_FILE)
+    if not isinstance(ident, dict) or not isinstance(ident.get("args"), dict):
+        raise BuildError(f"{out / BUILD_FILE} is missing or unreadable: {out} holds no v2pe build to merge", usage=True)
+    try:
+        cfg = BuildConfig.from_dict({**ident["args"], "out": str(out)}, where=str(out / BUILD_FILE))
+    except ConfigError as exc:
+        raise BuildError(str(exc), usage=True) from None
+    builder = Builder(cfg)
+    if builder.identity["build_id"] != ident.get("build_id"):
+        _claimed(builder)  # raises the line naming what differs (arguments, sources, versions)
+    lock_fds = prepare_out(builder)
+    try:
+        tasks = shard_tasks(cfg)
+        missing = [t.index for t in tasks if not _task_done(out, t)]
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+            raise BuildError(f"{len(missing)} of {len(tasks)} shard task(s) of {out} are missing or do not match "
+                             f"their marker's sha256 (tasks {shown}); rerun their shard indices, then merge again")
+        builder.check_sources_unchanged()
+        return _finish(builder, tasks)
+    finally:
+        _unlock(lock_fds)
+
+
+# Ray workers build their own Builder from the config (a tokenizer and open sources do not pickle well);
+# one per worker process, reused across the tasks it runs.
+_RAY_BUILDERS: dict = {}
+
+
+def _ray_task(cfg: BuildConfig, task: ShardTask) -> dict:
+    key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    if key not in _RAY_BUILDERS:
+        _RAY_BUILDERS[key] = Builder(cfg)
+    return _RAY_BUILDERS[key].run_task(task)
+
+
+def _run_ray(builder: Builder, todo: list[ShardTask], progress) -> None:
+    """Run tasks as Ray tasks on the cluster of RAY_ADDRESS (or a local one); OUT must be shared by all nodes.
+
+    A failed task raises its BuildError line here; finished tasks keep their markers, so a rerun does the rest.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise BuildError("--executor ray needs Ray: pip install 'v2pe[ray]' (or use the local executor)",
+                         usage=True) from None
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(max_retries=0)(_ray_task)
+    cfg = dataclasses.replace(builder.cfg, workers=1, executor="local")
+    pending = {remote.remote(cfg, t): t for t in todo}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        task = pending.pop(done[0])
+        try:
+            marker = ray.get(done[0])
+        except ray.exceptions.RayTaskError as exc:
+            for ref in pending:
+                ray.cancel(ref)
+            cause = exc.cause if isinstance(exc.cause, BuildError) else None
+            raise BuildError(f"ray task for shard task {task.index} failed: {cause or exc.cause or exc}") from None
+        progress(task.stop - task.start, sum(row[0] for row in marker["tokens"]))

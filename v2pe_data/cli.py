@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -9,11 +10,31 @@ from typing import Optional
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+NAME = "v2pe-data"
 
 
 # Exit codes: 2 for usage errors (arguments, recipe keys, a folder that is not this command's), 1 for
 # failures at run time (disk full, damaged input, a worker lost), as shells and CI scripts expect.
 USAGE, FAILURE = 2, 1
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from v2pe_common.cli_logging import package_version
+
+        typer.echo(f"{NAME} {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _setup(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Log progress details and transformers' warnings."),
+) -> None:
+    from v2pe_common.cli_logging import configure_logging
+
+    configure_logging(verbose)
 
 
 def _fail(message: str, code: int = USAGE) -> None:
@@ -58,15 +79,24 @@ def build(
                                      "tasks=ALFRED,GPR1200, combined=N."),
     shard_size: Optional[str] = typer.Option(None, "--shard-size", help="Samples per shard (8) or a byte cap (256MB)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel worker processes."),
-    tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer folder of the target model."),
+    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer of the target model: a local folder, or a Hub id org/name (from the HF cache, or downloaded)."),
     template: Optional[str] = typer.Option(None, help="Chat template: internlm2-chat or chatml."),
     max_tiles: Optional[int] = typer.Option(None, "--max-tiles", help="InternVL max tiles per image (12)."),
     recipe: Optional[Path] = typer.Option(None, help="YAML recipe; flags override its keys."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    num_shards: Optional[int] = typer.Option(
+        None, "--num-shards", help="Split the shard tasks over N runs sharing --out (default: "
+                                   "$SLURM_ARRAY_TASK_COUNT when set); `v2pe-data merge` writes the manifest."),
+    shard_index: Optional[int] = typer.Option(
+        None, "--shard-index", help="This run's index in [0, N): it writes tasks i with i % N == I (default: "
+                                    "$SLURM_ARRAY_TASK_ID - $SLURM_ARRAY_TASK_MIN when set)."),
+    executor: Optional[str] = typer.Option(None, help="local (worker processes) or ray (tasks on the Ray cluster "
+                                                      "of $RAY_ADDRESS; needs the ray extra)."),
 ) -> None:
     """Build samples of an exact token budget into webdataset shards plus manifest.json."""
     from .build import BuildError, build as run_build
     from v2pe_common.recipe import read_recipe
+    from v2pe_common.tokenizer import BUNDLED
 
     from .config import BuildConfig, ConfigError, parse_options, parse_shard_size
 
@@ -74,9 +104,10 @@ def build(
         "task": task, "length": length, "min_length": min_length, "num_samples": num_samples, "out": out,
         "seed": seed, "split": split, "depth": depth, "workers": workers,
         "tokenizer": tokenizer, "template": template, "max_tiles": max_tiles, "mode": mode,
-        "paste_grid": paste_grid, "formats": formats, "strict": strict or None,
+        "paste_grid": paste_grid, "formats": formats, "strict": strict or None, "executor": executor,
     }
     try:
+        flags.update(shard_flags(num_shards, shard_index, os.environ))
         if source:
             flags["sources"] = list(source)
         if option:  # each --option overrides one key of the recipe's options, the others stay
@@ -86,11 +117,19 @@ def build(
             flags["shard_size"], flags["shard_bytes"] = parse_shard_size(shard_size)
         given = {k: v for k, v in flags.items() if v is not None}
         cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="command line")
+        if cfg.tokenizer in (None, "", BUNDLED):
+            typer.echo("warning: counting with the bundled tokenizer (token counts are exact only for it); "
+                       "pass --tokenizer <model dir> for the model you will train", err=True)
         manifest = run_build(cfg, show_progress=not quiet)
     except (ConfigError, BuildError, ValueError) as exc:
         _fail(str(exc), _exit_code(exc))
     except OSError as exc:
         _fail(_os_message(exc), FAILURE)
+    if "shard_index" in manifest:  # a sharded run: its part only
+        typer.echo(f"shard index {manifest['shard_index']} of {manifest['num_shards']}: {manifest['tasks']} shard "
+                   f"task(s) done ({manifest['written']} written now) -> {cfg.out}; run `v2pe-data merge {cfg.out}` "
+                   "when every index is done")
+        return
     stats = manifest["token_stats"]
     tars = sum(1 for s in manifest["shards"] if s["format"] == "wds")
     typer.echo(
@@ -102,6 +141,62 @@ def build(
         if src.get("status", "available") != "available":
             typer.echo(f"warning: source {src.get('name')!r} was skipped ({src['status']}); "
                        "the other sources took its share (--strict makes this an error)", err=True)
+
+
+def shard_flags(num_shards: int | None, shard_index: int | None, env) -> dict:
+    """`num_shards`/`shard_index` from the flags, else from a Slurm array's variables (ids may start at any
+    --array MIN, so the index is TASK_ID - TASK_MIN); a variable that is not an integer is a ConfigError."""
+    from .config import ConfigError
+
+    def var(name: str) -> int | None:
+        value = env.get(name)
+        if value is None or value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"${name}: expected an integer, got {value!r}") from None
+
+    if num_shards is None:
+        num_shards = var("SLURM_ARRAY_TASK_COUNT")
+    if shard_index is None and var("SLURM_ARRAY_TASK_ID") is not None:
+        shard_index = var("SLURM_ARRAY_TASK_ID") - (var("SLURM_ARRAY_TASK_MIN") or 0)
+    return {k: v for k, v in (("num_shards", num_shards), ("shard_index", shard_index)) if v is not None}
+
+
+@app.command()
+def merge(out: Path = typer.Argument(..., help="Build folder the shard runs (--num-shards) wrote into.")) -> None:
+    """Check every shard task of a sharded build (marker and sha256) and write its manifest.json."""
+    from .build import BuildError, merge as run_merge
+
+    try:
+        manifest = run_merge(out)
+    except BuildError as exc:
+        _fail(str(exc), _exit_code(exc))
+    except OSError as exc:
+        _fail(_os_message(exc), FAILURE)
+    tars = sum(1 for s in manifest["shards"] if s["format"] == "wds")
+    typer.echo(f"{manifest['num_samples']} samples in {tars} shards -> {out}/manifest.json")
+
+
+@app.command()
+def show(
+    out: Path = typer.Argument(..., help="Build folder holding manifest.json."),
+    sample_id: str = typer.Argument(..., metavar="ID", help="Sample id, e.g. long_vqa-train-00000003."),
+    dest: Optional[Path] = typer.Option(None, "--out", "-o", help="FILE.png or FILE.html (default: ID.png)."),
+    thumb: int = typer.Option(160, help="Thumbnail side in pixels."),
+) -> None:
+    """Preview one sample: its images in order as a contact sheet, question, answer, targets and needles marked."""
+    from .show import ShowError, show as run_show
+
+    dest = dest or Path(f"{sample_id}.png")
+    try:
+        layout = run_show(out, sample_id, dest, thumb=thumb)
+    except ShowError as exc:
+        _fail(str(exc), _exit_code(exc))
+    except OSError as exc:
+        _fail(_os_message(exc), FAILURE)
+    typer.echo(f"{sample_id}: {len(layout['cells'])} images -> {dest}")
 
 
 @app.command()
@@ -142,6 +237,54 @@ def stats(
     except OSError as exc:
         _fail(_os_message(exc), FAILURE)
     typer.echo(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=1))
+
+
+@app.command()
+def card(out: Path = typer.Argument(..., help="Finished build folder holding manifest.json.")) -> None:
+    """Rewrite OUT/README.md, the dataset card that `datasets.load_dataset(OUT)` and the Hub read."""
+    from .card import regenerate
+
+    try:
+        path = regenerate(out)
+    except ValueError as exc:
+        _fail(str(exc), FAILURE)
+    except OSError as exc:
+        _fail(_os_message(exc), FAILURE)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def push(
+    out: Path = typer.Argument(..., help="Finished build folder holding manifest.json."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hub dataset repo ORG/NAME (created if absent)."),
+    include: Optional[str] = typer.Option(None, help="Also push these layouts, comma list: wds, internvl, mmniah "
+                                                     "(parquet and the card always)."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private."),
+    revision: Optional[str] = typer.Option(None, help="Branch to commit to (created if absent; default main)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the commit plan; touch no network."),
+    chunk_files: int = typer.Option(100, "--chunk-files", help="Files per commit at most."),
+    chunk_bytes: str = typer.Option("2GB", "--chunk-bytes", help="Bytes per commit at most (a larger file goes alone)."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for the Hub to answer a request."),
+) -> None:
+    """Publish a build to the Hugging Face Hub in resumable chunks; a rerun skips files already there."""
+    from .config import ConfigError, parse_shard_size
+    from .hub import PushError, parse_include, push as run_push, use_timeout
+
+    try:
+        try:
+            max_bytes = parse_shard_size(chunk_bytes)[1]
+        except ConfigError:
+            max_bytes = None
+        if max_bytes is None:
+            raise PushError(f"--chunk-bytes: expected a byte size such as 500MB, got {chunk_bytes!r}", usage=True)
+        if timeout <= 0:
+            raise PushError("--timeout: must be positive", usage=True)
+        if not dry_run:
+            use_timeout(timeout)
+        run_push(out, repo_id, include=parse_include(include), private=private, revision=revision,
+                 dry_run=dry_run, max_files=chunk_files, max_bytes=max_bytes, echo=typer.echo)
+    except PushError as exc:
+        _fail(str(exc), _exit_code(exc))
 
 
 def main() -> None:  # pragma: no cover

@@ -21,6 +21,7 @@ _BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib
 
 
 MODES = ("concat", "paste")
+EXECUTORS = ("local", "ray")
 SOURCE_KINDS = ("synthetic", "docvqa", "infovqa", "chartqa", "generic")
 # Page-like sets are concatenated, small-image sets pasted onto canvases (V2PE's image/ and paste/ subsets).
 DEFAULT_MODE = {"synthetic": "concat", "docvqa": "concat", "infovqa": "concat", "chartqa": "paste", "generic": "concat"}
@@ -87,6 +88,11 @@ class BuildConfig:
     shard_size: int = 8  # samples per shard task
     shard_bytes: int | None = None  # optional size cap: a task's output rolls into parts
     workers: int = 1
+    # Scale-out: this run writes the shard tasks i with i % num_shards == shard_index and leaves the
+    # manifest to `merge`; `executor` runs tasks on local processes or a Ray cluster. None change the bytes.
+    num_shards: int = 1
+    shard_index: int = 0
+    executor: str = "local"
     out: str = ""
     tokenizer: str | None = None
     template: str = "internlm2-chat"
@@ -131,6 +137,10 @@ class BuildConfig:
         need(self.shard_size >= 1, "shard_size", "must be >= 1 sample")
         need(self.shard_bytes is None or self.shard_bytes >= 1, "shard_bytes", "must be >= 1 byte")
         need(self.workers >= 1, "workers", "must be >= 1")
+        need(self.num_shards >= 1, "num_shards", "must be >= 1")
+        need(0 <= self.shard_index < self.num_shards, "shard_index",
+             f"must lie in [0, num_shards={self.num_shards}), got {self.shard_index}")
+        need(self.executor in EXECUTORS, "executor", f"choose one of {list(EXECUTORS)}")
         need(self.template in TEMPLATES, "template", f"choose one of {sorted(TEMPLATES)}")
         need(1 <= self.max_tiles <= 64, "max_tiles", "must lie in [1, 64]")
         need(self.image_format in ("jpg", "png"), "image_format", "choose jpg or png")
@@ -138,12 +148,14 @@ class BuildConfig:
         if not self.out:
             self.out = f"out/{self.task}_{format_length(self.length)}"
 
-    # Arguments that change the bytes of the output; `workers` and `out` do not.
+    # Arguments that change the bytes of the output; where and how it is run (`workers`, `out`, the
+    # scale-out keys) do not, so every array task and the one-machine build share one build_id.
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
         if d["options"] is None:  # builds without task options keep the identity (and build_id) they had
             d.pop("options")
-        d.pop("workers")
+        for key in ("workers", "num_shards", "shard_index", "executor"):
+            d.pop(key)
         d.pop("out")
         d.pop("source")  # folded into `sources`
         d.pop("strict")  # stops a build early but never changes its bytes

@@ -1,7 +1,9 @@
 """Checkpoints that resume exactly: model (safetensors), optimizer, scheduler, RNG states, loader position.
 
 Layout: RUN/checkpoints/step_00000010/{model.safetensors, optimizer.pt, scheduler.pt, rng_rank{r}.pt,
-loader_rank{r}.json, meta.json}. A checkpoint is written into a hidden temporary folder and renamed when
+loader_rank{r}.json, meta.json} plus what `from_pretrained` needs beside the weights (config.json,
+generation_config.json, the tokenizer files and chat_template.jinja; see export.py), so a step folder
+also loads with `InternVLForConditionalGeneration.from_pretrained`. A checkpoint is written into a hidden temporary folder and renamed when
 every rank has finished, so a crash never leaves a half-written checkpoint under a final name; a write that
 fails (a full disk) removes the temporary folder and leaves earlier checkpoints as they were.
 
@@ -134,10 +136,18 @@ def _save_pt(obj, path: Path) -> None:
 
 def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, scheduler, loader_state: dict,
                     rank: int = 0, world: int = 1, barrier=lambda: None, extra: dict | None = None,
-                    keep_last: int = 2, run_id: str | None = None) -> Path:
-    """Write step `step`; keep this run's newest `keep_last` checkpoints (by step). Raises CheckpointError."""
+                    keep_last: int = 2, run_id: str | None = None, tokenizer=None) -> Path:
+    """Write step `step`; keep this run's newest `keep_last` checkpoints (by step). Raises CheckpointError.
+
+    `tokenizer` (a TextTokenizer) is saved beside the weights; without it, the one `extra["config"]` names
+    (the run's TrainConfig) is used, and with neither the folder gets no tokenizer files.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import save_model
+
+    from .export import save_model_config, save_tokenizer
+
+    config = (extra or {}).get("config") or {}
 
     final = step_dir(run, step)
     tmp = final.with_name(f".{final.name}.tmp")
@@ -152,7 +162,16 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
     try:
         if rank == 0:
             name = "model.safetensors"
+            # The in-memory names (not save_pretrained's reverted ones): from_pretrained accepts both, and
+            # load_checkpoint and eval's load_generator read these with safetensors' strict load_model.
             save_model(model, str(tmp / name))
+            name = "config.json"
+            save_model_config(model, tmp)
+            name = "tokenizer files"
+            if tokenizer is None and "model" in config:
+                tokenizer = _run_tokenizer(config)
+            if tokenizer is not None:
+                save_tokenizer(tokenizer, tmp, config.get("template"))
             name = "optimizer.pt"
             _save_pt(optimizer.state_dict(), tmp / name)
             name = "scheduler.pt"
@@ -165,7 +184,7 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
         _save_pt(_rng_state(), tmp / name)
         name = f"loader_rank{rank}.json"
         (tmp / name).write_text(json.dumps(loader_state, sort_keys=True))
-    except (OSError, RuntimeError, SafetensorError) as exc:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
         error = _write_failure(final, name, exc)
         shutil.rmtree(tmp, ignore_errors=True)
         raise error from exc
@@ -176,6 +195,16 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
         _prune(run, keep_last, final, run_id)
     barrier()
     return final
+
+
+def _run_tokenizer(config: dict):
+    """The tokenizer a run trains with, from its saved TrainConfig (load_tokenizer caches: the trainer's own)."""
+    from v2pe_common.tokenizer import load_tokenizer
+
+    from .config import TrainConfig
+    from .train import resolve_tokenizer
+
+    return load_tokenizer(resolve_tokenizer(TrainConfig(model=str(config["model"]), tokenizer=config.get("tokenizer"))))
 
 
 def latest_checkpoint(run: Path) -> Path | None:

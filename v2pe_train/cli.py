@@ -13,9 +13,29 @@ from typing import Optional
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+NAME = "v2pe-train"
 
 
 USAGE, FAILURE = 2, 1
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from v2pe_common.cli_logging import package_version
+
+        typer.echo(f"{NAME} {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _setup(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Log progress details and transformers' warnings."),
+) -> None:
+    from v2pe_common.cli_logging import configure_logging
+
+    configure_logging(verbose)
 
 
 def _fail(message: str, code: int = USAGE) -> None:
@@ -36,7 +56,7 @@ def _config(recipe: Optional[Path], overrides: dict):
 @app.command()
 def train(
     recipe: Optional[Path] = typer.Option(None, help="Training recipe YAML (recipes/train_32k.yaml, recipes/tiny.yaml)."),
-    model: Optional[str] = typer.Option(None, help="'tiny' or a native InternVL checkpoint folder."),
+    model: Optional[str] = typer.Option(None, help="'tiny', a native InternVL checkpoint folder, or a Hub id org/name."),
     data: Optional[list[str]] = typer.Option(None, help="v2pe-data build folder(s) or tar files; repeatable."),
     out: Optional[str] = typer.Option(None, help="Run folder: checkpoints, TensorBoard logs, log.jsonl."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Total optimizer steps of the schedule."),
@@ -102,6 +122,25 @@ def convert(src: Path = typer.Argument(..., help="Remote-code InternVL2 checkpoi
     except OSError as exc:
         _fail(str(exc), FAILURE)
     typer.echo(f"converted {src} -> {out}")
+
+
+@app.command()
+def export(run: Path = typer.Argument(..., help="Run folder (--out of train), or one checkpoint folder."),
+           out: Path = typer.Argument(..., help="New (or empty) folder for the inference model."),
+           step: Optional[int] = typer.Option(None, "--step", min=0, help="Checkpoint step (default: the latest).")) -> None:
+    """Write a clean inference folder (config, weights, tokenizer, chat template; no optimizer or RNG state)
+    that `from_pretrained` and `V2PEGenerator.load` read."""
+    from .checkpoint import CheckpointError
+    from .export import ExportError
+    from .export import export as run_export
+
+    try:
+        written = run_export(run, out, step=step)
+    except ExportError as exc:
+        _fail(str(exc), USAGE)
+    except (CheckpointError, OSError) as exc:
+        _fail(str(exc), FAILURE)
+    typer.echo(f"exported {run} -> {written}")
 
 
 @app.command("eval")

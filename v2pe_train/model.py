@@ -10,14 +10,13 @@ nothing here knows about distribution.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from v2pe_common.tokenizer import TextTokenizer
+from v2pe_common.tokenizer import TOKENIZER_PATTERNS, TextTokenizer, is_hub_id, resolve_hub_id
 
 from .rope import dense_attention_mask, install_float64_rope, packed_causal_mask
 
@@ -85,9 +84,16 @@ def shape_2b_config(vocab_size: int, image_token_id: int, *, eos_token_id: int |
 PRESETS = {TINY: tiny_config, SHAPE_2B: shape_2b_config}
 
 
+# What training and inference read from a Hub model repo: configs, safetensors weights, the tokenizer files.
+MODEL_PATTERNS = ("*.safetensors", *TOKENIZER_PATTERNS)
+
+
 def check_native_checkpoint(path: str | Path) -> Path:
-    """`path` as a Path if it holds a native InternVL checkpoint; otherwise an error that says what to do."""
-    directory = Path(path).expanduser()
+    """`path` as a Path if it holds a native InternVL checkpoint; otherwise an error that says what to do.
+
+    A Hub id `org/name` that is not a local path is fetched into (or found in) the HF cache first.
+    """
+    directory = resolve_hub_id(path, MODEL_PATTERNS, "model") if is_hub_id(str(path)) else Path(path).expanduser()
     if not directory.is_dir():
         raise FileNotFoundError(f"model {str(directory)!r} is not a directory (nor the spec 'tiny')")
     cfg_path = directory / "config.json"
@@ -125,7 +131,6 @@ def build_model(
     """
     from transformers import InternVLForConditionalGeneration
 
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     if str(spec) in PRESETS:
         cfg = PRESETS[str(spec)](tokenizer.vocab_size, tokenizer.img_context_id, eos_token_id=tokenizer.hf.eos_token_id)
         # Seeded without touching the caller's global RNG stream.
@@ -290,11 +295,17 @@ def forward(
     return hidden if return_hidden else model.lm_head(hidden)
 
 
-def save_model(model: nn.Module, directory: str | Path, tokenizer: TextTokenizer | None = None) -> Path:
-    """config.json + safetensors weights (+ the tokenizer), loadable by `build_model(directory, tokenizer)`."""
+def save_model(model: nn.Module, directory: str | Path, tokenizer: TextTokenizer | None = None, *,
+               template: str | None = None) -> Path:
+    """An inference folder: config.json, weights in the `save_pretrained` layout, the tokenizer and its chat
+    template (`template`: the trainer's template name, default internlm2-chat). Loadable by
+    `build_model(directory, tokenizer)`, `V2PEGenerator.load(directory)` and
+    `InternVLForConditionalGeneration.from_pretrained(directory)`."""
+    from .export import save_tokenizer
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory))
     if tokenizer is not None:
-        tokenizer.hf.save_pretrained(str(directory))
+        save_tokenizer(tokenizer, directory, template)
     return directory

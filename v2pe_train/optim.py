@@ -1,4 +1,4 @@
-"""AdamW with decoupled weight decay, and a linear-warmup cosine schedule.
+"""AdamW with decoupled weight decay, and transformers' linear-warmup cosine schedule (with a floor).
 
 Which parameters decay: by default only matrices (>= 2-D); norm weights, biases and other vectors are
 left alone, the common practice. `decay_all=True` decays every trainable parameter, as the reference
@@ -31,13 +31,13 @@ def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas, 
 
 
 def cosine_with_warmup(optimizer, *, total_steps: int, warmup_ratio: float, min_lr_ratio: float = 0.0):
+    """transformers' cosine-with-warmup LambdaLR decaying to `min_lr_ratio` x lr, warmup = ceil(total x ratio).
+
+    The same lr per step as a transformers/Trainer run of these settings: warmup starts at 0 on step 0 and
+    reaches the peak at step `warmup` (a hand-written (step + 1) / warmup was one step ahead of it).
+    """
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
     warmup = int(math.ceil(total_steps * warmup_ratio))
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return min_lr_ratio + (1.0 - min_lr_ratio) * cosine
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps=warmup,
+                                                       num_training_steps=total_steps, min_lr_rate=min_lr_ratio)

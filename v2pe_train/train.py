@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from v2pe_common.tokenizer import load_tokenizer
+from v2pe_common.tokenizer import is_hub_id, load_tokenizer
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -35,6 +36,8 @@ from .loss import shift_labels, token_weights, weighted_ce_sum
 from .model import PRESETS, build_model, forward
 from .optim import build_optimizer, cosine_with_warmup
 from .parallel import ContextParallel
+
+logger = logging.getLogger(__name__)
 
 
 class TrainError(RuntimeError):
@@ -81,6 +84,8 @@ def resolve_tokenizer(cfg: TrainConfig) -> str | None:
         return cfg.tokenizer
     if cfg.model not in PRESETS and any((Path(cfg.model) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         return cfg.model
+    if is_hub_id(cfg.model):  # a Hub model repo carries its tokenizer; load_tokenizer fetches just those files
+        return cfg.model
     return None
 
 
@@ -88,7 +93,7 @@ def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
     """Fail at once, with what is missing, before any process group or model exists (raises UsageError)."""
     if require_gpu and not torch.cuda.is_available():
         raise UsageError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
-    if cfg.model not in PRESETS and not (Path(cfg.model) / "config.json").is_file():
+    if cfg.model not in PRESETS and not is_hub_id(cfg.model) and not (Path(cfg.model) / "config.json").is_file():
         raise UsageError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
                          "convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
     if cfg.cp > 1 and cfg.max_seq_len < 2 * cfg.cp:
@@ -144,6 +149,20 @@ def _autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def attention_summary(cfg: TrainConfig, cp: int, ring: bool, device: torch.device) -> str:
+    """Which attention path the text model runs, e.g. 'sdpa (cp=1, dense mask)' or 'ring torch kernels (cp=2, zigzag)'."""
+    if not ring:
+        return "sdpa (cp=1, dense mask)"
+    kernels = cfg.ring_backend
+    if kernels == "auto":
+        from .ring.flash import flash_available
+
+        # The ring picks per call by dtype as well; on a device without flash-attn it is always torch.
+        kernels = "flash (if the dtype allows)" if flash_available(device) else "torch"
+    layout = "zigzag" if cp > 1 else "varlen, one rank"
+    return f"ring {kernels} kernels (cp={cp}, {layout})"
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, topo: Topology | None = None):
         self.cfg = cfg
@@ -166,6 +185,8 @@ class Trainer:
             pad_id = self.tokenizer.hf.pad_token_id
             context_parallel = ContextParallel(self.model, cp_group, self.topo.cp_rank, self.topo.cp,
                                                pad_id=0 if pad_id is None else pad_id, backend=cfg.ring_backend)
+        if self.topo.rank == 0:
+            logger.info("attention: %s", attention_summary(cfg, self.topo.cp, context_parallel is not None, self.device))
         self.loss_module: nn.Module = LossModule(self.model, context_parallel)
         if self.topo.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
