@@ -111,7 +111,7 @@ def test_a_source_missing_from_a_mix_is_said_on_the_console(tmp_path):
     result = run_cli("build", "long_vqa", "--recipe", str(recipe), "--len", "8k", "--num-samples", "1",
                      "--out", str(out), "-q")
     assert result.returncode == 0, result.stderr
-    warning = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning: source")]
     assert len(warning) == 1 and "'docvqa'" in warning[0] and "no local copy" in warning[0]
     statuses = {s["name"]: s["status"] for s in json.loads((out / "manifest.json").read_text())["sources"]}
     assert statuses["synthetic"] == "available" and statuses["docvqa"].startswith("unavailable")

@@ -130,7 +130,7 @@ def test_eval_takes_a_training_run_and_uses_its_latest_checkpoint(builds, tmp_pa
     mr, _ = builds
     run = tmp_path / "run"
     train(TrainConfig(model="tiny", data=[str(mr)], out=str(run), max_seq_len=4096, max_steps=1, save_every=1,
-                      precision="fp32", lr=1e-3), progress=False)
+                      warmup_ratio=0.0, precision="fp32", lr=1e-3), progress=False)
     gen = er.load_generator(run)
     trained = dict(gen.model.named_parameters())
     fresh = dict(er.load_generator("tiny").model.named_parameters())

@@ -32,14 +32,9 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import queue
 import shutil
-import signal
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,99 +348,16 @@ def prepare_out(builder: Builder) -> tuple[int, ...]:
     return fds
 
 
-# Worker processes inherit the builder through fork; only task indices cross the process boundary.
-_WORKER: dict = {}
-
-
-def _worker_init(builder: Builder, messages, lock_fds: tuple[int, ...]) -> None:
-    # Only the parent holds the output lock: a worker orphaned by a killed parent must not keep the folder
-    # locked. Closing this copy of the descriptor leaves the parent's lock in place (flock is per open file).
-    _unlock(lock_fds)
-    _WORKER["builder"] = builder
-    _WORKER["messages"] = messages
-
-
-def _worker_run(task: ShardTask) -> dict:
-    messages = _WORKER["messages"]
-    messages.put(("start", os.getpid(), task.index))  # so a worker's death can be pinned on its task
-    return _WORKER["builder"].run_task(task, progress=lambda s, t: messages.put(("progress", s, t)))
-
-
-def _run_parallel(builder: Builder, todo: list[ShardTask], workers: int, progress, lock_fds: tuple[int, ...]) -> None:
-    """Run tasks on `workers` forked processes; a worker that dies (SIGKILL, the OOM killer) stops the build.
-
-    The executor notices a dead worker at once and stops the others; the BuildError names the task the
-    dead worker was writing. Finished tasks keep their markers, so a rerun does only the rest.
-    """
-    ctx = mp.get_context("fork")
-    messages = ctx.Queue()
-    writing: dict[int, int] = {}  # worker pid -> index of the task it started last
-    finished: set[int] = set()
-
-    def drain(timeout: float | None = None) -> None:
-        try:
-            while True:
-                kind, a, b = messages.get(timeout=timeout) if timeout else messages.get_nowait()
-                timeout = None
-                if kind == "start":
-                    writing[a] = b
-                else:
-                    progress(a, b)
-        except queue.Empty:
-            pass
-
-    before = set(mp.active_children())
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(builder, messages, lock_fds))
-    futures: dict = {}
-    procs: list = []
-    try:
-        try:
-            for t in todo:
-                futures[pool.submit(_worker_run, t)] = t
-            procs = [p for p in mp.active_children() if p not in before]  # forked by the first submit
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                drain()
-                for f in done:
-                    f.result()  # re-raises a worker's exception here
-                    finished.add(futures[f].index)
-        finally:
-            for f in futures:
-                f.cancel()  # tasks not started yet (shutdown(wait=False) would drop the handle that joins)
-            while not all(f.done() for f in futures):  # running tasks end; keep reading their messages
-                drain(timeout=0.1)
-            pool.shutdown(wait=True)  # joins the workers: their exit codes are known from here on
-            drain()
-    except BrokenProcessPool:
-        finished |= {t.index for f, t in futures.items() if not f.cancelled() and f.exception() is None}
-        raise BuildError(_lost_worker(procs, writing, finished, todo)) from None
-
-
-def _lost_worker(procs: list, writing: dict[int, int], finished: set[int], todo: list[ShardTask]) -> str:
-    """The line for a worker that died: which process, how, and the shard task it was writing."""
-    rest = (f"the other workers were stopped; rerun the same command to finish the {len(todo) - len(finished)} "
-            "unfinished task(s)")
-    # The executor stops the surviving workers with SIGTERM; the lost one died otherwise.
-    for p in (p for p in procs if p.exitcode not in (None, 0, -signal.SIGTERM)):
-        how = (f"was killed by {signal.Signals(-p.exitcode).name}" if p.exitcode < 0
-               else f"exited with status {p.exitcode}")
-        if p.exitcode == -signal.SIGKILL:
-            how += " (the out-of-memory killer sends it)"
-        t = next((t for t in todo if t.index == writing.get(p.pid) and t.index not in finished), None)
-        samples = f"sample {t.start}" if t and t.stop - t.start == 1 else f"samples {t.start}-{t.stop - 1}" if t else ""
-        what = f"while writing shard task {t.index} ({samples})" if t else "between shard tasks"
-        return f"worker process {p.pid} {how} {what}; {rest}"
-    started = sorted(i for i in writing.values() if i not in finished)
-    return f"a worker process died while shard task(s) {started} were being written; {rest}"
-
-
 def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
     """Run (or finish) a build and return its manifest; a sharded run (num_shards > 1) writes its shard
     tasks only and returns {"shard_index", "num_shards", "tasks", "written"}: `merge` writes the manifest."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     builder = Builder(cfg)
     builder.check_feasible()
+    if cfg.executor == "ray":
+        from .executors import import_ray
+
+        import_ray()  # refused before the folder is touched
     lock_fds = prepare_out(builder)
     try:
         return _build(builder, show_progress, lock_fds)
@@ -469,11 +381,13 @@ def _build(builder: Builder, show_progress: bool, lock_fds: tuple[int, ...]) -> 
         bar.update(samples)
         bar.set_postfix(tokens=f"{tokens_seen / 1e6:.2f}M", refresh=False)
 
+    from .executors import run_parallel, run_ray
+
     try:
         if cfg.executor == "ray" and todo:
-            _run_ray(builder, todo, progress)
+            run_ray(builder, todo, progress)
         elif cfg.workers > 1 and len(todo) > 1:
-            _run_parallel(builder, todo, min(cfg.workers, len(todo)), progress, lock_fds)
+            run_parallel(builder, todo, min(cfg.workers, len(todo)), progress, lock_fds)
         else:
             for t in todo:
                 builder.run_task(t, progress)
@@ -533,7 +447,6 @@ def merge(out: str | Path) -> dict:
             shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
             raise BuildError(f"{len(missing)} of {len(tasks)} shard task(s) of {out} are missing or do not match "
                              f"their marker's sha256 (tasks {shown}); rerun their shard indices, then merge again")
-        builder.check_sources_unchanged()
         return _finish(builder, tasks)
     finally:
         _unlock(lock_fds)
@@ -541,39 +454,3 @@ def merge(out: str | Path) -> dict:
 
 # Ray workers build their own Builder from the config (a tokenizer and open sources do not pickle well);
 # one per worker process, reused across the tasks it runs.
-_RAY_BUILDERS: dict = {}
-
-
-def _ray_task(cfg: BuildConfig, task: ShardTask) -> dict:
-    key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-    if key not in _RAY_BUILDERS:
-        _RAY_BUILDERS[key] = Builder(cfg)
-    return _RAY_BUILDERS[key].run_task(task)
-
-
-def _run_ray(builder: Builder, todo: list[ShardTask], progress) -> None:
-    """Run tasks as Ray tasks on the cluster of RAY_ADDRESS (or a local one); OUT must be shared by all nodes.
-
-    A failed task raises its BuildError line here; finished tasks keep their markers, so a rerun does the rest.
-    """
-    try:
-        import ray
-    except ImportError:
-        raise BuildError("--executor ray needs Ray: pip install 'v2pe[ray]' (or use the local executor)",
-                         usage=True) from None
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(max_retries=0)(_ray_task)
-    cfg = dataclasses.replace(builder.cfg, workers=1, executor="local")
-    pending = {remote.remote(cfg, t): t for t in todo}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        task = pending.pop(done[0])
-        try:
-            marker = ray.get(done[0])
-        except ray.exceptions.RayTaskError as exc:
-            for ref in pending:
-                ray.cancel(ref)
-            cause = exc.cause if isinstance(exc.cause, BuildError) else None
-            raise BuildError(f"ray task for shard task {task.index} failed: {cause or exc.cause or exc}") from None
-        progress(task.stop - task.start, sum(row[0] for row in marker["tokens"]))

@@ -117,14 +117,14 @@ def build(
             flags["shard_size"], flags["shard_bytes"] = parse_shard_size(shard_size)
         given = {k: v for k, v in flags.items() if v is not None}
         cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="command line")
-        if cfg.tokenizer in (None, "", BUNDLED):
-            typer.echo("warning: counting with the bundled tokenizer (token counts are exact only for it); "
-                       "pass --tokenizer <model dir> for the model you will train", err=True)
         manifest = run_build(cfg, show_progress=not quiet)
     except (ConfigError, BuildError, ValueError) as exc:
         _fail(str(exc), _exit_code(exc))
     except OSError as exc:
         _fail(_os_message(exc), FAILURE)
+    if cfg.tokenizer in (None, "", BUNDLED):  # after the build, so a failed one still says one line
+        typer.echo("warning: counting with the bundled tokenizer (token counts are exact only for it); "
+                   "pass --tokenizer <model dir> for the model you will train", err=True)
     if "shard_index" in manifest:  # a sharded run: its part only
         typer.echo(f"shard index {manifest['shard_index']} of {manifest['num_shards']}: {manifest['tasks']} shard "
                    f"task(s) done ({manifest['written']} written now) -> {cfg.out}; run `v2pe-data merge {cfg.out}` "

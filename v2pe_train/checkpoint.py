@@ -144,6 +144,7 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
     """
     from safetensors import SafetensorError
     from safetensors.torch import save_model
+    from transformers import PreTrainedModel
 
     from .export import save_model_config, save_tokenizer
 
@@ -165,13 +166,14 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
             # The in-memory names (not save_pretrained's reverted ones): from_pretrained accepts both, and
             # load_checkpoint and eval's load_generator read these with safetensors' strict load_model.
             save_model(model, str(tmp / name))
-            name = "config.json"
-            save_model_config(model, tmp)
-            name = "tokenizer files"
-            if tokenizer is None and "model" in config:
-                tokenizer = _run_tokenizer(config)
-            if tokenizer is not None:
-                save_tokenizer(tokenizer, tmp, config.get("template"))
+            if isinstance(model, PreTrainedModel):  # any other module has no config to write
+                name = "config.json"
+                save_model_config(model, tmp)
+                name = "tokenizer files"
+                if tokenizer is None and "model" in config:
+                    tokenizer = _run_tokenizer(config)
+                if tokenizer is not None:
+                    save_tokenizer(tokenizer, tmp, config.get("template"))
             name = "optimizer.pt"
             _save_pt(optimizer.state_dict(), tmp / name)
             name = "scheduler.pt"

@@ -93,7 +93,7 @@ def check_native_checkpoint(path: str | Path) -> Path:
 
     A Hub id `org/name` that is not a local path is fetched into (or found in) the HF cache first.
     """
-    directory = resolve_hub_id(path, MODEL_PATTERNS, "model") if is_hub_id(str(path)) else Path(path).expanduser()
+    directory = resolve_hub_id(str(path), MODEL_PATTERNS, "model") if is_hub_id(str(path)) else Path(path).expanduser()
     if not directory.is_dir():
         raise FileNotFoundError(f"model {str(directory)!r} is not a directory (nor the spec 'tiny')")
     cfg_path = directory / "config.json"

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from v2pe_common.tokenizer import is_hub_id, load_tokenizer
+from v2pe_common.tokenizer import is_hub_id, load_tokenizer, resolve_hub_id
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -93,7 +93,13 @@ def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
     """Fail at once, with what is missing, before any process group or model exists (raises UsageError)."""
     if require_gpu and not torch.cuda.is_available():
         raise UsageError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
-    if cfg.model not in PRESETS and not is_hub_id(cfg.model) and not (Path(cfg.model) / "config.json").is_file():
+    model_dir = cfg.model
+    if is_hub_id(cfg.model):  # its configs only, at once; the weights come when the model is built
+        try:
+            model_dir = resolve_hub_id(cfg.model, ("*.json",), "model")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if cfg.model not in PRESETS and not (Path(model_dir) / "config.json").is_file():
         raise UsageError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
                          "convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
     if cfg.cp > 1 and cfg.max_seq_len < 2 * cfg.cp:
@@ -214,7 +220,8 @@ class Trainer:
         return ckpt.save_checkpoint(
             self.run_dir, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             loader_state=self.loader.state_dict(), rank=self.topo.rank, world=self.topo.world, barrier=barrier,
-            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.keep_last, run_id=self.run_id)
+            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.keep_last, run_id=self.run_id,
+            tokenizer=self.tokenizer)
 
     def clear_run_dir(self) -> None:
         """Delete an earlier run's files (RUN_FILES only; anything else in the folder stays)."""

@@ -1,0 +1,260 @@
+"""`v2pe-data push`: what would be committed to the Hub, in which chunks, and what a rerun skips. Offline.
+
+The Hub's HTTP layer is replaced by an in-process fake (`FakeHub`, an httpx MockTransport installed with
+`huggingface_hub.set_client_factory`): the real `HfApi` builds every request, and the fake keeps the
+repo's files from the commit payloads and answers tree listings from them (parquet/tar files as LFS
+entries with their sha256, small files as git blobs), so resume-by-hash is checked end to end.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import unquote
+
+import httpx2
+import pytest
+from huggingface_hub import constants
+from huggingface_hub.utils import _http, set_client_factory
+from typer.testing import CliRunner
+
+from v2pe_data.build import build
+from v2pe_data.card import CARD_FILE
+from v2pe_data.cli import app
+from v2pe_data.config import BuildConfig
+from v2pe_data.hub import PushError, push
+
+TOKEN = "hf_v2peTestTokenThatMustNeverBePrinted"
+REPO = "v2pe-org/long-vqa"
+RUNNER = CliRunner()
+
+
+class FakeHub:
+    """Just enough of the Hub's API for create_repo, create_branch, list_repo_tree and create_commit."""
+
+    def __init__(self):
+        self.files: dict[str, dict[str, bytes]] = {}  # revision -> path -> bytes
+        self.commits: list[dict] = []
+        self.created: list[dict] = []
+        self.auth: set[str | None] = set()
+        self.fail_commit: int | None = None  # 1-based commit number that loses the network
+
+    def handler(self, request: httpx2.Request) -> httpx2.Response:
+        self.auth.add(request.headers.get("authorization"))
+        path = unquote(request.url.path)
+        if path == "/api/repos/create":
+            self.created.append(json.loads(request.content))
+            return httpx2.Response(200, json={"url": f"https://huggingface.co/datasets/{REPO}"})
+        if path == "/api/validate-yaml":
+            return httpx2.Response(200, json={"errors": [], "warnings": []})
+        prefix = f"/api/datasets/{REPO}/"
+        assert path.startswith(prefix), path
+        verb, _, rest = path[len(prefix):].partition("/")
+        if verb == "branch":
+            self.files.setdefault(rest, dict(self.files.get("main", {})))
+            return httpx2.Response(200, json={})
+        if verb == "tree":
+            return httpx2.Response(200, json=[self.entry(p, b) for p, b in sorted(self.files.get(rest, {}).items())])
+        if verb == "preupload":
+            names = [f["path"] for f in json.loads(request.content)["files"]]
+            return httpx2.Response(200, json={"files": [{"path": n, "uploadMode": "regular", "shouldIgnore": False}
+                                                        for n in names]})
+        if verb == "commit":
+            if self.fail_commit == len(self.commits) + 1:
+                self.fail_commit = None
+                raise httpx2.ConnectError("connection reset by peer", request=request)
+            lines = [json.loads(line) for line in request.content.decode().splitlines()]
+            added = {v["value"]["path"]: base64.b64decode(v["value"]["content"]) for v in lines if v["key"] == "file"}
+            self.files.setdefault(rest, {}).update(added)
+            self.commits.append({"revision": rest, "paths": list(added),
+                                 "message": next(v["value"]["summary"] for v in lines if v["key"] == "header")})
+            return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/datasets/{REPO}/commit/{'a' * 40}",
+                                              "commitOid": "a" * 40})
+        return httpx2.Response(404, json={"error": f"fake hub: no route {path}"})
+
+    @staticmethod
+    def entry(path: str, data: bytes) -> dict:
+        blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        out = {"type": "file", "path": path, "size": len(data), "oid": blob}
+        if path.endswith((".parquet", ".tar")):  # what the Hub stores through LFS reports its sha256
+            out["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 130}
+        return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hub") / "b"
+    build(BuildConfig(length=4096, min_length=1024, num_samples=4, shard_size=1, seed=11, out=str(out),
+                      formats=["wds", "parquet", "internvl"]), show_progress=False)
+    return out
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    fake = FakeHub()
+
+    def factory():
+        default = _http.default_client_factory()  # keeps huggingface_hub's request hooks (offline check)
+        return httpx2.Client(transport=httpx2.MockTransport(fake.handler), event_hooks=default.event_hooks)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    set_client_factory(factory)
+    yield fake
+    set_client_factory(_http.default_client_factory)
+
+
+def local(out, rel):
+    return (out / rel).read_bytes()
+
+
+def test_default_push_commits_the_parquet_shards_then_manifest_and_card_last(built, hub):
+    lines = []
+    result = push(built, REPO, private=True, echo=lines.append)
+    parquet = sorted(p.relative_to(built).as_posix() for p in (built / "parquet").glob("*.parquet"))
+    assert len(parquet) == 4
+    assert sorted(hub.files["main"]) == sorted([*parquet, "build.json", "manifest.json", CARD_FILE])
+    for rel, data in hub.files["main"].items():
+        assert data == local(built, rel)
+    assert [c["paths"] for c in hub.commits] == [[*parquet, "build.json", "manifest.json", CARD_FILE]]
+    assert hub.created == [{"name": "long-vqa", "organization": "v2pe-org", "visibility": "private", "type": "dataset"}]
+    assert result["commits"] == 1 and not result["skipped"]
+    assert f"Bearer {TOKEN}" in hub.auth <= {f"Bearer {TOKEN}", None}  # the token went to the Hub, only there
+    assert TOKEN not in "\n".join(lines)
+
+
+def test_large_folders_are_committed_in_chunks_of_files_and_bytes(built, hub):
+    push(built, REPO, max_files=2, echo=lambda s: None)
+    assert [len(c["paths"]) for c in hub.commits] == [2, 2, 2, 1]
+    assert hub.commits[-1]["paths"] == [CARD_FILE]
+    hub2 = FakeHub()
+    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub2.handler)))
+    sizes = {rel: len(local(built, rel)) for rel in hub.files["main"]}
+    cap = max(sizes.values()) - 1  # the largest file cannot share a commit, and goes alone
+    push(built, REPO, max_bytes=cap, echo=lambda s: None)
+    for commit in hub2.commits:
+        total = sum(sizes[p] for p in commit["paths"])
+        assert total <= cap or len(commit["paths"]) == 1
+    assert sorted(p for c in hub2.commits for p in c["paths"]) == sorted(sizes)
+
+
+def test_an_interrupted_push_resumes_and_skips_what_the_repo_already_holds(built, hub):
+    hub.fail_commit = 2
+    with pytest.raises(PushError) as err:
+        push(built, REPO, max_files=2, echo=lambda s: None)
+    assert "cannot reach the Hugging Face Hub" in str(err.value) and "\n" not in str(err.value)
+    first = hub.commits[0]["paths"]
+    assert len(hub.commits) == 1 and CARD_FILE not in hub.files["main"]  # no card before its data
+
+    lines = []
+    again = push(built, REPO, max_files=2, echo=lines.append)
+    assert again["skipped"] == first
+    assert set(again["committed"]).isdisjoint(first) and CARD_FILE in again["committed"]
+    assert "2 file(s) already in the repo skipped" in lines[0]
+
+    hub.files["main"][CARD_FILE] = b"an older card"  # same path, other bytes: pushed again
+    third = push(built, REPO, echo=lambda s: None)
+    assert third["committed"] == [CARD_FILE]
+    assert hub.files["main"][CARD_FILE] == local(built, CARD_FILE)
+    assert push(built, REPO, echo=lambda s: None)["commits"] == 0
+
+
+def test_include_adds_the_tar_shards_and_the_internvl_layout_on_a_branch(built, hub):
+    push(built, REPO, include=("parquet", "wds", "internvl"), revision="v1", echo=lambda s: None)
+    paths = set(hub.files["v1"])
+    assert {p.relative_to(built).as_posix() for p in (built / "shards").glob("*.tar")} <= paths
+    assert "internvl/meta.json" in paths
+    assert any(p.startswith("internvl/images/") for p in paths)
+    assert not any("/." in p or p.startswith(".") for p in paths)  # no temporaries, no .v2pe/
+    assert {c["revision"] for c in hub.commits} == {"v1"} and "main" not in hub.files
+
+
+def test_dry_run_prints_the_plan_and_touches_no_network(built, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    set_client_factory(lambda: pytest.fail("dry run made a request"))
+    try:
+        result = RUNNER.invoke(app, ["push", str(built), "--repo-id", REPO, "--dry-run", "--chunk-files", "3",
+                                     "--include", "wds"])
+    finally:
+        set_client_factory(_http.default_client_factory)
+    assert result.exit_code == 0, result.output
+    # 4 parquet shards, 4 tar shards, build.json, manifest.json, README.md: 3 + 3 + 3 + 2
+    assert "would push" in result.output and "11 file(s) in 4 commit(s)" in result.output
+    assert "shards/train-000000.tar" in result.output and "commit 4/4: 2 file(s)" in result.output
+
+
+def test_the_token_never_appears_in_output_or_logs(built, hub, caplog):
+    caplog.set_level(logging.DEBUG)
+    result = RUNNER.invoke(app, ["push", str(built), "--repo-id", REPO, "--chunk-files", "4"])
+    assert result.exit_code == 0, result.output
+    assert len(hub.commits) == 2 and f"Bearer {TOKEN}" in hub.auth
+    assert TOKEN not in result.output and TOKEN not in caplog.text
+
+
+def test_bad_arguments_are_usage_errors_and_a_build_without_parquet_is_refused(built, tmp_path):
+    for args, words in ((["--repo-id", "no-slash"], "ORG/NAME"), (["--repo-id", REPO, "--include", "zip"], "'zip'"),
+                        (["--repo-id", REPO, "--chunk-bytes", "lots"], "--chunk-bytes")):
+        result = RUNNER.invoke(app, ["push", str(built), *args, "--dry-run"])
+        assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1
+    out = tmp_path / "wds_only"
+    build(BuildConfig(length=4096, min_length=1024, num_samples=1, out=str(out)), show_progress=False)
+    result = RUNNER.invoke(app, ["push", str(out), "--repo-id", REPO, "--dry-run"])
+    assert result.exit_code == 2 and "no parquet shards" in result.output
+    result = RUNNER.invoke(app, ["push", str(tmp_path), "--repo-id", REPO, "--dry-run"])
+    assert result.exit_code == 2 and f"{tmp_path / 'manifest.json'}: missing" in result.output
+
+
+def run_cli(args, env, timeout):
+    env = {**os.environ, "HF_TOKEN": TOKEN, **env}
+    return subprocess.run([sys.executable, "-m", "v2pe_data", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def test_offline_mode_is_a_one_line_error_not_a_hang(built):
+    start = time.monotonic()
+    result = run_cli(["push", str(built), "--repo-id", REPO], {"HF_HUB_OFFLINE": "1"}, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: cannot push: HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) is set; unset it to publish"]
+    assert TOKEN not in result.stdout + result.stderr and time.monotonic() - start < 60
+
+
+def test_a_hub_that_never_answers_times_out_with_one_line(built):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept():  # accepts connections and never answers them
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        env = {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+               "HF_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        result = run_cli(["push", str(built), "--repo-id", REPO, "--timeout", "1"], env, timeout=60)
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        silent.close()
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the Hugging Face Hub" in lines[0] and "timed out" in lines[0]
+    assert TOKEN not in result.stdout + result.stderr

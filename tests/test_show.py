@@ -1,0 +1,154 @@
+"""`v2pe-data show OUT ID`: one sample as a PNG contact sheet or a self-contained HTML page, its images in
+order with the target (Long-VQA image or pasted cell) or needles (Long-MR boxes, text needles with depth)
+marked; an unknown id or a bad --out is one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from v2pe_common.formats import iter_samples, read_records
+from v2pe_data.build import build
+from v2pe_data.config import BuildConfig
+from v2pe_data.show import MARK, ShowError, show, thumbnail
+
+DEADLINE = 60  # seconds for one CLI call: a hang fails its test instead of stalling the suite
+
+
+def records(out: Path, images: bool = False) -> list:
+    """Every record of a build's tars in order; with `images`, (record, {image name: bytes}) pairs."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    found = [(rec, imgs) for s in manifest["shards"] if s["format"] == "wds"
+             for _, rec, imgs in read_records(iter_samples("wds", out / s["path"]), images=images)]
+    return found if images else [rec for rec, _ in found]
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory) -> dict[str, Path]:
+    """Small builds, one sample per shard so a lookup crosses shards: Long-VQA concat and paste, Long-MR
+    (seed 5: sample 0 has pasted image needles, sample 1 text needles)."""
+    root = tmp_path_factory.mktemp("show")
+    cfgs = {
+        "long_vqa": dict(length=8192, num_samples=2, shard_size=1, seed=3),
+        "paste": dict(length=8192, num_samples=1, seed=3, mode="paste"),
+        "long_mr": dict(task="long_mr", length=4096, max_tiles=2, num_samples=2, shard_size=1, seed=5),
+    }
+    for name, kw in cfgs.items():
+        build(BuildConfig(out=str(root / name), **kw), show_progress=False)
+    return {name: root / name for name in cfgs}
+
+
+def marked_pixels(drawn: Image.Image, plain: Image.Image) -> np.ndarray:
+    """The pixels where a sheet's thumbnail differs from the same thumbnail without marks; each must be MARK."""
+    a, b = np.asarray(drawn.convert("RGB")), np.asarray(plain.convert("RGB"))
+    changed = (a != b).any(axis=-1)
+    assert (a[changed] == MARK).all(), "only mark-coloured lines may be drawn over an image"
+    return changed
+
+
+def non_blank(im: Image.Image) -> bool:
+    lo, hi = im.convert("L").getextrema()
+    return hi - lo >= 64  # ink on a page, even a thumbnail's grey ink: not one flat colour
+
+
+def cell_image(sheet: Image.Image, cell: dict) -> Image.Image:
+    (x, y), (w, h) = cell["xy"], cell["size"]
+    return sheet.crop((x, y, x + w, y + h))
+
+
+@pytest.mark.parametrize("name,index", [("long_vqa", 1), ("paste", 0), ("long_mr", 0), ("long_mr", 1)])
+def test_the_png_sheet_holds_every_image_in_order_with_the_targets_marked(builds, tmp_path, name, index):
+    rec, images = records(builds[name], images=True)[index]
+    dest = tmp_path / "sheet.png"
+    layout = show(builds[name], rec["id"], dest, thumb=96)
+    sheet = Image.open(dest)
+    assert sheet.size == (layout["width"], layout["height"]) and layout["format"] == "png"
+    assert [c["image"] for c in layout["cells"]] == rec["images"]  # one thumbnail per image, in order
+    assert all(max(c["size"]) == 96 for c in layout["cells"])
+    meta = rec["meta"]
+    if name == "long_mr":
+        expected = {n["image"] for n in meta["needles"] if n.get("image") is not None}
+    elif name == "paste":
+        expected = {p["canvas"] for p in meta["pasted"] if p["role"] == "target"}
+    else:
+        expected = {meta["target_index"]}
+    assert {c["index"] for c in layout["cells"] if c["marks"]} == expected
+    for cell in layout["cells"]:
+        thumb = cell_image(sheet, cell)
+        assert non_blank(thumb), cell
+        changed = marked_pixels(thumb, thumbnail(images[cell["image"]], 96, []))
+        assert changed.any() == bool(cell["marks"]), cell  # a box drawn exactly where marked
+        if name == "long_mr" and cell["marks"]:  # the needle's box, scaled onto the thumbnail
+            x0, y0, x1, y1 = next(n["box"] for n in meta["needles"] if n.get("image") == cell["index"])
+            width = meta["image_sizes"][cell["index"]][0]
+            ys, xs = np.nonzero(changed)
+            scale = thumb.width / width
+            assert abs(xs.min() - x0 * scale) <= 2 and abs(xs.max() - x1 * scale) <= 3, (xs.min(), xs.max())
+    assert f"A: {rec['answer']}" in layout["header"]
+
+
+def test_the_html_page_inlines_every_image_and_lists_text_needles_with_their_depth(builds, tmp_path):
+    for name, index in (("long_vqa", 0), ("long_mr", 1)):
+        rec = records(builds[name])[index]
+        dest = tmp_path / f"{name}.html"
+        layout = show(builds[name], rec["id"], dest)
+        page = dest.read_text()
+        srcs = re.findall(r'<img src="([^"]+)"', page)
+        assert len(re.findall(r"<img\b", page)) == len(srcs) == len(rec["images"]) == len(layout["cells"])
+        for src in srcs:  # self-contained: every image a data URI that decodes to a non-blank thumbnail
+            head, data = src.split(",", 1)
+            assert head == "data:image/jpeg;base64"
+            assert non_blank(Image.open(io.BytesIO(base64.b64decode(data))))
+        assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
+    needles = rec["meta"]["needles"]
+    assert needles and all(n["kind"] == "text" for n in needles)
+    for needle, depth in zip(needles, rec["meta"]["depth"]):
+        assert f"at depth {depth:.3f}): {needle['text']}" in page
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "v2pe_data", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"`{' '.join(args)}` did not finish within {DEADLINE} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def test_the_cli_writes_id_png_by_default(builds, tmp_path):
+    rec = records(builds["long_mr"])[1]
+    done = cli("show", str(builds["long_mr"]), rec["id"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / f"{rec['id']}.png").format == "PNG"
+
+
+@pytest.mark.parametrize("args,says", [
+    (["long_vqa-train-99999999"], "sample 'long_vqa-train-99999999' is not in"),
+    (["long_vqa-train-00000000", "--out", "x.gif"], "choose a .png or .html file"),
+])
+def test_an_unknown_id_or_output_type_is_one_line_and_exit_2_writing_nothing(builds, tmp_path, args, says):
+    done = cli("show", str(builds["long_vqa"]), *args, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_without_a_manifest_is_a_usage_error(tmp_path):
+    with pytest.raises(ShowError, match="manifest.json does not exist") as err:
+        show(tmp_path, "x", tmp_path / "x.png")
+    assert err.value.usage

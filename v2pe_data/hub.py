@@ -1,0 +1,246 @@
+"""`v2pe-data push`: publish a build folder to a Hugging Face dataset repo, in resumable chunks.
+
+What goes up: the parquet shards, the card (`README.md`, its `configs:` point at them), `manifest.json`
+and `build.json`; on request the tar shards (`wds`) and the InternVL / MM-NIAH layouts. Files are
+committed in chunks of at most `max_files` files and `max_bytes` bytes, one `create_commit` each, so
+an interrupted push keeps the chunks already committed; a rerun lists the repo and skips every file
+whose content is already there (LFS files by sha256, small files by their git blob id).
+
+The card and manifest go in the last chunk: a repo whose push was cut short does not yet advertise
+configs whose files are missing. The token comes from where `huggingface_hub` looks (HF_TOKEN, the
+saved login) and is never printed. Failures end in one `PushError` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .card import CARD_FILE, regenerate
+
+# Layouts a push may add to the default (parquet + card); each is a folder of the build.
+LAYOUTS = {"parquet": "parquet", "wds": "shards", "internvl": "internvl", "mmniah": "mmniah"}
+DEFAULT_INCLUDE = ("parquet",)
+METADATA_FILES = ("build.json", "manifest.json", CARD_FILE)  # committed last, in this order
+DEFAULT_MAX_FILES = 100
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+
+class PushError(RuntimeError):
+    """The push cannot start or continue; `usage` marks errors in the arguments (exit 2 rather than 1)."""
+
+    def __init__(self, message: str, *, usage: bool = False):
+        super().__init__(message)
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path_in_repo: str
+    local: Path
+    size: int
+    sha256: str
+    git_sha1: str  # the git blob id the Hub reports for a file stored without LFS
+
+
+def hash_file(path: Path) -> tuple[int, str, str]:
+    """(size, sha256, git blob sha1) in one read: the Hub reports one or the other depending on LFS."""
+    size = path.stat().st_size
+    sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            sha256.update(block)
+            sha1.update(block)
+    return size, sha256.hexdigest(), sha1.hexdigest()
+
+
+def parse_include(text: str | None) -> tuple[str, ...]:
+    extra = [p.strip() for p in (text or "").split(",") if p.strip()]
+    bad = [p for p in extra if p not in LAYOUTS]
+    if bad:
+        raise PushError(f"--include: unknown layout {bad[0]!r}; choose from {sorted(LAYOUTS)}", usage=True)
+    return tuple(dict.fromkeys([*DEFAULT_INCLUDE, *extra]))
+
+
+def local_files(out: Path, include: tuple[str, ...]) -> list[LocalFile]:
+    """The files to publish, data first and the metadata last; hidden files (temporaries, `.v2pe/`) never."""
+    from v2pe_common.schema import load_manifest
+
+    out = Path(out)
+    try:
+        load_manifest(out / "manifest.json")  # only a finished, well-formed build is published
+        if not (out / CARD_FILE).is_file():  # a build made before cards existed
+            regenerate(out)
+    except ValueError as exc:
+        raise PushError(str(exc), usage=True) from None
+    data: list[Path] = []
+    for layout in include:
+        folder = out / LAYOUTS[layout]
+        found = sorted(p for p in folder.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(out).parts)) if folder.is_dir() else []
+        if layout == "parquet" and not found:
+            raise PushError(f"{out}: no parquet shards, so the Hub could not load this build; rebuild into a new "
+                            "folder with --format wds,parquet (same seed, same samples) or push --include wds",
+                            usage=True)
+        if not found:
+            raise PushError(f"{out}: --include {layout}: the build has no {LAYOUTS[layout]}/ folder", usage=True)
+        data.extend(found)
+    files = []
+    for path in [*data, *(out / name for name in METADATA_FILES if (out / name).is_file())]:
+        size, sha256, sha1 = hash_file(path)
+        files.append(LocalFile(path.relative_to(out).as_posix(), path, size, sha256, sha1))
+    return files
+
+
+def chunk(files: list[LocalFile], max_files: int, max_bytes: int) -> list[list[LocalFile]]:
+    """Consecutive runs of at most `max_files` files and `max_bytes` bytes (a larger file goes alone)."""
+    if max_files < 1 or max_bytes < 1:
+        raise PushError("--chunk-files and --chunk-bytes must be positive", usage=True)
+    chunks: list[list[LocalFile]] = []
+    size = 0
+    for f in files:
+        if not chunks or len(chunks[-1]) >= max_files or (chunks[-1] and size + f.size > max_bytes):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(f)
+        size += f.size
+    return chunks
+
+
+def already_there(remote, f: LocalFile) -> bool:
+    """True when the repo's entry for the path holds the same bytes (LFS: sha256; plain git: blob id)."""
+    if remote is None or getattr(remote, "size", None) != f.size:
+        return False
+    lfs = getattr(remote, "lfs", None)
+    if lfs is not None:
+        return lfs.sha256 == f.sha256
+    return getattr(remote, "blob_id", None) == f.git_sha1
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def describe_plan(chunks: list[list[LocalFile]], skipped: int) -> list[str]:
+    lines = [f"{sum(len(c) for c in chunks)} file(s) in {len(chunks)} commit(s)"
+             + (f"; {skipped} file(s) already in the repo skipped" if skipped else "")]
+    for i, c in enumerate(chunks, 1):
+        lines.append(f"commit {i}/{len(chunks)}: {len(c)} file(s), {_human(sum(f.size for f in c))}")
+        lines.extend(f"  {f.path_in_repo} ({_human(f.size)}, sha256 {f.sha256[:12]})" for f in c)
+    return lines
+
+
+def _hub_error(exc: BaseException, repo_id: str) -> PushError:
+    """One line for what went wrong talking to the Hub; never the token (the Hub's messages carry none)."""
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
+                                        RepositoryNotFoundError)
+
+    if isinstance(exc, OfflineModeIsEnabled):
+        return PushError("cannot push: HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) is set; unset it to publish")
+    if isinstance(exc, (RepositoryNotFoundError, GatedRepoError)):
+        return PushError(f"{repo_id}: repository not found or not writable with this token")
+    if isinstance(exc, HfHubHTTPError):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return PushError(f"{repo_id}: the Hub refused the request: {first}")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return PushError(f"cannot reach the Hugging Face Hub ({type(exc).__name__}: {first}); check the network")
+
+
+def push(out: Path, repo_id: str, *, include: tuple[str, ...] = DEFAULT_INCLUDE, private: bool = False,
+         revision: str | None = None, dry_run: bool = False, max_files: int = DEFAULT_MAX_FILES,
+         max_bytes: int = DEFAULT_MAX_BYTES, echo: Callable[[str], None] = print, api=None) -> dict:
+    """Publish `out` to the dataset repo `repo_id`; returns {"committed": [paths], "skipped": [paths], "commits": n}.
+
+    `dry_run` prints the plan for an empty repo and touches no network (not even the token lookup).
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise PushError(f"--repo-id: {exc}".splitlines()[0], usage=True) from None
+    if "/" not in repo_id:
+        raise PushError(f"--repo-id: expected ORG/NAME, got {repo_id!r}", usage=True)
+    try:
+        files = local_files(Path(out), include)
+    except OSError as exc:
+        raise PushError(f"cannot read {exc.filename or out}: {exc.strerror or exc}") from None
+    if dry_run:
+        plan = chunk(files, max_files, max_bytes)
+        for line in [f"dry run: would push {out} to datasets/{repo_id}"
+                     + (f" (revision {revision})" if revision else "") + (" as a private repo" if private else ""),
+                     *describe_plan(plan, 0)]:
+            echo(line)
+        return {"committed": [], "skipped": [], "commits": 0, "plan": [[f.path_in_repo for f in c] for c in plan]}
+
+    from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+
+    if constants.is_offline_mode():
+        raise _hub_error(_offline(), repo_id)
+    token = get_token()
+    if not token:
+        raise PushError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    api = api or HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+        remote = {getattr(e, "path", None): e for e in
+                  api.list_repo_tree(repo_id, recursive=True, expand=True, revision=revision, repo_type="dataset")}
+        todo = [f for f in files if not already_there(remote.get(f.path_in_repo), f)]
+        skipped = [f.path_in_repo for f in files if f not in todo]
+        plan = chunk(todo, max_files, max_bytes) if todo else []
+        for line in describe_plan(plan, len(skipped)):
+            echo(line)
+        committed = []
+        for i, c in enumerate(plan, 1):
+            api.create_commit(
+                repo_id, repo_type="dataset", revision=revision,
+                operations=[CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in c],
+                commit_message=f"v2pe push: part {i}/{len(plan)} ({len(c)} files)")
+            committed.extend(f.path_in_repo for f in c)
+            echo(f"committed {i}/{len(plan)}")
+    except PushError:
+        raise
+    except OSError as exc:  # ConnectionError (offline mode, no network) and local read errors alike
+        if exc.filename:
+            raise PushError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
+        raise _hub_error(exc, repo_id) from None
+    except ValueError as exc:  # how huggingface_hub reports a card whose metadata the Hub rejects
+        raise PushError(f"{repo_id}: the Hub rejected the commit: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # httpx transport errors and the Hub's HTTP errors
+        if type(exc).__module__.split(".")[0] not in ("huggingface_hub", "httpx", "httpx2", "httpcore"):
+            raise
+        raise _hub_error(exc, repo_id) from None
+    return {"committed": committed, "skipped": skipped, "commits": len(plan)}
+
+
+def _offline():
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return OfflineModeIsEnabled("offline mode is enabled")
+
+
+def use_timeout(seconds: float) -> None:
+    """Give every Hub request a timeout (huggingface_hub's default client waits forever on a silent network).
+
+    This swaps huggingface_hub's process-wide HTTP client, so only the CLI calls it: the process is its own.
+    """
+    from huggingface_hub.utils import _http, set_client_factory
+
+    # Wrap the factory in place rather than the default one: a client configured before (a proxy, a
+    # test's transport) keeps its settings and only gains the timeout.
+    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
+
+    def factory():
+        client = previous()
+        client.timeout = seconds
+        return client
+
+    set_client_factory(factory)
