@@ -36,3 +36,38 @@ def configure_logging(verbose: bool = False) -> None:
     level = logging.getLevelName(verbosity.upper())
     if "transformers" in sys.modules and isinstance(level, int):
         logging.getLogger("transformers").setLevel(level)
+
+
+# Exit codes of both command lines: 2 for usage errors (arguments, recipe keys, a folder that is not this
+# command's), 1 for failures at run time (disk full, damaged input, a lost worker), as shells and CI expect.
+USAGE, FAILURE = 2, 1
+
+
+def make_app(name: str, doc: str | None):
+    """A Typer app whose callback gives `--version` (printing `name` and the package version) and `--verbose`."""
+    import typer
+
+    app = typer.Typer(add_completion=False, no_args_is_help=True, help=doc)
+
+    def print_version(value: bool) -> None:
+        if value:
+            typer.echo(f"{name} {package_version()}")
+            raise typer.Exit()
+
+    @app.callback()
+    def setup(
+        version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
+                                     help="Print the version and exit."),
+        verbose: bool = typer.Option(False, "--verbose", help="Log progress details and transformers' warnings."),
+    ) -> None:
+        configure_logging(verbose)
+
+    return app
+
+
+def fail(message: str, code: int = USAGE):
+    """End the command with one `error: ...` line on stderr (whitespace collapsed) and exit `code`."""
+    import typer
+
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(code=code)

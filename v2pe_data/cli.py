@@ -9,37 +9,10 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-NAME = "v2pe-data"
+from v2pe_common.cli_logging import FAILURE, USAGE, fail, make_app
 
-
-# Exit codes: 2 for usage errors (arguments, recipe keys, a folder that is not this command's), 1 for
-# failures at run time (disk full, damaged input, a worker lost), as shells and CI scripts expect.
-USAGE, FAILURE = 2, 1
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from v2pe_common.cli_logging import package_version
-
-        typer.echo(f"{NAME} {package_version()}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _setup(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Print the version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", help="Log progress details and transformers' warnings."),
-) -> None:
-    from v2pe_common.cli_logging import configure_logging
-
-    configure_logging(verbose)
-
-
-def _fail(message: str, code: int = USAGE) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=code)
+app = make_app("v2pe-data", __doc__)
+_fail = fail
 
 
 def _exit_code(exc: BaseException) -> int:
