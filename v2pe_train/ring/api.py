@@ -8,32 +8,37 @@ import torch
 import torch.distributed as dist
 
 from .comm import group_rank_world
-from .flash import SUPPORTED_DTYPES, flash_available, flash_unavailable_reason, zigzag_ring_attention_flash
+from .flash import zigzag_ring_attention_flash
 from .torch_ring import zigzag_ring_attention_torch
+from .select import REQUESTS, BackendChoice, RingConfigError, choose_backend, device_capability, log_choice_once
 from .zigzag import check_cu_seqlens
 
-__all__ = ["RingConfigError", "ring_attention", "resolve_backend", "validate_ring_inputs"]
+__all__ = ["RingConfigError", "ring_attention", "resolve_backend", "select_kernels", "validate_ring_inputs"]
 
-BACKENDS = ("auto", "torch", "flash")
+BACKENDS = REQUESTS
 
 
-class RingConfigError(ValueError):
-    """A ring-attention call that cannot work as configured (message says how to fix it)."""
+def select_kernels(backend: str, q: torch.Tensor) -> BackendChoice:
+    """The kernels for this call (`select.choose_backend` on q's device, dtype and head dim), logged once."""
+    choice = choose_backend(q.device, q.dtype, q.shape[-1], device_capability(q.device), backend)
+    log_choice_once(choice)
+    return choice
 
 
 def resolve_backend(backend: str, q: torch.Tensor) -> str:
     """'torch' or 'flash' for this call; raises RingConfigError when `flash` cannot run."""
-    if backend not in BACKENDS:
-        raise RingConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "flash" if (q.dtype in SUPPORTED_DTYPES and flash_available(q.device)) else "torch"
-    if backend == "flash":
-        reason = flash_unavailable_reason(q.device)
-        if reason is None and q.dtype not in SUPPORTED_DTYPES:
-            reason = f"backend='flash' supports {SUPPORTED_DTYPES} only (got {q.dtype}); fp16 breaks ring-flash-attn's backward"
-        if reason is not None:
-            raise RingConfigError(reason + "; use backend='torch' or 'auto'")
-    return backend
+    return "flash" if select_kernels(backend, q).name == "flash" else "torch"
+
+
+def varlen_attention_torch(q, k, v, cu_seqlens: Sequence[int], scale: float) -> torch.Tensor:
+    """One rank, causal within each packed sample: torch's `varlen_attn` (flash kernels, autograd built in)."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    cu = torch.tensor(cu_seqlens, dtype=torch.int32, device=q.device)
+    longest = max(b - a for a, b in zip(cu_seqlens[:-1], cu_seqlens[1:]))
+    # window (-1, 0) is varlen_attn's spelling of causal
+    return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale, window_size=(-1, 0),
+                       enable_gqa=q.shape[1] != k.shape[1])
 
 
 def validate_ring_inputs(q, k, v, cu_seqlens, world: int) -> list[int]:
@@ -76,13 +81,18 @@ def ring_attention(
     multiple of 2W tokens when W > 1), identical on all ranks.  `group=None`:
     the default group, or a single process if torch.distributed is not
     initialised.  `scale` defaults to D**-0.5.  `backend`: "torch" (pure
-    PyTorch, CPU/gloo or CUDA/NCCL), "flash" (ring-flash-attn, CUDA bf16), or
-    "auto" (flash when it can run, else torch).  Returns `(T_local, H, D)`.
+    PyTorch kernels: torch flash / mem-efficient SDPA / CPU flash / math, see
+    `select.choose_backend`; one rank on torch flash runs `varlen_attn`),
+    "flash" (ring-flash-attn, CUDA bf16, optional extra), or "auto" (the
+    fastest torch kernel).  Returns `(T_local, H, D)`.
     """
     _, world = group_rank_world(group)
     cu = validate_ring_inputs(q, k, v, cu_seqlens, world)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if resolve_backend(backend, q) == "flash":
+    choice = select_kernels(backend, q)
+    if choice.name == "flash":
         return zigzag_ring_attention_flash(q, k, v, cu, group=group, scale=scale)
-    return zigzag_ring_attention_torch(q, k, v, cu, group=group, scale=scale)
+    if choice.name == "torch_flash" and world == 1:
+        return varlen_attention_torch(q, k, v, cu, scale)
+    return zigzag_ring_attention_torch(q, k, v, cu, group=group, scale=scale, kernel=choice.name)

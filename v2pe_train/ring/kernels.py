@@ -19,6 +19,12 @@ aligned: query i sees keys 0..i).  `out`/`lse` may be returned as views.
   memory-efficient CUTLASS kernel: fp32/fp16/bf16, O(S) memory, returns an LSE
   padded to a multiple of 32 queries).  No GQA: k/v heads are expanded for the
   block computation only (never for communication) and dk/dv summed back.
+* `TorchFlashKernel`: `aten._flash_attention_forward` / `_backward` (torch's
+  own FlashAttention-2, CUDA fp16/bf16, sm80+, head dim <= 256): varlen ops
+  called with one sequence per block, q and k given their own cu_seqlens, so
+  rectangular off-diagonal blocks need no padding; GQA native; LSE fp32
+  `(H, S)`.  Causal is bottom-right aligned there, which equals top-left on
+  the square diagonal blocks, the only ones we run causal.
 * `MathKernel`: explicit matmul/softmax, tiled over queries; any device and
   dtype (fp64 too).  The portable fallback and a readable reference.
 """
@@ -29,7 +35,7 @@ import math
 
 import torch
 
-__all__ = ["BlockKernel", "CpuFlashKernel", "CudaEfficientKernel", "MathKernel", "accum_dtype", "get_kernel"]
+__all__ = ["BlockKernel", "CpuFlashKernel", "CudaEfficientKernel", "MathKernel", "TorchFlashKernel", "accum_dtype", "get_kernel"]
 
 
 def accum_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -125,6 +131,33 @@ class CudaEfficientKernel(BlockKernel):
         return _shd(dq), _reduce_kv(_shd(dk), h_kv), _reduce_kv(_shd(dv), h_kv)
 
 
+def _cu(n: int, device) -> torch.Tensor:
+    return torch.tensor([0, n], dtype=torch.int32, device=device)
+
+
+class TorchFlashKernel(BlockKernel):
+    name = "torch_flash"
+
+    def forward(self, q, k, v, causal, scale):
+        sq, sk = q.shape[0], k.shape[0]
+        out, lse, _, _, _ = torch.ops.aten._flash_attention_forward(
+            q, k, v, _cu(sq, q.device), _cu(sk, q.device), sq, sk, 0.0, causal, False, scale=scale
+        )
+        return out, lse.t()
+
+    def backward(self, dout, q, k, v, out, lse, causal, scale):
+        sq, sk = q.shape[0], k.shape[0]
+        # dropout is 0, so the philox state is never read; torch's varlen_attn passes zeros too
+        rng_state = torch.zeros((2,), dtype=torch.uint64, device=q.device)
+        unused = torch.empty(0, device=q.device)
+        dq, dk, dv = torch.ops.aten._flash_attention_backward(
+            dout.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(), out.contiguous(),
+            lse.t().contiguous(), _cu(sq, q.device), _cu(sk, q.device), sq, sk, 0.0, causal, rng_state, unused,
+            scale=scale,
+        )
+        return dq, dk, dv
+
+
 class MathKernel(BlockKernel):
     """Explicit softmax attention, computed in the accumulation dtype, tiled over queries."""
 
@@ -193,18 +226,20 @@ class MathKernel(BlockKernel):
         return dq, dk, dv
 
 
-_KERNELS = {"cpu_flash": CpuFlashKernel, "cuda_efficient": CudaEfficientKernel, "math": MathKernel}
+_KERNELS = {"cpu_flash": CpuFlashKernel, "cuda_efficient": CudaEfficientKernel, "math": MathKernel,
+            "torch_flash": TorchFlashKernel}
 
 
-def get_kernel(device: torch.device, dtype: torch.dtype, name: str | None = None) -> BlockKernel:
-    """The block kernel for `device`/`dtype`, or the one called `name`."""
+def get_kernel(device: torch.device, dtype: torch.dtype, name: str | None = None, *, head_dim: int | None = None,
+               capability: tuple[int, int] | None = None) -> BlockKernel:
+    """The block kernel called `name`, or the one `select.choose_backend` picks for this case.
+
+    Without `capability` a CUDA device is not assumed to be sm80+ (no torch flash).
+    """
     if name is None:
-        if device.type == "cpu":
-            name = "cpu_flash"
-        elif device.type == "cuda" and dtype in (torch.float16, torch.bfloat16, torch.float32):
-            name = "cuda_efficient"
-        else:
-            name = "math"
+        from .select import choose_backend
+
+        name = choose_backend(device, dtype, head_dim, capability, "torch").name
     if name not in _KERNELS:
         raise ValueError(f"unknown block kernel {name!r}; choose one of {sorted(_KERNELS)}")
     return _KERNELS[name]()

@@ -184,8 +184,9 @@ def zigzag_ring_attention_torch(
     """Torch-backend zigzag ring attention; prefer `ring_attention` (validates inputs).
 
     q `(T_local, H, D)`, k/v `(T_local, H_kv, D)`, `cu_seqlens` GLOBAL (python
-    ints or a tensor).  `kernel` forces a block kernel ("cpu_flash",
-    "cuda_efficient", "math"); default by device.
+    ints or a tensor).  `kernel` forces a block kernel ("torch_flash",
+    "cpu_flash", "cuda_efficient", "math"); default: `select.choose_backend`
+    without a known GPU capability (`ring_attention` passes the chosen one).
     """
     _, world = group_rank_world(group)
     if isinstance(cu_seqlens, torch.Tensor):
