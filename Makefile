@@ -12,7 +12,7 @@ DATA ?=
 GPUS ?= 1
 OUT ?= runs
 
-.PHONY: install test test-slow test-gpu bench smoke train-tiny train-32k train-256k clean tokenizer
+.PHONY: install test test-slow test-gpu gpu-check bench smoke train-tiny train-32k train-256k clean tokenizer
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-slow:
 
 test-gpu:
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
+
+# On a fresh H100/H200: install, test-gpu, kernels, ring, 2B throughput at 32K, the 128K one-GPU step (< 8 min).
+gpu-check:
+	bash bench/gpu_check.sh
 
 bench:
 	$(PY) bench/bench_build.py

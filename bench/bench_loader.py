@@ -7,12 +7,16 @@ Builds a small 32K set with v2pe-data into a temporary folder (not timed), then 
           streaming, schema checks, tokenising and labels, tiles to bf16, V2PE positions, packing,
           collation), one process, no workers;
   no verify: the same loader with `verify=False`;
-  hash:   the sha256 of every shard file alone (what verification adds to a first epoch).
+  hash:   the sha256 of every shard file alone (what verification adds to a first epoch);
+  tiling: SampleProcessor.tile over every image of the build with the `reference` backend (the transformers
+          processor) and the `fast` one (torch resize), tiles into `--pixel-dtype` buffers, with ONE torch
+          thread, as in a DataLoader worker (torch sets 1 thread there): tiles/s per worker, the fast/reference
+          ratio, and the largest pixel difference between the two in 8-bit levels.
 Each is timed `--rounds` times, alternating, and the best round is kept; the per-process digest cache is
 emptied before every verified round, so each pays the full hash (a later epoch pays a stat per shard).
 Prints samples/s, tokens/s, tiles/s, the loader/floor time ratio (target <= 1.3), the verify on/off
 throughput ratio and peak RSS.
-    python bench/bench_loader.py [--samples 6] [--len 32k] [--rounds 2] [--mode v2pe_rnd]
+    python bench/bench_loader.py [--samples 6] [--len 32k] [--rounds 2] [--mode v2pe_rnd] [--tiling-backend fast]
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--mode", default="v2pe_rnd", help="position mode for the loader")
     ap.add_argument("--pixel-dtype", default="bf16")
+    ap.add_argument("--tiling-backend", default="reference", help="the loader's tiling backend (fast | reference)")
     ap.add_argument("--keep", default=None, help="build into this folder (reused when it already holds the build)")
     args = ap.parse_args()
 
@@ -54,7 +59,12 @@ def main() -> None:
     from v2pe_data.build import build
     from v2pe_data.config import BuildConfig
     from v2pe_data.validate import iter_tar_samples
+    import torch
+
+    from v2pe_common.tiling import IMAGENET_STD as STD
+    from v2pe_common.tiling import num_tiles
     from v2pe_train.data import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, PackedLoader
+    from v2pe_train.data.samples import PIXEL_DTYPES, SampleProcessor
 
     length = parse_length(args.length)
     tmp = None
@@ -87,7 +97,43 @@ def main() -> None:
             return time.perf_counter() - t0, tiles
 
         tok = load_tokenizer()
-        lcfg = LoaderConfig(data=[str(out)], max_seq_len=length, position_mode=args.mode, pixel_dtype=args.pixel_dtype)
+        sizes = []
+        for data, tiling in images:
+            with Image.open(io.BytesIO(data)) as im:
+                sizes.append(num_tiles(im.width, im.height, tiling))
+        tilers = {b: SampleProcessor(tok, pixel_dtype=args.pixel_dtype, tiling_backend=b) for b in ("reference", "fast")}
+        threads = torch.get_num_threads()
+
+        def tiling_run(backend: str) -> tuple[float, int]:
+            torch.set_num_threads(1)  # one DataLoader worker's share; restored below
+            tiles = 0
+            try:
+                t0 = time.perf_counter()
+                for (data, tiling), n in zip(images, sizes):
+                    buf = torch.empty((n, 3, tiling.tile_size, tiling.tile_size), dtype=PIXEL_DTYPES[args.pixel_dtype])
+                    tilers[backend].tile(data, "bench", n, tiling, buf)
+                    tiles += n
+                return time.perf_counter() - t0, tiles
+            finally:
+                torch.set_num_threads(threads)
+
+        # the pixel agreement of the two backends on exactly the images timed (fp32 tiles, before any bf16 rounding)
+        fp32 = {b: SampleProcessor(tok, pixel_dtype="fp32", tiling_backend=b) for b in ("reference", "fast")}
+        max_levels = mean_levels_sum = 0.0
+        std = torch.tensor(STD).view(1, 3, 1, 1)
+        for (data, tiling), n in zip(images, sizes):
+            pair = []
+            for b in ("reference", "fast"):
+                buf = torch.empty((n, 3, tiling.tile_size, tiling.tile_size))
+                fp32[b].tile(data, "bench", n, tiling, buf)
+                pair.append(buf)
+            levels = (pair[0] - pair[1]).abs() * std * 255
+            max_levels = max(max_levels, float(levels.max()))
+            mean_levels_sum += float(levels.mean()) * n
+        mean_levels = mean_levels_sum / sum(sizes)
+
+        lcfg = LoaderConfig(data=[str(out)], max_seq_len=length, position_mode=args.mode, pixel_dtype=args.pixel_dtype,
+                            tiling_backend=args.tiling_backend)
         shard_files = [out / s["path"] for s in manifest["shards"] if s["format"] == lcfg.format]
         shard_bytes = sum(f.stat().st_size for f in shard_files)
 
@@ -116,8 +162,10 @@ def main() -> None:
         with Image.open(io.BytesIO(images[0][0])) as im:
             image_processor(images[0][1])(images=im, **kw)
 
-        floors, loads, unverified, hashes = [], [], [], []
+        floors, loads, unverified, hashes, ref_tiling, fast_tiling = [], [], [], [], [], []
         for _ in range(args.rounds):
+            ref_tiling.append(tiling_run("reference"))
+            fast_tiling.append(tiling_run("fast"))
             floors.append(floor())
             loads.append(loader())
             unverified.append(loader(verify=False))
@@ -127,6 +175,10 @@ def main() -> None:
         u_dt = min(unverified)[0]
         h_dt = min(hashes)
         assert f_tiles == l_tiles, (f_tiles, l_tiles)
+        r_dt, r_tiles = min(ref_tiling)
+        x_dt, x_tiles = min(fast_tiling)
+        assert r_tiles == x_tiles == l_tiles, (r_tiles, x_tiles, l_tiles)
+        tiling_ratio = r_dt / x_dt
         ratio = l_dt / f_dt
         verify_ratio = u_dt / l_dt  # throughput on / off
         # CPU seconds of this process: on a shared machine, other processes move wall time far more than a hash does
@@ -143,10 +195,15 @@ def main() -> None:
             "loader_cpu_s": round(l_cpu, 3), "loader_no_verify_cpu_s": round(u_cpu, 3),
             "throughput_verify_on_over_off_cpu": round(verify_ratio_cpu, 3),
             "shard_bytes": shard_bytes, "hash_s": round(h_dt, 3), "hash_mib_per_s": round(shard_bytes / 2**20 / h_dt, 1),
-            "hash_share_of_loader": round(h_dt / l_dt, 4),
+            "hash_share_of_loader": round(h_dt / l_dt, 4), "loader_tiling_backend": args.tiling_backend,
+            "tiling_reference_tiles_per_s_1thread": round(r_tiles / r_dt, 1),
+            "tiling_fast_tiles_per_s_1thread": round(x_tiles / x_dt, 1), "tiling_fast_over_reference": round(tiling_ratio, 2),
+            "fast_vs_reference_max_levels": round(max_levels, 3), "fast_vs_reference_mean_levels": round(mean_levels, 4),
             "rounds": {"floor_s": [round(x[0], 3) for x in floors], "loader_s": [round(x[0], 3) for x in loads],
                        "loader_no_verify_s": [round(x[0], 3) for x in unverified],
-                       "hash_s": [round(x, 3) for x in hashes], "loader_cpu_s": [round(x[4], 3) for x in loads],
+                       "hash_s": [round(x, 3) for x in hashes],
+                       "tiling_reference_s": [round(x[0], 3) for x in ref_tiling],
+                       "tiling_fast_s": [round(x[0], 3) for x in fast_tiling], "loader_cpu_s": [round(x[4], 3) for x in loads],
                        "loader_no_verify_cpu_s": [round(x[4], 3) for x in unverified]},
         }
         print(f"floor : {f_dt:7.2f}s  {n / f_dt:6.3f} samples/s  {f_tiles / f_dt:7.1f} tiles/s  (decode + processor only)")
@@ -157,6 +214,9 @@ def main() -> None:
         print(f"ratio loader/floor = {ratio:.3f} (target <= 1.3) {'OK' if ratio <= 1.3 else 'ABOVE TARGET'}")
         print(f"throughput verify on / off = {verify_ratio:.3f} wall, {verify_ratio_cpu:.3f} CPU time "
               f"({l_cpu:.2f}s vs {u_cpu:.2f}s)")
+        print(f"tiling, 1 thread (one worker): reference {r_tiles / r_dt:7.1f} tiles/s, fast {x_tiles / x_dt:7.1f} tiles/s, "
+              f"fast / reference = {tiling_ratio:.2f}x (target >= 3); pixels differ by <= {max_levels:.2f} levels "
+              f"(mean {mean_levels:.4f})")
         print(json.dumps(result))
     finally:
         if tmp:

@@ -3,8 +3,10 @@
 Layout: RUN/checkpoints/step_00000010/{model.safetensors, optimizer.pt, scheduler.pt, rng_rank{r}.pt,
 loader_rank{r}.json, meta.json} plus what `from_pretrained` needs beside the weights (config.json,
 generation_config.json, the tokenizer files and chat_template.jinja; see export.py), so a step folder
-also loads with `InternVLForConditionalGeneration.from_pretrained`. A checkpoint is written into a hidden temporary folder and renamed when
-every rank has finished, so a crash never leaves a half-written checkpoint under a final name; a write that
+also loads with `InternVLForConditionalGeneration.from_pretrained`. An FSDP run (`data_parallel: fsdp`)
+writes model and optimizer as `dcp/` (torch.distributed.checkpoint, each rank its shards, loadable at another
+world size) instead of optimizer.pt, and model.safetensors as the full model gathered once.
+A checkpoint is written into a hidden temporary folder and renamed when every rank has finished, so a crash never leaves a half-written checkpoint under a final name; a write that
 fails (a full disk) removes the temporary folder and leaves earlier checkpoints as they were.
 
 Loading never runs code from a checkpoint: the .pt files are read with `torch.load(weights_only=True)`, which
@@ -26,9 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 
 CKPT_DIR = "checkpoints"
+DCP_DIR = "dcp"  # torch.distributed.checkpoint's folder of a sharded (FSDP) checkpoint
 _STEP_NAME = re.compile(r"step_(\d{8,})")
 # Below this many free bytes a failed write is reported as a full disk: torch's own message for a short
 # write ("unexpected pos ...") does not say so.
@@ -134,13 +139,35 @@ def _save_pt(obj, path: Path) -> None:
         torch.save(obj, fh)
 
 
+def _dcp_state(model: nn.Module, optimizer) -> dict:
+    """Model and optimizer state keyed by parameter name, each rank holding its shards (DTensors under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": optim_state}
+
+
+def _save_full_weights(model: nn.Module, path: Path, rank: int) -> None:
+    """Gather the whole model once (a collective: every rank calls it) and write it from rank 0 as safetensors."""
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank == 0:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+
+
 def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, scheduler, loader_state: dict,
                     rank: int = 0, world: int = 1, barrier=lambda: None, extra: dict | None = None,
-                    keep_last: int = 2, run_id: str | None = None, tokenizer=None) -> Path:
+                    keep_last: int = 2, run_id: str | None = None, tokenizer=None, sharded: bool = False) -> Path:
     """Write step `step`; keep this run's newest `keep_last` checkpoints (by step). Raises CheckpointError.
 
     `tokenizer` (a TextTokenizer) is saved beside the weights; without it, the one `extra["config"]` names
     (the run's TrainConfig) is used, and with neither the folder gets no tokenizer files.
+
+    `sharded` (an FSDP run; every rank calls this) writes model and optimizer through torch.distributed.checkpoint
+    into `dcp/`, each rank its own shards, so they load at another world size; `model.safetensors` is then
+    the full model gathered once, for from_pretrained and export.
     """
     from safetensors import SafetensorError
     from safetensors.torch import save_model
@@ -161,11 +188,17 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
     barrier()
     name = ""
     try:
+        if sharded:
+            name = DCP_DIR
+            dcp.save(_dcp_state(model, optimizer), checkpoint_id=str(tmp / name))
+            name = "model.safetensors"
+            _save_full_weights(model, tmp / name, rank)
         if rank == 0:
             name = "model.safetensors"
             # The in-memory names (not save_pretrained's reverted ones): from_pretrained accepts both, and
             # load_checkpoint and eval's load_generator read these with safetensors' strict load_model.
-            save_model(model, str(tmp / name))
+            if not sharded:
+                save_model(model, str(tmp / name))
             if isinstance(model, PreTrainedModel):  # any other module has no config to write
                 name = "config.json"
                 save_model_config(model, tmp)
@@ -174,19 +207,20 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
                     tokenizer = _run_tokenizer(config)
                 if tokenizer is not None:
                     save_tokenizer(tokenizer, tmp, config.get("template"))
-            name = "optimizer.pt"
-            _save_pt(optimizer.state_dict(), tmp / name)
+            if not sharded:
+                name = "optimizer.pt"
+                _save_pt(optimizer.state_dict(), tmp / name)
             name = "scheduler.pt"
             _save_pt(scheduler.state_dict(), tmp / name)
             name = "meta.json"
             meta = {"step": step, "world": world, "model_identity": model_identity(model), "run_id": run_id,
-                    **(extra or {})}
+                    "format": DCP_DIR if sharded else "replicated", **(extra or {})}
             (tmp / name).write_text(json.dumps(meta, indent=1, sort_keys=True))
         name = f"rng_rank{rank}.pt"
         _save_pt(_rng_state(), tmp / name)
         name = f"loader_rank{rank}.json"
         (tmp / name).write_text(json.dumps(loader_state, sort_keys=True))
-    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+    except (OSError, RuntimeError, ValueError, SafetensorError, CheckpointException) as exc:
         error = _write_failure(final, name, exc)
         shutil.rmtree(tmp, ignore_errors=True)
         raise error from exc
@@ -243,11 +277,16 @@ def _read_json(path: Path):
 
 
 def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank: int = 0, world: int = 1,
-                    config=None) -> tuple[int, dict]:
+                    config=None) -> tuple[int, dict | None]:
     """Restore everything in place; return (step, loader state).
 
     Refuses a checkpoint of another model, another world size, or (with `config`, a TrainConfig) a run whose
     identity keys differ, naming each; every file is read and checked before anything is restored.
+
+    A sharded (DCP) checkpoint loads at any world size (every rank calls this): model, optimizer, scheduler
+    and step are restored, resharded to this run's layout. At another world size the per-rank loader and RNG
+    states do not apply (each rank's data split changed), so the loader state returned is None and the RNG
+    states stay as seeded; at the same world size the resume is exact, as for replicated checkpoints.
     """
     path = Path(path)
     if not (path / "meta.json").is_file():
@@ -261,15 +300,23 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank:
             f"{path}: saved from another model (architecture {meta.get('model_identity')}, this model {ident}); "
             "refusing to load — check --model and the run folder"
         )
+    sharded = meta.get("format") == DCP_DIR
+    if sharded and meta.get("world") != world:
+        return _load_resharded(path, meta, model=model, optimizer=optimizer, scheduler=scheduler, config=config)
     if meta.get("world") != world:
         raise CheckpointError(f"{path}: saved with {meta.get('world')} processes, resuming with {world}; "
                               "exact resume needs the same world size")
-    if config is not None:
-        changes = config.identity_changes(meta.get("config") or {})
-        if changes:
-            raise RunMismatchError(
-                f"{path}: belongs to a run with other settings ({'; '.join(changes)}); resume with the saved "
-                "values, or start a new run in another --out")
+    _check_identity(path, meta, config)
+    if sharded:
+        scheduler_state = _load_pt(path / "scheduler.pt")
+        rng_file = path / f"rng_rank{rank}.pt"
+        rng_state = _load_pt(rng_file)
+        loader_state = _read_json(path / f"loader_rank{rank}.json")
+        _load_dcp(path, model, optimizer)
+        for file, apply, state in ((path / "scheduler.pt", scheduler.load_state_dict, scheduler_state),
+                                   (rng_file, _set_rng_state, rng_state)):
+            _apply(file, apply, state)
+        return int(meta["step"]), loader_state
     optimizer_state = _load_pt(path / "optimizer.pt")
     scheduler_state = _load_pt(path / "scheduler.pt")
     rng_file = path / f"rng_rank{rank}.pt"
@@ -285,8 +332,43 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank:
     for file, apply, state in ((path / "optimizer.pt", optimizer.load_state_dict, optimizer_state),
                                (path / "scheduler.pt", scheduler.load_state_dict, scheduler_state),
                                (rng_file, _set_rng_state, rng_state)):
-        try:
-            apply(state)
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            raise CheckpointError(f"{file}: does not fit this run: {exc.__class__.__name__}: {exc}") from None
+        _apply(file, apply, state)
     return int(meta["step"]), loader_state
+
+
+def _apply(file: Path, apply, state) -> None:
+    try:
+        apply(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise CheckpointError(f"{file}: does not fit this run: {exc.__class__.__name__}: {exc}") from None
+
+
+def _check_identity(path: Path, meta: dict, config) -> None:
+    if config is not None:
+        changes = config.identity_changes(meta.get("config") or {})
+        if changes:
+            raise RunMismatchError(
+                f"{path}: belongs to a run with other settings ({'; '.join(changes)}); resume with the saved "
+                "values, or start a new run in another --out")
+
+
+def _load_dcp(path: Path, model: nn.Module, optimizer) -> None:
+    """Read `dcp/` into this run's layout (each rank its own shards) and install it in model and optimizer."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    if not (path / DCP_DIR / ".metadata").is_file():
+        raise CheckpointError(f"{path / DCP_DIR}: missing or incomplete (no .metadata): not a finished sharded checkpoint")
+    state = _dcp_state(model, optimizer)
+    try:
+        dcp.load(state, checkpoint_id=str(path / DCP_DIR))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    except (CheckpointException, KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path / DCP_DIR}: does not fit this run: {' '.join(str(exc).split())[:500]}") from None
+
+
+def _load_resharded(path: Path, meta: dict, *, model: nn.Module, optimizer, scheduler, config) -> tuple[int, None]:
+    _check_identity(path, meta, config)
+    scheduler_state = _load_pt(path / "scheduler.pt")
+    _load_dcp(path, model, optimizer)
+    _apply(path / "scheduler.pt", scheduler.load_state_dict, scheduler_state)
+    return int(meta["step"]), None

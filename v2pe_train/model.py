@@ -24,6 +24,7 @@ TILE_SIZE = 448
 TOKENS_PER_TILE = 256
 TINY = "tiny"
 SHAPE_2B = "2b"  # random init in the shape of InternVL2-2B: for throughput and memory benchmarks only
+SHAPE_8B = "8b"  # random init in the shape of InternVL2-8B: for FSDP memory and throughput benchmarks only
 
 
 def tiny_config(vocab_size: int, image_token_id: int, *, eos_token_id: int | None = None):
@@ -81,7 +82,27 @@ def shape_2b_config(vocab_size: int, image_token_id: int, *, eos_token_id: int |
     )
 
 
-PRESETS = {TINY: tiny_config, SHAPE_2B: shape_2b_config}
+def shape_8b_config(vocab_size: int, image_token_id: int, *, eos_token_id: int | None = None):
+    """InternVL2-8B's shapes: InternViT-300M (24 x 1024) + MLP projector + an InternLM2-7B-shaped Llama
+    (4096 hidden, 32 layers, 32 heads / 8 kv heads, 14336 MLP). Random weights, benchmarks only.
+    """
+    cfg = shape_2b_config(vocab_size, image_token_id, eos_token_id=eos_token_id)
+    text = cfg.text_config
+    text.hidden_size, text.intermediate_size, text.num_hidden_layers = 4096, 14336, 32
+    text.num_attention_heads, text.num_key_value_heads, text.head_dim = 32, 8, 128
+    return cfg
+
+
+PRESETS = {TINY: tiny_config, SHAPE_2B: shape_2b_config, SHAPE_8B: shape_8b_config}
+
+
+def preset_parameter_count(name: str, vocab_size: int, image_token_id: int = 0) -> int:
+    """Parameters of a preset, counted on the meta device so an 8B shape costs no memory to size."""
+    from transformers import InternVLForConditionalGeneration
+
+    with torch.device("meta"):
+        model = InternVLForConditionalGeneration(PRESETS[name](vocab_size, image_token_id))
+    return sum(p.numel() for p in model.parameters())
 
 
 # What training and inference read from a Hub model repo: configs, safetensors weights, the tokenizer files.

@@ -2,7 +2,9 @@
 
 Gradients are synchronised by DDP over all ranks, with each rank's loss scaled by world / (global
 weight sum): the summed gradient is then exactly the gradient of the global-batch loss, however the batch
-is split across ranks, context-parallel shards or accumulation steps.
+is split across ranks, context-parallel shards or accumulation steps. With `data_parallel: fsdp` the model
+is sharded by FSDP2 instead (parallelize.py), whose reduce-scatter averages over the same world, so the same
+scale holds.
 
 A run folder holds one run. `RUN/run.json` records its identity (the config less `RESUMABLE_KEYS`); a new
 run into a folder holding run files is refused unless `overwrite` (which deletes the earlier run's files,
@@ -36,6 +38,8 @@ from .loss import shift_labels, token_weights, weighted_ce_sum
 from .model import PRESETS, build_model, forward
 from .optim import build_optimizer, cosine_with_warmup
 from .parallel import ContextParallel
+from .parallelize import apply_fsdp, build_mesh
+from .parallelize import cp_group as mesh_cp_group
 
 logger = logging.getLogger(__name__)
 
@@ -155,18 +159,24 @@ def _autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def attention_summary(cfg: TrainConfig, cp: int, ring: bool, device: torch.device) -> str:
-    """Which attention path the text model runs, e.g. 'sdpa (cp=1, dense mask)' or 'ring torch kernels (cp=2, zigzag)'."""
+def attention_summary(cfg: TrainConfig, cp: int, ring: bool, device: torch.device, head_dim: int | None = None) -> str:
+    """Which attention path the text model runs, e.g. 'sdpa (cp=1, dense mask)' or 'ring torch kernels (cp=2, zigzag)'.
+
+    The kernels come from the ring's own `choose_backend`, for the dtype the attention sees (bf16 under
+    CUDA autocast), so this line names what the ring will run; a fallback adds why.
+    """
     if not ring:
         return "sdpa (cp=1, dense mask)"
-    kernels = cfg.ring_backend
-    if kernels == "auto":
-        from .ring.flash import flash_available
+    from .ring.select import choose_backend, describe, device_capability
 
-        # The ring picks per call by dtype as well; on a device without flash-attn it is always torch.
-        kernels = "flash (if the dtype allows)" if flash_available(device) else "torch"
+    dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision in ("auto", "bf16") else torch.float32
+    choice = choose_backend(device, dtype, head_dim, device_capability(device), cfg.ring_backend)
+    kernels = describe(choice)
+    if choice.name == "torch_flash" and cp == 1:
+        kernels = "torch varlen_attn"
     layout = "zigzag" if cp > 1 else "varlen, one rank"
-    return f"ring {kernels} kernels (cp={cp}, {layout})"
+    note = f"; {choice.reason}" if choice.fallback else ""
+    return f"ring {kernels} kernels (cp={cp}, {layout}{note})"
 
 
 class Trainer:
@@ -184,17 +194,28 @@ class Trainer:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
         context_parallel = None
+        # FSDP needs a process group: one process keeps the plain model (and DCP checkpoints, to reshard).
+        self.fsdp = cfg.data_parallel == "fsdp" and self.topo.world > 1
+        mesh = build_mesh(self.topo, self.device) if self.fsdp else None
         varlen = cfg.attention == "varlen" or (cfg.attention == "auto" and self.device.type == "cuda")
         if self.topo.cp > 1 or varlen:
             # Under DDP with cp = 1 the group is this rank alone (groups() gives singletons): never the world.
-            cp_group = groups(self.topo)[0] if self.topo.world > 1 else None
+            if mesh is not None:
+                cp_group = mesh_cp_group(mesh)
+            else:
+                cp_group = groups(self.topo)[0] if self.topo.world > 1 else None
             pad_id = self.tokenizer.hf.pad_token_id
             context_parallel = ContextParallel(self.model, cp_group, self.topo.cp_rank, self.topo.cp,
                                                pad_id=0 if pad_id is None else pad_id, backend=cfg.ring_backend)
         if self.topo.rank == 0:
-            logger.info("attention: %s", attention_summary(cfg, self.topo.cp, context_parallel is not None, self.device))
+            text = self.model.config.text_config
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            logger.info("attention: %s", attention_summary(cfg, self.topo.cp, context_parallel is not None, self.device,
+                                                           head_dim=head_dim))
         self.loss_module: nn.Module = LossModule(self.model, context_parallel)
-        if self.topo.world > 1:
+        if self.fsdp:
+            apply_fsdp(self.loss_module, self.model, mesh, self.device)
+        elif self.topo.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         try:
@@ -210,7 +231,8 @@ class Trainer:
                          max_tiles_per_pack=cfg.max_tiles_per_pack, seed=cfg.seed, num_epochs=None,
                          dp_rank=self.topo.dp_rank, dp_size=self.topo.dp, template=cfg.template,
                          position_mode=cfg.position_mode, stride=cfg.stride, pixel_dtype=pixel_dtype,
-                         strict=cfg.strict, verify=cfg.verify_shards, data_augment=cfg.data_augment),
+                         strict=cfg.strict, verify=cfg.verify_shards, data_augment=cfg.data_augment,
+                         tiling_backend=cfg.tiling_backend),
             self.tokenizer, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
         self.step = 0
         self.run_id = hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]
@@ -221,7 +243,7 @@ class Trainer:
             self.run_dir, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             loader_state=self.loader.state_dict(), rank=self.topo.rank, world=self.topo.world, barrier=barrier,
             extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.keep_last, run_id=self.run_id,
-            tokenizer=self.tokenizer)
+            tokenizer=self.tokenizer, sharded=self.cfg.data_parallel == "fsdp")
 
     def clear_run_dir(self) -> None:
         """Delete an earlier run's files (RUN_FILES only; anything else in the folder stays)."""
@@ -243,7 +265,12 @@ class Trainer:
         self.step, loader_state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer,
                                                        scheduler=self.scheduler, rank=self.topo.rank,
                                                        world=self.topo.world, config=self.cfg)
-        self.loader.load_state_dict(loader_state)
+        if loader_state is not None:
+            self.loader.load_state_dict(loader_state)
+        elif self.topo.rank == 0:
+            logger.warning("resumed %s at world size %d from another world size: model, optimizer and schedule "
+                           "are restored; the data stream restarts from the seed (each rank's split changed)",
+                           path, self.topo.world)
         if self.topo.rank == 0:
             self._cut_log()
         return True
@@ -282,7 +309,7 @@ class Trainer:
         tokens = 0
         for i, (b, lengths, shifted, w) in enumerate(prepared):
             last = i == len(prepared) - 1
-            sync = contextlib.nullcontext() if (last or self.topo.world == 1) else self.loss_module.no_sync()
+            sync = contextlib.nullcontext() if (last or self.topo.world == 1) else self._no_sync()
             with sync, _autocast(self.device, cfg.precision):
                 ce = self.loss_module(b.input_ids.to(self.device), b.position_ids.to(self.device),
                                       b.pixel_values.to(self.device) if b.pixel_values.numel() else None,
@@ -292,10 +319,26 @@ class Trainer:
             tokens += b.num_tokens
         return total, denom, tokens
 
+    @contextlib.contextmanager
+    def _no_sync(self):
+        """Accumulate this micro-batch's gradient locally; the last micro-batch reduces the sum."""
+        if not self.fsdp:
+            with self.loss_module.no_sync():
+                yield
+            return
+        self.loss_module.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            self.loss_module.set_requires_gradient_sync(True)
+
     def train_step(self, micro_batches) -> tuple[float, float, int]:
         total, denom, tokens = self.backward(micro_batches)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor, already reduced over the shards
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = float(grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -47,6 +47,7 @@ from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
 from ..positions import MODES, STRIDES
 from .collate import Batch, collate
+from .fast_tiling import BACKENDS as TILING_BACKENDS
 from .mixture import DatasetSpec, Mixture, parse_datasets
 from .packing import Packer
 from .samples import IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleError, SampleProcessor
@@ -86,6 +87,9 @@ class LoaderConfig:
     # JPEG re-encoding of every tile at a random quality, seeded per (seed, sample, image, epoch): the
     # reference's `data_augment` (SampleProcessor.tile). Training only; evaluation never sets it.
     data_augment: bool = False
+    # reference: transformers' GotOcr2 processor, bit-exact with the data side (~57 tiles/s a process);
+    # fast: torch resize, several times faster, pixels within 2 of 255 levels of it (bench/RESULTS.md, loader)
+    tiling_backend: str = "reference"
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
@@ -104,6 +108,8 @@ class LoaderConfig:
             raise ValueError(f"position_mode 'v2pe_fix' needs stride in {STRIDES}, got {self.stride!r}")
         if self.pixel_dtype not in PIXEL_DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {self.pixel_dtype!r}")
+        if self.tiling_backend not in TILING_BACKENDS:
+            raise ValueError(f"tiling_backend must be one of {list(TILING_BACKENDS)}, got {self.tiling_backend!r}")
         if self.max_seq_len is not None and self.max_seq_len < 1:
             raise ValueError(f"max_seq_len must be positive, got {self.max_seq_len}")
         if self.num_epochs is not None and self.num_epochs < 0:
@@ -144,6 +150,7 @@ class PackedLoader:
             max_seq_len=config.max_seq_len,
             max_tiles_per_pack=config.max_tiles_per_pack,
             data_augment=config.data_augment,
+            tiling_backend=config.tiling_backend,
         )
         self.packer = Packer(config.max_seq_len, max_tiles_per_pack=config.max_tiles_per_pack, buffer_size=config.buffer_size)
         self._fingerprint = fingerprint(self.shards)

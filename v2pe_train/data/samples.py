@@ -29,7 +29,7 @@ from v2pe_common.tokenizer import TextTokenizer
 from ..positions import position_ids
 from v2pe_common.tiling import IMAGENET_MEAN, IMAGENET_STD
 
-from . import foreign
+from . import fast_tiling, foreign
 from .shards import BadMember, InternVLSample, ParquetSample, TarSample
 
 log = logging.getLogger("v2pe_train.data")
@@ -107,9 +107,12 @@ class SampleProcessor:
         max_seq_len: int | None = None,
         max_tiles_per_pack: int | None = None,
         data_augment: bool = False,
+        tiling_backend: str = "reference",
     ):
         if pixel_dtype not in PIXEL_DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {pixel_dtype!r}")
+        if tiling_backend not in fast_tiling.BACKENDS:
+            raise ValueError(f"tiling_backend must be one of {list(fast_tiling.BACKENDS)}, got {tiling_backend!r}")
         self.tokenizer = tokenizer
         self.template: ChatTemplate | None = get_template(template) if template else None
         self.tiling = tiling
@@ -123,6 +126,8 @@ class SampleProcessor:
         self.max_tiles_per_pack = max_tiles_per_pack
         # The reference's training transform: each tile re-encoded as JPEG at a random quality (see `tile`).
         self.data_augment = bool(data_augment)
+        # fast: torch resize (within 2 8-bit levels of the reference, see fast_tiling); reference: the processor
+        self.tiling_backend = tiling_backend
         self._warned_tokenizer = False
 
     # -- the record alone -------------------------------------------------------------------------
@@ -201,6 +206,9 @@ class SampleProcessor:
         InternVL meta entry's `data_augment`) is true AND `key` = (sample id, image index in the sample,
         epoch) is given: the qualities come from (seed, sample id, image index, epoch) alone, so a resumed
         run and a re-read sample get the same pixels. Without a key (evaluation) pixels are never augmented.
+
+        `tiling_backend` "fast" resizes with torch (fast_tiling), "reference" with the transformers processor;
+        the grid, the tile order and the augmentation draws are the same for both.
         """
         from PIL import Image
 
@@ -213,17 +221,19 @@ class SampleProcessor:
                 im.load()
                 size = im.size
                 # the processor's own RGB conversion clips 16-bit grey to white; to_rgb scales it
-                if jpeg:  # 8-bit tiles first: JPEG works on them, normalisation follows
-                    result = image_processor(tiling)(images=to_rgb(im), return_tensors="pt", do_rescale=False,
-                                                     do_normalize=False)
+                if self.tiling_backend == "fast":
+                    pixels = fast_tiling.tiles_uint8(to_rgb(im), tiling)
+                elif jpeg:  # 8-bit tiles first: JPEG works on them, normalisation follows
+                    pixels = image_processor(tiling)(images=to_rgb(im), return_tensors="pt", do_rescale=False,
+                                                     do_normalize=False)["pixel_values"]
                 else:
-                    result = image_processor(tiling)(
+                    pixels = image_processor(tiling)(
                         images=to_rgb(im), return_tensors="pt", image_mean=self.image_mean, image_std=self.image_std
-                    )
+                    )["pixel_values"]
         except Exception as exc:  # PIL and the processor raise many types for undecodable bytes
             raise SampleError("bad_image", f"image {name} does not decode: {type(exc).__name__}: {exc}") from None
-        pixels = result["pixel_values"]
-        if not tiling.use_thumbnail and pixels.shape[0] > 1:
+        fast = self.tiling_backend == "fast"  # 8-bit tiles, thumbnail already dropped when the tiling has none
+        if not fast and not tiling.use_thumbnail and pixels.shape[0] > 1:
             pixels = pixels[:-1]  # the processor appends the thumbnail last
         got = int(pixels.shape[0])
         if got != num_tiles(size[0], size[1], tiling) or got != expect:
@@ -246,6 +256,9 @@ class SampleProcessor:
             mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
             std = torch.tensor(self.image_std).view(1, 3, 1, 1)
             pixels = (reencoded.float() / 255.0 - mean) / std  # the processor's rescale and normalise
+        elif fast:
+            fast_tiling.normalise_into(out, pixels, self.image_mean, self.image_std)
+            return
         out.copy_(pixels)
 
     def process(self, ts: TarSample | ParquetSample | InternVLSample, *, shard: int, epoch: int) -> Sample:
