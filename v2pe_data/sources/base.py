@@ -51,7 +51,7 @@ from pathlib import Path
 from ..records import Item
 from .errors import REASONS, Reject, SourceError
 from .errors import HubUnavailable, tagged  # noqa: F401  (re-exported: adapters and tests import them from here)
-from .imagebytes import FORMAT_EXT, probe, read_8bit_png, read_bytes  # noqa: F401  (FORMAT_EXT re-exported)
+from .imagebytes import FORMAT_EXT, probe, probe_once, read_8bit_png, read_bytes  # noqa: F401  (FORMAT_EXT, probe re-exported)
 
 # Pillow's default decompression-bomb limit (Image.MAX_IMAGE_PIXELS): 0.25 GiB of 24-bit pixels / 3.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -320,17 +320,9 @@ class RealSource:
         else:
             data, locator, digest = None, ("file", str(row.image.path)), None
             key = str(row.image.path)
-        known = self._probed.get(key)
-        if known is None:
-            try:
-                # a file is opened by path: its header is checked before the rest of it is read
-                known = probe(data if data is not None else row.image.path, self.max_pixels)
-            except Reject as bad:
-                known = bad
-            self._probed[key] = known
-        if isinstance(known, Reject):
-            raise known
-        width, height, ext, high_depth = known
+        # a file is opened by path: its header is checked before the rest of it is read
+        width, height, ext, high_depth = probe_once(self._probed, key,
+                                                    data if data is not None else row.image.path, self.max_pixels)
         doc_id = row.doc_id
         if doc_id is None:
             if digest is None:

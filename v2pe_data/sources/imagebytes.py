@@ -16,6 +16,21 @@ FORMAT_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
 _OPENED = ("JPEG", "PNG", "WEBP")  # Pillow plugins tried, in order; the JPEG one also yields MPO
 
 
+def probe_once(cache: dict, key, data: bytes | Path, max_pixels: int) -> tuple[int, int, str, bool]:
+    """`probe`, remembered in `cache` under `key`: an image several rows share is decoded once, and a bad
+    one is rejected again (same Reject) for every row that names it."""
+    known = cache.get(key)
+    if known is None:
+        try:
+            known = probe(data, max_pixels)
+        except Reject as bad:
+            known = bad
+        cache[key] = known
+    if isinstance(known, Reject):
+        raise known
+    return known
+
+
 def probe(data: bytes | Path, max_pixels: int) -> tuple[int, int, str, bool]:
     """(width, height, ext, high_depth) of encoded image bytes or an image file, fully decoded once and dropped.
 

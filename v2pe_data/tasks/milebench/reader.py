@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...records import Item
-from ...sources.base import Reject, SourceError, need_id, need_str, opt_id, probe, resolve_under
-from ...sources.imagebytes import read_8bit_png, read_bytes
+from ...sources.base import Reject, SourceError, need_id, need_str, opt_id, resolve_under
+from ...sources.imagebytes import probe_once, read_8bit_png, read_bytes
 from ...sources.text import need_text, read_json
 from ...sources.errors import BadRow
 from . import prompt
@@ -225,16 +225,7 @@ class _Parser:
     def _image(self, rel: str, base: Path, sid: str) -> Image:
         src = self.source
         path = resolve_under(src.folder, rel, [base]).path
-        known = self.probed.get(path)
-        if known is None:
-            try:
-                known = probe(path, src.max_pixels)
-            except Reject as bad:
-                known = bad
-            self.probed[path] = known
-        if isinstance(known, Reject):
-            raise known
-        width, height, ext, high = known
+        width, height, ext, high = probe_once(self.probed, path, path, src.max_pixels)
         return Image(path, path.relative_to(src.folder.resolve()).as_posix(), sid, width, height, ext, high)
 
 
