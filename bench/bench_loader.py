@@ -17,6 +17,13 @@ emptied before every verified round, so each pays the full hash (a later epoch p
 Prints samples/s, tokens/s, tiles/s, the loader/floor time ratio (target <= 1.3), the verify on/off
 throughput ratio and peak RSS.
     python bench/bench_loader.py [--samples 6] [--len 32k] [--rounds 2] [--mode v2pe_rnd] [--tiling-backend fast]
+
+`--cp` runs only the context-parallel section instead: one Long-MR sample of `--cp-len` tokens (built as
+bench_long_mr.py builds it), then, for each cp degree W of `--cp-degrees`, ranks 0 and W-1 of a cp group
+each read it with a PackedLoader(cp_rank, cp_size=W) in a fresh child process: tiles decoded and held,
+loader seconds (wall and CPU) and the child's peak RSS (VmHWM; its RSS after imports, before the loader,
+is given apart), with the ratio against cp = 1.
+    python bench/bench_loader.py --cp [--cp-len 1m] [--cp-degrees 1,2,4,8] [--tiling-backend reference]
 """
 
 from __future__ import annotations
@@ -39,6 +46,79 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _proc_status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def cp_child(build_dir: str, rank: int, world: int, args) -> dict:
+    """One cp rank's loader over the build, in a process of its own (its VmHWM is this rank's peak)."""
+    from v2pe_common.tokenizer import load_tokenizer
+    from v2pe_train.data import LoaderConfig, PackedLoader
+
+    tok = load_tokenizer()
+    cfg = LoaderConfig(data=[build_dir], pixel_dtype=args.pixel_dtype, tiling_backend=args.tiling_backend,
+                       position_mode=args.mode, cp_rank=rank, cp_size=world)
+    loader = PackedLoader(cfg, tok)
+    base = _proc_status_mib("VmRSS")
+    held = total = tokens = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for batch in loader:
+        held += batch.num_tiles
+        total += batch.total_tiles
+        tokens += batch.num_tokens
+        del batch  # as a training step would drop it
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if loader.stats.num_errors:
+        raise SystemExit(f"loader skipped samples: {loader.stats.summary()}")
+    return {"rank": rank, "world": world, "tiles": held, "pack_tiles": total, "tokens": tokens, "loader_s": wall,
+            "loader_cpu_s": cpu, "rss_after_imports_mib": base, "vm_hwm_mib": _proc_status_mib("VmHWM")}
+
+
+def cp_section(args) -> None:
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from bench_long_mr import config as long_mr_config
+    from v2pe_data.build import build
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_loader_cp_"))
+    try:
+        t = time.perf_counter()
+        manifest = build(long_mr_config(SimpleNamespace(length=args.cp_len, subset=None, seed=0), tmp / "build"),
+                         show_progress=False)
+        print(f"build: one Long-MR {args.cp_len} sample, {manifest['token_stats']['total']:,} tokens, in "
+              f"{time.perf_counter() - t:.1f}s (not timed below)")
+        rows = []
+        for world in [int(w) for w in args.cp_degrees.split(",")]:
+            for rank in sorted({0, world - 1}):
+                cmd = [sys.executable, __file__, "--cp-child", str(tmp / "build"), str(rank), str(world),
+                       "--pixel-dtype", args.pixel_dtype, "--tiling-backend", args.tiling_backend, "--mode", args.mode]
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+                if proc.returncode != 0:
+                    raise SystemExit(f"cp child {rank}/{world} failed:\n{proc.stderr[-3000:]}")
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                print(f"  cp {world} rank {rank}: {rows[-1]['tiles']} tiles, {rows[-1]['loader_s']:.1f}s", flush=True)
+        one = next(r for r in rows if r["world"] == 1)
+        print(f"pack: {one['pack_tiles']} tiles, {one['tokens']:,} tokens; tiling backend {args.tiling_backend}, "
+              f"pixels {args.pixel_dtype}")
+        print("| cp | rank | tiles decoded | vs cp 1 | loader s (CPU s) | vs cp 1 | peak RSS MiB (after imports) | "
+              "vs cp 1 | peak - imports vs cp 1 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        grow = one["vm_hwm_mib"] - one["rss_after_imports_mib"]
+        for r in rows:
+            print(f"| {r['world']} | {r['rank']} | {r['tiles']} | {r['tiles'] / one['tiles']:.3f} | "
+                  f"{r['loader_s']:.2f} ({r['loader_cpu_s']:.2f}) | {r['loader_cpu_s'] / one['loader_cpu_s']:.3f} | "
+                  f"{r['vm_hwm_mib']:.0f} ({r['rss_after_imports_mib']:.0f}) | {r['vm_hwm_mib'] / one['vm_hwm_mib']:.3f} | "
+                  f"{(r['vm_hwm_mib'] - r['rss_after_imports_mib']) / grow:.3f} |")
+        print(json.dumps({"cp_len": args.cp_len, "rows": rows}))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=6)
@@ -48,7 +128,17 @@ def main() -> None:
     ap.add_argument("--pixel-dtype", default="bf16")
     ap.add_argument("--tiling-backend", default="reference", help="the loader's tiling backend (fast | reference)")
     ap.add_argument("--keep", default=None, help="build into this folder (reused when it already holds the build)")
+    ap.add_argument("--cp", action="store_true", help="run only the context-parallel section (see the docstring)")
+    ap.add_argument("--cp-len", default="1m")
+    ap.add_argument("--cp-degrees", default="1,2,4,8")
+    ap.add_argument("--cp-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.cp_child:
+        print(json.dumps(cp_child(args.cp_child[0], int(args.cp_child[1]), int(args.cp_child[2]), args)))
+        return
+    if args.cp:
+        cp_section(args)
+        return
 
     from PIL import Image
 

@@ -199,3 +199,54 @@ def test_a_sharded_checkpoint_without_its_dcp_index_is_refused_naming_the_folder
     (tmp_path / "run" / "checkpoints" / "step_00000001" / "dcp" / ".metadata").unlink()
     with pytest.raises(CheckpointError, match=r"dcp: missing or incomplete \(no \.metadata\)"):
         Trainer(TrainConfig(**cfg)).resume()
+
+
+# -- a rank whose micro-batch has no tile ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiles_and_text(tmp_path_factory):
+    """Two one-sample shards: rank 0 reads one with images, rank 1 one without any."""
+    from tests.test_cp_tiles import text_only
+    from tests.test_loader import SAMPLES, write_shard
+
+    out = tmp_path_factory.mktemp("tileless")
+    write_shard(out / "tiles.tar", [SAMPLES[4]])
+    write_shard(out / "text.tar", [text_only(1)])
+    return [str(out / "tiles.tar"), str(out / "text.tar")]
+
+
+def first_batch(shard):
+    from tests.test_loader import TOK
+    from v2pe_train.data import LoaderConfig, PackedLoader
+
+    return next(iter(PackedLoader(LoaderConfig(data=[shard], pixel_dtype="fp32", shuffle=False), TOK)))
+
+
+def _tileless_worker(rank, world, group, cfg, shards):
+    trainer = Trainer(TrainConfig(**cfg), Topology(rank=rank, world=world, cp=1))
+    total, denom, _ = trainer.backward([first_batch(shards[rank])])
+    return float(total), denom, {n: full(p.grad) for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("data_parallel,attention", [("fsdp", "mask"), ("fsdp", "varlen"), ("ddp", "mask")])
+def test_a_rank_without_tiles_runs_the_step_with_the_others_and_gets_the_one_process_gradients(
+        tiles_and_text, tmp_path, data_parallel, attention):
+    """Rank 1's pack has no tile while rank 0's has: the vision tower's gathers (FSDP) and reductions (DDP)
+    still match, so the step ends (a hang fails at the deadline), rank 1's loss is its text-only loss, and
+    the gradients are those of one process on both packs."""
+    base = dict(model="tiny", data=tiles_and_text, precision="fp32", seed=2, attention=attention, lr=1e-3,
+                loss_reduction="token", max_steps=1)
+    batches = [first_batch(s) for s in tiles_and_text]
+    assert batches[0].total_tiles > 0 and batches[1].total_tiles == 0
+    single = Trainer(TrainConfig(**base, out=str(tmp_path / "one")))
+    _, denom, _ = single.backward(batches)
+    grads = {n: p.grad.detach().clone() for n, p in single.model.named_parameters() if p.grad is not None}
+    text_loss, _, _ = Trainer(TrainConfig(**base, out=str(tmp_path / "text"))).backward(batches[1:])
+    results = run_distributed(_tileless_worker, world=2, timeout=60,
+                              args=({**base, "out": str(tmp_path / "two"), "data_parallel": data_parallel},
+                                    tiles_and_text))
+    assert results[0][1] == results[1][1] == pytest.approx(denom)
+    assert results[1][0] == pytest.approx(float(text_loss), rel=1e-6)
+    assert any("vision_tower" in n for n in grads) and set(results[0][2]) == set(grads)
+    for name, g in grads.items():
+        torch.testing.assert_close(results[0][2][name], g, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(results[1][2][name], results[0][2][name], rtol=0, atol=0, msg=name)

@@ -9,6 +9,7 @@ nothing here knows about distribution.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 
 from v2pe_common.tokenizer import TOKENIZER_PATTERNS, TextTokenizer, is_hub_id, resolve_hub_id
 
-from .rope import dense_attention_mask, install_float64_rope, packed_causal_mask
+from .rope import Float64RotaryEmbedding, dense_attention_mask, install_float64_rope, packed_causal_mask
 
 TILE_SIZE = 448
 TOKENS_PER_TILE = 256
@@ -143,21 +144,28 @@ def build_model(
     attn_implementation: str | dict[str, str] = "sdpa",
     seed: int = 0,
     drop_path_rate: float = 0.0,
+    device: str | torch.device | None = None,
 ) -> nn.Module:
     """A ready-to-train `InternVLForConditionalGeneration`: vocabulary fitted, float64 rope, freezes applied.
 
     `attn_implementation` is a name or a per-sub-config dict, e.g. {"text_config": "ring_zigzag",
-    "vision_config": "sdpa"} once a custom attention is registered. `seed` only affects the tiny model.
+    "vision_config": "sdpa"} once a custom attention is registered. `seed` only affects the presets.
     `drop_path_rate` > 0 gives the vision tower stochastic depth (`install_drop_path`).
+
+    `device="meta"` builds a preset without allocating its weights, for a model about to be sharded: apply
+    `fully_shard`, then `materialise` allocates and initialises each rank's shards only. A native checkpoint
+    folder ignores it and loads as always (its weights come from the files, not from an init).
     """
     from transformers import InternVLForConditionalGeneration
 
     if str(spec) in PRESETS:
         cfg = PRESETS[str(spec)](tokenizer.vocab_size, tokenizer.img_context_id, eos_token_id=tokenizer.hf.eos_token_id)
+        on_meta = device is not None and torch.device(device).type == "meta"
         # Seeded without touching the caller's global RNG stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = InternVLForConditionalGeneration(cfg)
+            with torch.device("meta") if on_meta else contextlib.nullcontext():
+                model = InternVLForConditionalGeneration(cfg)
         model.set_attn_implementation(attn_implementation)
         model = model.to(dtype)
     else:
@@ -175,6 +183,49 @@ def build_model(
     install_drop_path(model, drop_path_rate)
     set_trainable(model, vision=not freeze_vision, projector=not freeze_projector, language=not freeze_language)
     return model
+
+
+# Presets at least this large are built on the meta device when the trainer shards them (FSDP). The tiny
+# preset stays eager: it costs nothing, and its init then equals a one-process run's for the same seed.
+META_INIT_MIN_PARAMS = 100_000_000
+
+
+def builds_on_meta(spec: str | Path, tokenizer: TextTokenizer) -> bool:
+    """Whether a sharded run builds `spec` on the meta device (a preset of >= META_INIT_MIN_PARAMS)."""
+    return str(spec) in PRESETS and preset_parameter_count(
+        str(spec), tokenizer.vocab_size, tokenizer.img_context_id) >= META_INIT_MIN_PARAMS
+
+
+def materialise(model: nn.Module, device: torch.device | str, *, root: nn.Module | None = None, seed: int = 0,
+                stream: int = 0) -> nn.Module:
+    """Allocate and initialise a preset built with `build_model(..., device="meta")`, after `fully_shard`:
+    each rank allocates only its shards. `root` is the outermost sharded module holding `model` (default
+    `model`).
+
+    The init is transformers' own (`init_weights`, the distributions an eager build draws), seeded by
+    (`seed`, `stream`) without touching the caller's RNG: ranks holding different shards pass different
+    streams (their shard coordinate), replicas the same one. It is deterministic for a seed and a mesh but
+    NOT equal to an eager build's weights: an eager build also draws each layer's default init before
+    transformers' init, and draws whole tensors, not shards. The float64 rope holds no weights and is
+    rebuilt from the config, as on an eager build.
+    """
+    import numpy as np
+
+    (root or model).to_empty(device=device)
+    for obj in [*model.modules(), *model.parameters(), *model.buffers()]:
+        obj.__dict__.pop("_is_hf_initialized", None)  # to_empty kept the flags; the memory is garbage
+    device = torch.device(device)
+    state = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(state)
+        model.init_weights()
+    for owner in _rope_owners(model):
+        owner.rotary_emb = Float64RotaryEmbedding(owner.rotary_emb.config)
+    return model
+
+
+def _rope_owners(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(getattr(m, "rotary_emb", None), Float64RotaryEmbedding)]
 
 
 def check_tile_contract(model: nn.Module) -> None:

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .data.collate import cp_tile_range
 from .loss import IGNORE_INDEX, weighted_ce_sum
 from .ring import RingContext, pad_to_multiple, use_ring_attention, zigzag_indices
 
@@ -53,16 +54,41 @@ def image_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor
     return out.pooler_output
 
 
-def sharded_image_features(model: nn.Module, pixel_values: torch.Tensor, group, rank: int, world: int) -> torch.Tensor:
-    """Each rank encodes ceil(T/W) tiles (zero tiles pad the last rank); the features are gathered."""
+def empty_image_term(model: nn.Module, device: torch.device) -> torch.Tensor:
+    """0 x the features of one zero tile: a tile-less micro-batch still runs the vision tower and projector.
+
+    Under FSDP every rank's forward must all-gather the vision tower's unit, and its backward reduce-scatter
+    it; under DDP every parameter must get a gradient, or the ranks' reductions stop matching and hang. The
+    term adds exactly zero to the loss and to every gradient.
+    """
+    size = model.config.vision_config.image_size
+    size = size if isinstance(size, (list, tuple)) else (size, size)
+    zero = torch.zeros((1, 3, *size), dtype=model.dtype, device=device)
+    return image_features(model, zero).sum() * 0
+
+
+def sharded_image_features(model: nn.Module, pixel_values: torch.Tensor, group, rank: int, world: int,
+                           total: int | None = None) -> torch.Tensor:
+    """Each rank encodes ceil(T/W) tiles (zero tiles pad the last rank); the features are gathered.
+
+    `total` = T says `pixel_values` already hold only this rank's tiles (the loader's cp share,
+    data.collate.cp_tile_range); without it they hold all T tiles and each rank slices its own.
+    """
     if world == 1:
         return image_features(model, pixel_values.to(dtype=model.dtype))
-    total = pixel_values.shape[0]
+    if total is None:
+        total = pixel_values.shape[0]
+        start, stop = cp_tile_range(total, rank, world)
+        mine = pixel_values[start:stop]
+    else:
+        start, stop = cp_tile_range(total, rank, world)
+        mine = pixel_values
+        if mine.shape[0] != stop - start:
+            raise ValueError(f"cp rank {rank}/{world}: {mine.shape[0]} tiles given, its share of {total} is "
+                             f"tiles [{start}, {stop})")
     per_rank = -(-total // world)
-    pad = per_rank * world - total
-    if pad:
-        pixel_values = torch.cat([pixel_values, pixel_values.new_zeros((pad, *pixel_values.shape[1:]))])
-    mine = pixel_values[rank * per_rank : (rank + 1) * per_rank]
+    if mine.shape[0] < per_rank:
+        mine = torch.cat([mine, mine.new_zeros((per_rank - mine.shape[0], *mine.shape[1:]))])
     feats = image_features(model, mine.to(dtype=model.dtype))
     return _GatherTiles.apply(feats, group, rank, world)[:total]
 
@@ -74,10 +100,13 @@ class ContextParallel:
     themselves through cu_seqlens instead of an L x L mask, which is what long packs on a GPU want.
     """
 
-    def __init__(self, model: nn.Module, group, rank: int, world: int, *, pad_id: int, backend: str = "auto"):
+    def __init__(self, model: nn.Module, group, rank: int, world: int, *, pad_id: int, backend: str = "auto",
+                 encode_empty: bool = False):
         self.model, self.group, self.rank, self.world = model, group, rank, world
         self.pad_id = pad_id
         self.backend = backend
+        # a tile-less pack still runs the vision tower (empty_image_term): FSDP / DDP over ranks need it
+        self.encode_empty = encode_empty
         use_ring_attention(model)
 
     def shard(self, cu_seqlens: Sequence[int], input_ids: torch.Tensor, position_ids: torch.Tensor,
@@ -91,15 +120,24 @@ class ContextParallel:
         w = layout.pad(weights[0], 0.0)
         return layout, ids, idx, pos[idx], lab[idx], w[idx]
 
-    def __call__(self, input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights) -> torch.Tensor:
+    def __call__(self, input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights, *,
+                 total_tiles: int | None = None) -> torch.Tensor:
+        """`total_tiles` = T of the pack says `pixel_values` hold only this rank's share of its tiles (possibly
+        none, when T < W); without it they hold all T."""
         model = self.model
         layout, ids, idx, pos, lab, w = self.shard(cu_seqlens, input_ids, position_ids, shifted, weights)
         device = input_ids.device
         idx = idx.to(device)
         local_ids = ids[idx]
         embeds = model.get_input_embeddings()(local_ids)
-        if pixel_values is not None and pixel_values.numel():
-            feats = sharded_image_features(model, pixel_values, self.group, self.rank, self.world)
+        if total_tiles is None:
+            total_tiles = 0 if pixel_values is None else int(pixel_values.shape[0])
+            presliced = None
+        else:
+            presliced = total_tiles
+        extra = None
+        if total_tiles:
+            feats = sharded_image_features(model, pixel_values, self.group, self.rank, self.world, presliced)
             feats = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
             is_img = ids == model.config.image_token_id
             if int(is_img.sum()) != feats.shape[0]:
@@ -107,7 +145,10 @@ class ContextParallel:
             ordinal = torch.cumsum(is_img.long(), 0) - 1  # k-th image token of the sequence <- feature row k
             local_img = is_img[idx]
             embeds = embeds.masked_scatter(local_img[:, None], feats[ordinal[idx][local_img]])
+        elif self.encode_empty:
+            extra = empty_image_term(model, device)
         ctx = RingContext(group=self.group, cu_seqlens=tuple(int(c) for c in layout.cu_seqlens), backend=self.backend)
         out = model.model.language_model(inputs_embeds=embeds[None], position_ids=pos[None].to(device),
                                          use_cache=False, ring_context=ctx)
-        return weighted_ce_sum(out.last_hidden_state, model.lm_head, lab[None].to(device), w[None].to(device))
+        ce = weighted_ce_sum(out.last_hidden_state, model.lm_head, lab[None].to(device), w[None].to(device))
+        return ce if extra is None else ce + extra

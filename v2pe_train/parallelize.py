@@ -103,6 +103,12 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: Meshes, device: torch.de
     return root
 
 
+def shard_rank(mesh: Meshes) -> int:
+    """This rank's index among the ranks that hold different shards (HSDP replicas share it): the init
+    stream of a model materialised after sharding (model.materialise)."""
+    return int(mesh.shard.get_coordinate()[-1])
+
+
 def cp_group(mesh: Meshes):
     """The process group of this rank's context-parallel ring, from the mesh."""
     return mesh.cp.get_group()

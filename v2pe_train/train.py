@@ -35,10 +35,10 @@ from .config import TrainConfig
 from .data import LoaderConfig, TrainDataLoader
 from .distributed import Topology, all_reduce_sum, barrier, groups, init_distributed, topology_from_env
 from .loss import shift_labels, token_weights, weighted_ce_sum
-from .model import PRESETS, build_model, forward
+from .model import PRESETS, build_model, builds_on_meta, forward, materialise
 from .optim import build_optimizer, cosine_with_warmup
-from .parallel import ContextParallel
-from .parallelize import apply_fsdp, build_mesh
+from .parallel import ContextParallel, empty_image_term
+from .parallelize import apply_fsdp, build_mesh, shard_rank
 from .parallelize import cp_group as mesh_cp_group
 
 logger = logging.getLogger(__name__)
@@ -67,20 +67,26 @@ class TrainResult:
 class LossModule(nn.Module):
     """Everything between a batch and the weighted CE sum, inside one forward so DDP sees all of it."""
 
-    def __init__(self, model: nn.Module, context_parallel: ContextParallel | None = None):
+    def __init__(self, model: nn.Module, context_parallel: ContextParallel | None = None, *,
+                 encode_empty: bool = False):
         super().__init__()
         self.model = model
         self.cp = context_parallel
+        self.encode_empty = encode_empty  # see parallel.empty_image_term
 
-    def forward(self, input_ids, position_ids, pixel_values, sample_lengths, shifted, weights):
+    def forward(self, input_ids, position_ids, pixel_values, sample_lengths, shifted, weights, total_tiles=None):
+        """`total_tiles`: the pack's tile count when `pixel_values` hold only this cp rank's share of them."""
         if self.cp is not None:
             cu = [0]
             for n in sample_lengths[0]:
                 cu.append(cu[-1] + int(n))
-            return self.cp(input_ids, position_ids, pixel_values, cu, shifted, weights)
+            return self.cp(input_ids, position_ids, pixel_values, cu, shifted, weights, total_tiles=total_tiles)
+        # before the language model, where a pack with tiles runs the tower: FSDP's gathers go in one order
+        extra = empty_image_term(self.model, input_ids.device) if pixel_values is None and self.encode_empty else None
         hidden = forward(self.model, input_ids, position_ids, pixel_values=pixel_values,
                          sample_lengths=sample_lengths, return_hidden=True)
-        return weighted_ce_sum(hidden, self.model.lm_head, shifted, weights)
+        ce = weighted_ce_sum(hidden, self.model.lm_head, shifted, weights)
+        return ce if extra is None else ce + extra
 
 
 def resolve_tokenizer(cfg: TrainConfig) -> str | None:
@@ -187,15 +193,20 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.run_dir = Path(cfg.out)
         self.tokenizer = load_tokenizer(resolve_tokenizer(cfg))
+        # FSDP needs a process group: one process keeps the plain model (and DCP checkpoints, to reshard).
+        self.fsdp = cfg.data_parallel == "fsdp" and self.topo.world > 1
+        # A large preset about to be sharded is built on meta: no rank ever holds all its fp32 weights.
+        on_meta = self.fsdp and builds_on_meta(cfg.model, self.tokenizer)
         self.model = build_model(cfg.model, self.tokenizer, freeze_vision=cfg.freeze_vision,
                                  freeze_projector=cfg.freeze_projector, freeze_language=cfg.freeze_language,
-                                 seed=cfg.seed, drop_path_rate=cfg.drop_path_rate).to(self.device)
+                                 seed=cfg.seed, drop_path_rate=cfg.drop_path_rate,
+                                 device="meta" if on_meta else None)
+        if not on_meta:
+            self.model = self.model.to(self.device)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
         context_parallel = None
-        # FSDP needs a process group: one process keeps the plain model (and DCP checkpoints, to reshard).
-        self.fsdp = cfg.data_parallel == "fsdp" and self.topo.world > 1
         mesh = build_mesh(self.topo, self.device) if self.fsdp else None
         varlen = cfg.attention == "varlen" or (cfg.attention == "auto" and self.device.type == "cuda")
         if self.topo.cp > 1 or varlen:
@@ -206,15 +217,20 @@ class Trainer:
                 cp_group = groups(self.topo)[0] if self.topo.world > 1 else None
             pad_id = self.tokenizer.hf.pad_token_id
             context_parallel = ContextParallel(self.model, cp_group, self.topo.cp_rank, self.topo.cp,
-                                               pad_id=0 if pad_id is None else pad_id, backend=cfg.ring_backend)
+                                               pad_id=0 if pad_id is None else pad_id, backend=cfg.ring_backend,
+                                               encode_empty=self.topo.dp > 1)
         if self.topo.rank == 0:
             text = self.model.config.text_config
             head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
             logger.info("attention: %s", attention_summary(cfg, self.topo.cp, context_parallel is not None, self.device,
                                                            head_dim=head_dim))
-        self.loss_module: nn.Module = LossModule(self.model, context_parallel)
+        # With dp > 1 ranks read different packs: a tile-less one still runs the vision tower, or FSDP's
+        # gathers / DDP's reductions of the ranks stop matching and the step hangs (a cp group shares its pack).
+        self.loss_module: nn.Module = LossModule(self.model, context_parallel, encode_empty=self.topo.dp > 1)
         if self.fsdp:
             apply_fsdp(self.loss_module, self.model, mesh, self.device)
+            if on_meta:
+                materialise(self.model, self.device, root=self.loss_module, seed=cfg.seed, stream=shard_rank(mesh))
         elif self.topo.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -229,7 +245,8 @@ class Trainer:
         self.loader = TrainDataLoader(
             LoaderConfig(data=cfg.data, datasets=cfg.datasets, format=cfg.data_format, max_seq_len=cfg.max_seq_len,
                          max_tiles_per_pack=cfg.max_tiles_per_pack, seed=cfg.seed, num_epochs=None,
-                         dp_rank=self.topo.dp_rank, dp_size=self.topo.dp, template=cfg.template,
+                         dp_rank=self.topo.dp_rank, dp_size=self.topo.dp, cp_rank=self.topo.cp_rank,
+                         cp_size=self.topo.cp, template=cfg.template,
                          position_mode=cfg.position_mode, stride=cfg.stride, pixel_dtype=pixel_dtype,
                          strict=cfg.strict, verify=cfg.verify_shards, data_augment=cfg.data_augment,
                          tiling_backend=cfg.tiling_backend),
@@ -311,9 +328,11 @@ class Trainer:
             last = i == len(prepared) - 1
             sync = contextlib.nullcontext() if (last or self.topo.world == 1) else self._no_sync()
             with sync, _autocast(self.device, cfg.precision):
+                sliced = b.tile_range is not None  # this cp rank's share of the pack's tiles, maybe none
                 ce = self.loss_module(b.input_ids.to(self.device), b.position_ids.to(self.device),
-                                      b.pixel_values.to(self.device) if b.pixel_values.numel() else None,
-                                      lengths, shifted.to(self.device), w.to(self.device))
+                                      b.pixel_values.to(self.device) if sliced or b.pixel_values.numel() else None,
+                                      lengths, shifted.to(self.device), w.to(self.device),
+                                      b.total_tiles if sliced else None)
             (ce * scale).backward()
             total += ce.detach().double().cpu()
             tokens += b.num_tokens

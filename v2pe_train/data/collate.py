@@ -17,7 +17,8 @@ class Batch:
 
     `labels` are NOT shifted (the model / loss shifts). `position_ids` restart at 0 for each sample and
     are float64 (V2PE visual positions are fractional). `pixel_values` hold every tile of the pack in
-    sequence order, so the i-th block of 256 `<IMG_CONTEXT>` tokens is tile i.
+    sequence order, so the i-th block of 256 `<IMG_CONTEXT>` tokens is tile i; or, on a context-parallel
+    rank, only tiles `tile_range` = [start, stop) of them (the rank's share, see LoaderConfig.cp_size).
     """
 
     input_ids: torch.Tensor  # int64 [1, L]
@@ -32,6 +33,12 @@ class Batch:
     num_tokens: int  # L
     state: dict | None = field(default=None, repr=False)  # loader state after this batch (worker mode)
     worker: int | None = None  # logical worker id that made it (worker mode)
+    tile_range: tuple[int, int] | None = None  # rows of the pack's tiles `pixel_values` holds; None: all
+
+    @property
+    def total_tiles(self) -> int:
+        """Tiles of the whole pack, also where `pixel_values` holds only a rank's share."""
+        return int(self.image_tiles.sum())
 
     @property
     def num_samples(self) -> int:
@@ -39,6 +46,7 @@ class Batch:
 
     @property
     def num_tiles(self) -> int:
+        """Tiles held here (`total_tiles` for the pack's)."""
         return int(self.pixel_values.shape[0])
 
     def _map(self, fn) -> Batch:
@@ -55,9 +63,20 @@ class Batch:
         return self._map(lambda t: t.pin_memory())
 
 
-def collate(pack: Sequence[Sample]) -> Batch:
+def cp_tile_range(total: int, rank: int, world: int) -> tuple[int, int]:
+    """Tiles [start, stop) of a pack's `total` that cp rank `rank` of `world` encodes: ceil(total / world) each,
+    the last ranks fewer or none (parallel.sharded_image_features pads them with zero tiles)."""
+    per = -(-total // world)
+    return min(rank * per, total), min((rank + 1) * per, total)
+
+
+def collate(pack: Sequence[Sample], *, pixel_values: torch.Tensor | None = None,
+            tile_range: tuple[int, int] | None = None) -> Batch:
+    """`pixel_values` (with the `tile_range` they cover) replaces the samples' tiles, e.g. a rank's share."""
     lengths = [s.length for s in pack]
-    if len(pack) == 1:
+    if pixel_values is not None:
+        pixels = pixel_values
+    elif len(pack) == 1:
         pixels = pack[0].pixel_values  # the usual case for long samples: no copy
     else:
         pixels = torch.cat([s.pixel_values for s in pack], dim=0)
@@ -74,4 +93,5 @@ def collate(pack: Sequence[Sample]) -> Batch:
         num_supervised=torch.tensor([s.num_supervised for s in pack], dtype=torch.int64),
         ids=[s.id for s in pack],
         num_tokens=int(sum(lengths)),
+        tile_range=tile_range,
     )

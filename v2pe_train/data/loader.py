@@ -28,7 +28,11 @@ Bad input (missing or corrupt shard, a shard whose bytes differ from its manifes
 image, schema failure, tiles or length mismatch, too long) is counted in `loader.stats` with "shard:key:
 message" examples and skipped; `strict=True` raises `LoaderError` on the first instead. A shard is
 checked against its manifest before its first sample is read (`verify`, see shards.py), so no sample of
-a damaged or edited shard is trained on. With endless epochs, an epoch that yields no usable sample at all
+a damaged or edited shard is trained on. With `cp_size` > 1 images are decoded after packing, each rank
+only its share of a pack's tiles: before packing every rank checks each image's header (it opens, its
+size gives the recorded tiles), so all ranks of a group skip the same samples; pixel data that fails only
+in the full decode is found by the one rank decoding it, which counts it as bad_image and keeps the sample
+with those tiles zeroed (dropping it there alone would desynchronise the group). With endless epochs, an epoch that yields no usable sample at all
 raises `LoaderError` rather than spinning without a batch.
 """
 
@@ -46,7 +50,7 @@ from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
 from ..positions import MODES, STRIDES
-from .collate import Batch, collate
+from .collate import Batch, collate, cp_tile_range
 from .fast_tiling import BACKENDS as TILING_BACKENDS
 from .mixture import DatasetSpec, Mixture, parse_datasets
 from .packing import Packer
@@ -73,6 +77,10 @@ class LoaderConfig:
     num_epochs: int | None = 1  # None: endless
     dp_rank: int = 0
     dp_size: int = 1
+    # Context parallelism: every rank of a cp group reads the same packs, but decodes and holds only tiles
+    # [cp_rank * ceil(T / cp_size), ...) of a pack's T, the share its vision tower encodes (parallel.py).
+    cp_rank: int = 0
+    cp_size: int = 1
     template: str | None = None  # None: the template named in each record's meta
     tiling: TilingConfig | None = None  # None: the tiling recorded in each record's meta
     position_mode: str = "default"  # default | v2pe_fix | v2pe_rnd
@@ -102,6 +110,8 @@ class LoaderConfig:
             raise ValueError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
         if not 0 <= self.dp_rank < self.dp_size:
             raise ValueError(f"need 0 <= dp_rank < dp_size, got dp_rank={self.dp_rank}, dp_size={self.dp_size}")
+        if not 0 <= self.cp_rank < self.cp_size:
+            raise ValueError(f"need 0 <= cp_rank < cp_size, got cp_rank={self.cp_rank}, cp_size={self.cp_size}")
         if self.position_mode not in MODES:
             raise ValueError(f"position_mode must be one of {MODES}, got {self.position_mode!r}")
         if self.position_mode == "v2pe_fix" and self.stride not in STRIDES:
@@ -151,6 +161,7 @@ class PackedLoader:
             max_tiles_per_pack=config.max_tiles_per_pack,
             data_augment=config.data_augment,
             tiling_backend=config.tiling_backend,
+            defer_pixels=config.cp_size > 1,
         )
         self.packer = Packer(config.max_seq_len, max_tiles_per_pack=config.max_tiles_per_pack, buffer_size=config.buffer_size)
         self._fingerprint = fingerprint(self.shards)
@@ -215,11 +226,25 @@ class PackedLoader:
     def _emit(self) -> Iterator[Batch]:
         while self._ready:
             pack = self._ready.popleft()
-            batch = collate(pack)
+            batch = self._collate(pack)
             self.stats.packs += 1
             self.stats.samples += len(pack)
             self.stats.tokens += batch.num_tokens
             yield batch
+
+    def _collate(self, pack: list[Sample]) -> Batch:
+        c = self.config
+        if c.cp_size == 1:
+            return collate(pack)
+        start, stop = cp_tile_range(sum(s.num_tiles for s in pack), c.cp_rank, c.cp_size)
+
+        def undecodable(sample: Sample, exc: SampleError) -> None:
+            self._report(exc.reason, self.shards[sample.shard], sample.id,
+                         f"{exc}; its tiles on cp rank {c.cp_rank}/{c.cp_size} are zeros (the pack was already formed "
+                         "on every rank of the group)")
+
+        return collate(pack, pixel_values=self.processor.pack_pixels(pack, start, stop, undecodable),
+                       tile_range=(start, stop))
 
     def _epoch_shards(self) -> tuple[list[ShardRef], bool]:
         c = self.config

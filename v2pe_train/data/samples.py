@@ -6,6 +6,12 @@ the trainer's tiling gives each image size, the encoded length against `meta["nu
 off the shard (tar members, parquet row values or InternVL image files alike): decode (PIL), tile and
 normalise with the same transformers processor the data side counts with, keep only the tile tensor,
 close the image.
+
+A context-parallel rank encodes only its share of a pack's tiles, so it should decode only those: a
+processor made with `defer_pixels=True` keeps each image's encoded bytes and its tile count (`ImagePlan`)
+instead of tiles, checks each image's header (size -> tiles) so every rank of the group skips the same
+samples, and `pack_pixels` decodes a tile range of a formed pack: the images inside the range, each once,
+keeping only the tiles in it.
 """
 
 from __future__ import annotations
@@ -48,6 +54,17 @@ class SampleError(Exception):
 
 
 @dataclass(slots=True)
+class ImagePlan:
+    """One image whose tiles are decoded later (`pack_pixels`): its bytes and everything `tile` needs."""
+
+    name: str
+    data: bytes
+    tiles: int
+    tiling: TilingConfig
+    key: tuple[str, int, int]  # (sample id, image index, epoch): the augmentation draws, as in eager decoding
+
+
+@dataclass(slots=True)
 class Sample:
     id: str
     shard: int  # index of its shard in the loader's shard list
@@ -55,9 +72,10 @@ class Sample:
     input_ids: np.ndarray  # int64 [L]
     labels: np.ndarray  # int64 [L], -100 where unsupervised; not shifted
     position_ids: np.ndarray  # float64 [L], starting at 0
-    pixel_values: torch.Tensor  # [sum(image_tiles), 3, H, W], images in sequence order
+    pixel_values: torch.Tensor  # [sum(image_tiles), 3, H, W], images in sequence order; [0, 3, H, W] if deferred
     image_tiles: list[int]
     num_supervised: int
+    images: list[ImagePlan] | None = None  # the images still to decode (defer_pixels), in sequence order
 
     @property
     def length(self) -> int:
@@ -108,6 +126,7 @@ class SampleProcessor:
         max_tiles_per_pack: int | None = None,
         data_augment: bool = False,
         tiling_backend: str = "reference",
+        defer_pixels: bool = False,
     ):
         if pixel_dtype not in PIXEL_DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {pixel_dtype!r}")
@@ -128,6 +147,7 @@ class SampleProcessor:
         self.data_augment = bool(data_augment)
         # fast: torch resize (within 2 8-bit levels of the reference, see fast_tiling); reference: the processor
         self.tiling_backend = tiling_backend
+        self.defer_pixels = bool(defer_pixels)
         self._warned_tokenizer = False
 
     # -- the record alone -------------------------------------------------------------------------
@@ -288,14 +308,20 @@ class SampleProcessor:
                 # The tile count of every image is known (and checked) before any pixel is decoded,
                 # so the sample's tiles go straight into one buffer: no per-image copies to concatenate.
                 bounds = np.concatenate([[0], np.cumsum(enc.tiles, dtype=np.int64)]).tolist()
-                pixels = torch.empty((bounds[-1], 3, tiling.tile_size, tiling.tile_size), dtype=self.dtype)
+                rows = 0 if self.defer_pixels else bounds[-1]
+                pixels = torch.empty((rows, 3, tiling.tile_size, tiling.tile_size), dtype=self.dtype)
                 index = {name: i for i, name in enumerate(record["images"])}
+                deferred: dict[str, bytes] = {}
 
                 def put(name: str, data: bytes) -> None:
                     i = index[name]
-                    # Keyed by (sample, image, epoch): augmentation, when on, is the same after a resume.
-                    self.tile(data, name, enc.tiles[i], tiling, pixels[bounds[i] : bounds[i + 1]],
-                              key=(record["id"], i, epoch))
+                    if self.defer_pixels:
+                        self.check_header(data, name, enc.tiles[i], tiling)
+                        deferred[name] = data
+                    else:
+                        # Keyed by (sample, image, epoch): augmentation, when on, is the same after a resume.
+                        self.tile(data, name, enc.tiles[i], tiling, pixels[bounds[i] : bounds[i + 1]],
+                                  key=(record["id"], i, epoch))
                     done.add(name)
 
                 for name, data in early.items():
@@ -330,4 +356,59 @@ class SampleProcessor:
             pixel_values=pixels,
             image_tiles=list(enc.tiles),
             num_supervised=int(np.count_nonzero(enc.labels != encoding.IGNORE_INDEX)),
+            images=[ImagePlan(name, deferred[name], int(enc.tiles[i]), tiling, (record["id"], i, epoch))
+                    for i, name in enumerate(record["images"])] if self.defer_pixels else None,
         )
+
+    def check_header(self, data: bytes, name: str, expect: int, tiling: TilingConfig) -> None:
+        """The checks a deferred image gets before packing, from its header alone: it opens, and its size gives
+        `expect` tiles. Every rank of a cp group runs them, so all skip the same samples."""
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                size = im.size
+        except Exception as exc:  # PIL raises many types for bytes that are no image
+            raise SampleError("bad_image", f"image {name} does not decode: {type(exc).__name__}: {exc}") from None
+        got = num_tiles(size[0], size[1], tiling)
+        if got != expect:
+            raise SampleError(
+                "tiles_mismatch", f"image {name} ({size[0]}x{size[1]}) gives {got} tiles, $.meta.tiles says {expect}"
+            )
+
+    def pack_pixels(self, pack: list[Sample], start: int, stop: int, on_error=None) -> torch.Tensor:
+        """Tiles [start, stop) of a pack (its samples' tiles in sequence order), decoding only the images that
+        overlap the range, each once; an image cut by a bound is decoded whole and only its tiles in the range
+        kept, so at most the range plus one image's tiles are held.
+
+        A deferred image whose header passed but whose pixels do not decode is only found by the rank that
+        decodes it, after the pack was formed on every rank: `on_error(sample, SampleError)` is told and its
+        tiles stay zeros (no rank drops the sample alone); without `on_error` the error is raised.
+        """
+        proto = pack[0].pixel_values
+        out = proto.new_zeros((stop - start, *proto.shape[1:]))
+        pos = 0
+        for sample in pack:
+            if sample.images is None:  # decoded already: copy its rows in the range
+                lo, hi = max(start, pos), min(stop, pos + sample.num_tiles)
+                if lo < hi:
+                    out[lo - start : hi - start] = sample.pixel_values[lo - pos : hi - pos]
+                pos += sample.num_tiles
+                continue
+            for plan in sample.images:
+                lo, hi = max(start, pos), min(stop, pos + plan.tiles)
+                if lo < hi:
+                    whole = lo == pos and hi == pos + plan.tiles
+                    dest = out[lo - start : hi - start] if whole else out.new_empty((plan.tiles, *out.shape[1:]))
+                    try:
+                        self.tile(plan.data, plan.name, plan.tiles, plan.tiling, dest, key=plan.key)
+                    except SampleError as exc:
+                        if on_error is None:
+                            raise
+                        on_error(sample, exc)
+                        out[lo - start : hi - start] = 0
+                    else:
+                        if not whole:
+                            out[lo - start : hi - start] = dest[lo - pos : hi - pos]
+                pos += plan.tiles
+        return out
