@@ -12,7 +12,7 @@ DATA ?=
 GPUS ?= 1
 OUT ?= runs
 
-.PHONY: install test test-slow test-gpu gpu-check bench smoke train-tiny train-32k train-256k clean tokenizer
+.PHONY: install test test-slow test-gpu gpu-check bench smoke train-tiny train-32k train-256k clean tokenizer experiment-v2pe
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ tokenizer:
 clean:
 	rm -rf out/ runs/ build/ dist/ *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+
+# --- experiments -------------------------------------------------------------------------------
+# Small delta (v2pe_rnd) against delta = 1 beyond the training length (docs/experiments/v2pe_delta.md).
+# SCALE=cpu: ~45 min on 2 cores; SCALE=gpu on one lent GPU; SCALE=toy: the 2-minute code path. Resumable.
+SCALE ?= cpu
+experiment-v2pe:
+	$(PY) -m experiments.v2pe_delta run --scale $(SCALE) --out $(OUT)/v2pe_delta_$(SCALE)
 
 # --- training ----------------------------------------------------------------------------------
 TINY_DATA ?= out/tiny_8k

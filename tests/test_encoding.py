@@ -49,6 +49,22 @@ def test_only_the_answer_and_its_end_of_turn_are_supervised():
     assert np.array_equal(enc.labels[supervised], enc.input_ids[supervised])
 
 
+def test_supervise_prompt_makes_every_text_token_a_target_but_no_image_token_nor_bos():
+    t = get_template("internlm2-chat")
+    plain = encoding.encode(conv(2, answer="Coffee"), [1, 2], TOK, t)
+    enc = encoding.encode(conv(2, answer="Coffee"), [1, 2], TOK, t, supervise_prompt=True)
+    assert np.array_equal(enc.input_ids, plain.input_ids)
+    image = np.zeros(len(enc), dtype=bool)
+    for start, n in zip(enc.image_starts, enc.tiles):
+        image[start : start + 256 * n + 2] = True
+    supervised = enc.labels != encoding.IGNORE_INDEX
+    assert enc.input_ids[0] == TOK.bos_id and not supervised[0]
+    assert np.array_equal(supervised[1:], ~image[1:])
+    assert np.array_equal(enc.labels[supervised], enc.input_ids[supervised])
+    # the reply is still a target, and more than the reply is now
+    assert np.all(supervised[plain.labels != encoding.IGNORE_INDEX]) and supervised.sum() > 50
+
+
 def test_encoding_matches_tokenizing_the_expanded_string_at_once():
     """Piecewise encoding (what makes counting cheap) equals the reference: expand <image>, tokenize whole."""
     t = get_template("chatml")

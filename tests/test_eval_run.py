@@ -145,3 +145,15 @@ def test_bad_strides_are_named(text, message):
 
 def test_a_stride_sweep_keeps_its_order_and_drops_repeats():
     assert er.parse_strides("64,1,default,64") == [64, 1, "default"]
+
+
+def test_inputs_whose_item_ids_clash_are_refused_naming_both(builds, tmp_path):
+    """Two builds of one task and split number their samples alike; predictions keyed by id would mix them."""
+    mr, _ = builds
+    twin = tmp_path / "mr_seed9"
+    build(BuildConfig(task="long_mr", length=4096, min_length=3584, max_tiles=2, num_samples=2, shard_size=2,
+                      split="val", out=str(twin), seed=9, options={"subset": ["text_retrieval"]}), show_progress=False)
+    code, text = cli("eval", "--model", "tiny", "--data", mr, "--data", twin, "--out", tmp_path / "ev",
+                     "--max-new-tokens", "2", "-q")
+    assert code == 2
+    assert "long_mr-val-00000000" in text and str(mr) in text and str(twin) in text and "own --out" in text

@@ -165,6 +165,18 @@ def test_labels_only_on_assistant_turns(shards):
     assert seen == N
 
 
+def test_train_on_prompt_supervises_every_text_token_and_no_image_token(shards):
+    batches, _ = run(LoaderConfig(data=shards[:1], max_seq_len=4096, train_on_prompt=True, shuffle=False))
+    for b in batches:
+        ids, labels = b.input_ids[0], b.labels[0]
+        sup = labels != -100
+        image = (ids == TOK.img_context_id) | (ids == TOK.img_start_id) | (ids == TOK.img_end_id)
+        starts = set(b.cu_seqlens[:-1].tolist())  # a sample's BOS is never a target
+        expect = ~image & torch.tensor([i not in starts or ids[i] != TOK.bos_id for i in range(len(ids))])
+        assert torch.equal(sup, expect) and torch.equal(labels[sup], ids[sup])
+        assert int(sup.sum()) == int(b.num_supervised.sum())
+
+
 @pytest.mark.parametrize("mode", ["default", "v2pe_rnd"])
 def test_packed_positions_restart_per_sample_and_increase(shards, mode):
     batches, _ = cached_run(LoaderConfig(data=shards, max_seq_len=4096, position_mode=mode))

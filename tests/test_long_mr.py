@@ -321,6 +321,25 @@ def test_options_are_validated_with_errors_naming_the_key():
             LongMROptions.from_dict(raw, where="recipe.yaml")
 
 
+def test_the_synthetic_haystack_takes_a_document_shape_and_records_it():
+    """paragraphs / sentences / images per document: e.g. an image-dominated haystack for position studies."""
+    opts = LongMROptions.from_dict({"haystack": {"kind": "synthetic", "paragraphs": [1, 1], "sentences": [1, 1],
+                                                 "images": [2, 4]}})
+    hay = SyntheticHaystack("train", 0, **{k: tuple(opts.haystack[k]) for k in ("paragraphs", "sentences", "images")})
+    for i in range(50):
+        blocks = hay.document(i).blocks
+        texts = [b for b in blocks if isinstance(b, str)]
+        assert len(texts) == 1 and texts[0].count(".") == 1 and 2 <= len(blocks) - 1 <= 4
+    assert hay.describe()["images"] == [2, 4]
+    assert "images" not in SyntheticHaystack("train", 0).describe()  # the default shape keeps its identity
+    for raw, key in [({"images": [0, 9]}, "haystack.images"), ({"paragraphs": [0, 2]}, "haystack.paragraphs"),
+                     ({"sentences": [3, 2]}, "haystack.sentences"), ({"sentences": "1"}, "haystack.sentences")]:
+        with pytest.raises(ConfigError, match=f"^recipe.yaml: {re.escape(key)}"):
+            LongMROptions.from_dict({"haystack": {"kind": "synthetic", **raw}}, where="recipe.yaml")
+    with pytest.raises(ConfigError, match="haystack.images: only the synthetic"):
+        LongMROptions.from_dict({"haystack": {"kind": "interleaved", "path": "x", "images": [1, 2]}})
+
+
 # ------------------------------------------------------------------------------------------ MM-NIAH
 
 

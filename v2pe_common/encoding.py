@@ -142,8 +142,14 @@ def encode(
     tokenizer: TextTokenizer,
     template: ChatTemplate,
     tiling: TilingConfig = TilingConfig(),
+    *,
+    supervise_prompt: bool = False,
 ) -> EncodedSample:
-    """Token ids and labels for a conversation whose i-th image has tiles[i] tiles."""
+    """Token ids and labels for a conversation whose i-th image has tiles[i] tiles.
+
+    Labels cover the assistant replies; with `supervise_prompt` every text token (system and user turns,
+    template markers) is a target too, images and BOS never (the trainer's `train_on_prompt`).
+    """
     conversations = normalize_conversations(conversations, len(tiles))
     chunks: list[np.ndarray] = []
     label_chunks: list[np.ndarray] = []
@@ -189,7 +195,7 @@ def encode(
                 ids = ids[same:]
             ids = np.asarray(ids, dtype=np.int64)
             text_tokens += ids.shape[0]
-            emit(ids, supervised)
+            emit(ids, supervised or supervise_prompt)
         else:
             n = tiles[k] * tiling.tokens_per_tile
             ids = np.empty(n + 2, dtype=np.int64)

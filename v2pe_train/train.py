@@ -249,7 +249,7 @@ class Trainer:
                          cp_size=self.topo.cp, template=cfg.template,
                          position_mode=cfg.position_mode, stride=cfg.stride, pixel_dtype=pixel_dtype,
                          strict=cfg.strict, verify=cfg.verify_shards, data_augment=cfg.data_augment,
-                         tiling_backend=cfg.tiling_backend),
+                         train_on_prompt=cfg.train_on_prompt, tiling_backend=cfg.tiling_backend),
             self.tokenizer, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
         self.step = 0
         self.run_id = hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]

@@ -39,7 +39,8 @@ def plan(processor, record: ForeignRecord):
     template = processor.template or get_template(DEFAULT_TEMPLATE)
     tiles = [num_tiles(w, h, tiling) for w, h in record["image_sizes"]]
     try:
-        enc = encoding.encode(record["conversations"], tiles, processor.tokenizer, template, tiling)
+        enc = encoding.encode(record["conversations"], tiles, processor.tokenizer, template, tiling,
+                              supervise_prompt=processor.train_on_prompt)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SampleError("schema", f"cannot encode the conversations: {exc}") from None
     processor.check_limits(enc)

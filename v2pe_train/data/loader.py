@@ -95,6 +95,9 @@ class LoaderConfig:
     # JPEG re-encoding of every tile at a random quality, seeded per (seed, sample, image, epoch): the
     # reference's `data_augment` (SampleProcessor.tile). Training only; evaluation never sets it.
     data_augment: bool = False
+    # Every text token of the conversation is a target (system, user turns), not only the replies: training
+    # from scratch, where the model must first learn language (and copying) from the prompts.
+    train_on_prompt: bool = False
     # reference: transformers' GotOcr2 processor, bit-exact with the data side (~57 tiles/s a process);
     # fast: torch resize, several times faster, pixels within 2 of 255 levels of it (bench/RESULTS.md, loader)
     tiling_backend: str = "reference"
@@ -160,6 +163,7 @@ class PackedLoader:
             max_seq_len=config.max_seq_len,
             max_tiles_per_pack=config.max_tiles_per_pack,
             data_augment=config.data_augment,
+            train_on_prompt=config.train_on_prompt,
             tiling_backend=config.tiling_backend,
             defer_pixels=config.cp_size > 1,
         )

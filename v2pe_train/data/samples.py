@@ -125,6 +125,7 @@ class SampleProcessor:
         max_seq_len: int | None = None,
         max_tiles_per_pack: int | None = None,
         data_augment: bool = False,
+        train_on_prompt: bool = False,
         tiling_backend: str = "reference",
         defer_pixels: bool = False,
     ):
@@ -145,6 +146,7 @@ class SampleProcessor:
         self.max_tiles_per_pack = max_tiles_per_pack
         # The reference's training transform: each tile re-encoded as JPEG at a random quality (see `tile`).
         self.data_augment = bool(data_augment)
+        self.train_on_prompt = bool(train_on_prompt)  # every text token a target, not only the replies
         # fast: torch resize (within 2 8-bit levels of the reference, see fast_tiling); reference: the processor
         self.tiling_backend = tiling_backend
         self.defer_pixels = bool(defer_pixels)
@@ -186,7 +188,8 @@ class SampleProcessor:
                     f"$.meta.tiles says {t}",
                 )
         try:
-            enc = encoding.encode(record["conversations"], tiles, self.tokenizer, template, tiling)
+            enc = encoding.encode(record["conversations"], tiles, self.tokenizer, template, tiling,
+                                  supervise_prompt=self.train_on_prompt)
         except (ValueError, KeyError, TypeError) as exc:
             raise SampleError("schema", f"cannot encode the conversations: {exc}") from None
         if meta["tokenizer"]["sha256"] == self.tokenizer.sha256:

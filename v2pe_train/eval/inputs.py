@@ -70,7 +70,10 @@ def iter_items(data: Sequence[str | Path], *, data_format: str = "wds", tokenize
     """Every item of every input, in order: build folders (their `data_format` shards) and MM-NIAH inputs.
 
     MM-NIAH inputs need `tokenizer`, `template` and `tiling` (the model's): they are counted here.
+    Predictions and scores are keyed by item id, so an id met in two inputs is refused (builds of one task
+    and split number their samples alike: long_mr-val-00000000 is in every length's build).
     """
+    seen: dict[str, Path] = {}
     for src in data:
         src = Path(src)
         if is_mmniah(src):
@@ -78,10 +81,15 @@ def iter_items(data: Sequence[str | Path], *, data_format: str = "wds", tokenize
                 raise EvalInputError(f"{src}: MM-NIAH input needs the model's tokenizer, template and tiling")
             files = [src] if src.is_file() else sorted((src / "annotations").glob("*.jsonl"))
             root = Path(images_root) if images_root else (src.parent.parent if src.is_file() else src) / "images"
-            for f in files:
-                yield from mmniah_items(f, root, tokenizer, template, tiling, style=style)
+            items = (item for f in files for item in mmniah_items(f, root, tokenizer, template, tiling, style=style))
         else:
-            yield from build_items(src, data_format, images=images)
+            items = build_items(src, data_format, images=images)
+        for item in items:
+            other = seen.setdefault(item.id, src)
+            if other != src:
+                raise EvalInputError(f"{src}: item id {item.id!r} is also in {other}; ids must be unique across "
+                                     "--data inputs: evaluate each of these into its own --out")
+            yield item
 
 
 def build_items(src: Path, data_format: str = "wds", *, images: bool = True) -> Iterator[EvalItem]:

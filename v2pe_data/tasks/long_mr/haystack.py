@@ -21,7 +21,7 @@ from ...sources.synthetic import SyntheticSource
 from ...sources.synthetic.ids import SPLIT_SIZE
 from ...sources.synthetic.text import paragraph
 
-IMAGES_PER_DOC = 8  # index space reserved per document; at most 6 are used
+IMAGES_PER_DOC = 8  # index space reserved per document; at most this many images are used
 PARAGRAPHS = (3, 20)
 IMAGES = (1, 6)
 SENTENCES = (2, 6)
@@ -32,8 +32,13 @@ class SyntheticHaystack:
 
     name = "synthetic"
 
-    def __init__(self, split: str = "train", seed: int = 0, image_format: str = "jpg"):
+    def __init__(self, split: str = "train", seed: int = 0, image_format: str = "jpg", *,
+                 paragraphs: tuple[int, int] = PARAGRAPHS, sentences: tuple[int, int] = SENTENCES,
+                 images: tuple[int, int] = IMAGES):
+        if images[1] > IMAGES_PER_DOC:
+            raise ValueError(f"synthetic haystack: at most {IMAGES_PER_DOC} images a document, got {images}")
         self.split, self.seed = split, int(seed)
+        self.paragraphs, self.sentences, self.images = tuple(paragraphs), tuple(sentences), tuple(images)
         # A seed of its own keeps haystack pages apart from any synthetic source a build also uses.
         self._images = SyntheticSource(split=split, seed=stable_seed("long_mr-haystack", seed) % 2**31,
                                        image_format=image_format)
@@ -49,8 +54,8 @@ class SyntheticHaystack:
             raise IndexError(f"synthetic haystack: document {index} outside [0, {len(self)})")
         rng = stable_rng("long_mr-haystack-doc", self.seed, self.split, index)
         doc_id = f"haystack-{self.split}-{index:09d}"
-        texts = [paragraph(rng, rng.randint(*SENTENCES)) for _ in range(rng.randint(*PARAGRAPHS))]
-        n_images = rng.randint(*IMAGES)
+        texts = [paragraph(rng, rng.randint(*self.sentences)) for _ in range(rng.randint(*self.paragraphs))]
+        n_images = rng.randint(*self.images)
         # Images go into the gaps after paragraphs, so a document opens with text as web pages mostly do.
         gaps = sorted(rng.choices(range(1, len(texts) + 1), k=n_images))
         blocks: list[str | Item] = []
@@ -65,13 +70,16 @@ class SyntheticHaystack:
         return Document(dataset="synthetic_haystack", split=self.split, doc_id=doc_id, blocks=tuple(blocks))
 
     def describe(self) -> dict:
-        return {"kind": "synthetic", "dataset": "synthetic_haystack", "split": self.split}
+        shape = {} if (self.paragraphs, self.sentences, self.images) == (PARAGRAPHS, SENTENCES, IMAGES) else {
+            "paragraphs": list(self.paragraphs), "sentences": list(self.sentences), "images": list(self.images)}
+        return {"kind": "synthetic", "dataset": "synthetic_haystack", "split": self.split, **shape}
 
 
 def open_haystack(entry: dict, split: str, seed: int, image_format: str = "jpg", strict: bool = False):
     """The haystack an options entry names (see `options.parse_haystack`)."""
     if entry["kind"] == "synthetic":
-        return SyntheticHaystack(split, seed, image_format)
+        shape = {k: tuple(entry[k]) for k in ("paragraphs", "sentences", "images") if k in entry}
+        return SyntheticHaystack(split, seed, image_format, **shape)
     from ...sources.interleaved import open_interleaved
 
     kwargs = {"max_pixels": entry["max_pixels"]} if entry.get("max_pixels") else {}

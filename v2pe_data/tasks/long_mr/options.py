@@ -4,7 +4,9 @@
     depth        None (uniform), a number in [0, 1] (fixed), or a grid "START:STOP:STEP" ("0:1:0.2" gives
                  0, 0.2, ..., 1.0; sample i takes grid value i mod len(grid), so the grid is covered evenly)
     num_needles  how many needles the counting and reasoning subsets draw: an int or [lo, hi]
-    haystack     "synthetic" (default), "interleaved=PATH", or {kind: interleaved, path, name?, max_pixels?}
+    haystack     "synthetic" (default), "interleaved=PATH", or {kind: interleaved, path, name?, max_pixels?};
+                 the synthetic one also takes {paragraphs, sentences, images: [lo, hi]} per document, e.g.
+                 an image-dominated haystack for position experiments (docs/experiments/v2pe_delta.md)
     needles      where non-generated needle images come from (the jigsaw's picture): "synthetic" (rendered
                  pages and charts, default) or "haystack" (an image of a haystack document not in the sample)
     image_format jpg | png: how the synthetic haystack's rendered images are encoded
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 
 from v2pe_common.recipe import ConfigError, construct
 
+from .haystack import IMAGES_PER_DOC
+
 SUBSETS = ("text_retrieval", "text_retrieval_fake", "text_counting", "text_reasoning", "image_retrieval",
            "image_counting", "image_reasoning_jigsaw", "image_reasoning_colour_pair")
 # V2PE's Long-MR training mix (repeat factors of its 32K meta); our colour-pair subset stands in for its
@@ -27,7 +31,8 @@ V2PE_SHARES = {"text_retrieval": 2.0, "image_retrieval": 4.5, "text_counting": 4
 HAYSTACK_KINDS = ("synthetic", "interleaved")
 NEEDLE_SOURCES = ("synthetic", "haystack")
 MAX_NEEDLES = 12
-_HAYSTACK_KEYS = {"kind", "path", "name", "max_pixels"}
+_SHAPE_KEYS = ("paragraphs", "sentences", "images")  # the synthetic haystack's document shape, [lo, hi] each
+_HAYSTACK_KEYS = {"kind", "path", "name", "max_pixels", *_SHAPE_KEYS}
 _ALIASES = {"subsets": "subset"}
 
 
@@ -152,6 +157,20 @@ def parse_haystack(value) -> dict:
             raise ConfigError("haystack.path: an interleaved haystack needs the path of its local copy")
     elif "path" in entry:
         raise ConfigError("haystack.path: the synthetic haystack is generated and takes no path")
+    for key in _SHAPE_KEYS:
+        if key not in entry:
+            continue
+        if entry["kind"] != "synthetic":
+            raise ConfigError(f"haystack.{key}: only the synthetic haystack's document shape can be set")
+        pair = entry[key]
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, int) for v in pair) or not 0 <= pair[0] <= pair[1]:
+            raise ConfigError(f"haystack.{key}: expected [lo, hi] with 0 <= lo <= hi, got {pair!r}")
+        if key != "images" and pair[0] < 1:
+            raise ConfigError(f"haystack.{key}: a document needs at least 1, got {pair!r}")
+        if key == "images" and pair[1] > IMAGES_PER_DOC:
+            raise ConfigError(f"haystack.images: at most {IMAGES_PER_DOC} images a document, got {pair!r}")
+        entry[key] = [int(v) for v in pair]
     name = entry.setdefault("name", entry["kind"])
     if not isinstance(name, str) or not name:
         raise ConfigError(f"haystack.name: expected a non-empty str, got {name!r}")

@@ -1,0 +1,213 @@
+"""Scores of every (run, length) evaluation -> results.json, REPORT.md and heatmaps.png, with the control.
+
+Accuracy is the mean score (MM-NIAH's retrieval rule: the normalised answer is contained in the reply) of
+a run's samples; over seeds we report the mean and the spread (sample standard deviation, two seeds or
+more). Depth columns are the evaluation sets' grid values: each sample is put in the grid cell nearest
+to the depth its needle was placed at.
+
+The control: at the training length L every mode must reach `control_threshold` with its first listed
+stride (the stride it is trained for: `default` for δ = 1); if one does not, the task was not learned and
+no length effect can be read, which the report says in its first line.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from v2pe_data.tasks.long_mr.options import parse_grid
+
+from . import lm_loss
+from .config import ExperimentConfig
+from .stages import eval_folder
+
+
+def _nearest(grid: tuple[float, ...], depth: float | None) -> float | None:
+    if depth is None:
+        return None
+    return min(grid, key=lambda g: abs(g - float(depth)))
+
+
+def collect(cfg: ExperimentConfig, out: Path) -> list[dict]:
+    """One row per scored prediction: run, mode, seed, stride, multiple, depth (grid value), score."""
+    grid = parse_grid(cfg.depth_grid)
+    rows = []
+    for run in cfg.runs():
+        mode, seed = run.rsplit("_s", 1)
+        for m in sorted(set(cfg.eval_multiples)):
+            path = eval_folder(out, run, m) / "scores.jsonl"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: run the eval stage first")
+            for line in path.read_text().splitlines():
+                r = json.loads(line)
+                depth = r.get("depth")
+                if isinstance(depth, list):
+                    depth = float(np.mean(depth)) if depth else None
+                rows.append({"run": run, "mode": mode, "seed": int(seed), "stride": str(r["stride"]), "multiple": m,
+                             "num_tokens": r["num_tokens"], "depth": _nearest(grid, depth), "score": float(r["score"])})
+    return rows
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def summarise(cfg: ExperimentConfig, rows: list[dict]) -> dict:
+    """Per (mode, stride): per multiple {mean, sd, per_seed, n} and per (multiple, depth) the mean."""
+    per_seed: dict = defaultdict(list)
+    cells: dict = defaultdict(list)
+    for r in rows:
+        per_seed[(r["mode"], r["stride"], r["multiple"], r["seed"])].append(r["score"])
+        cells[(r["mode"], r["stride"], r["multiple"], r["depth"])].append(r["score"])
+    out: dict = {}
+    for mode in cfg.modes:
+        for stride in (str(s) for s in cfg.strides[mode]):
+            key = f"{mode}@{stride}"
+            lengths = {}
+            for m in sorted(set(cfg.eval_multiples)):
+                seeds = {s: _mean(per_seed[(mode, stride, m, s)]) for s in cfg.seeds if per_seed[(mode, stride, m, s)]}
+                if not seeds:
+                    continue
+                vals = list(seeds.values())
+                lengths[str(m)] = {
+                    "mean": _mean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None,
+                    "per_seed": {str(s): v for s, v in seeds.items()},
+                    "n": sum(len(per_seed[(mode, stride, m, s)]) for s in seeds),
+                    "depth": {str(d): _mean(cells[(mode, stride, m, d)])
+                              for d in parse_grid(cfg.depth_grid) if cells[(mode, stride, m, d)]},
+                }
+            out[key] = {"mode": mode, "stride": stride, "lengths": lengths}
+    return out
+
+
+def control(cfg: ExperimentConfig, summary: dict) -> tuple[bool, list[str]]:
+    """(passed, one line per mode) for the accuracy at L with each mode's first stride."""
+    ok, lines = True, []
+    for mode in cfg.modes:
+        key = f"{mode}@{cfg.strides[mode][0]}"
+        at_l = summary[key]["lengths"].get("1", {}).get("mean")
+        passed = at_l is not None and at_l >= cfg.control_threshold
+        ok &= passed
+        lines.append(f"{key} at L: {100 * at_l:.1f}% ({'>=' if passed else '<'} {100 * cfg.control_threshold:.0f}%)"
+                     if at_l is not None else f"{key} at L: not evaluated")
+    return ok, lines
+
+
+def _cell(entry: dict | None) -> str:
+    if not entry:
+        return ""
+    sd = f" ± {100 * entry['sd']:.1f}" if entry["sd"] is not None else ""
+    return f"{100 * entry['mean']:.1f}{sd}"
+
+
+def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str], timings: dict,
+             nll: dict | None = None) -> str:
+    ms = sorted(set(cfg.eval_multiples))
+    head = ("CONTROL PASSED: both models are accurate at the training length; the table can be read."
+            if passed else "CONTROL FAILED: a model is not accurate at the training length L, so the task was not "
+            "learned at this scale and the accuracy table says nothing about longer lengths (the text-loss table "
+            "below does not depend on the task being learned).")
+    parts = [f"# V2PE δ experiment, scale `{cfg.name}`\n\n**{head}**\n\n"]
+    parts += [f"- {line}\n" for line in lines]
+    parts.append(f"\nAccuracy (%) by evaluation length; mean ± sd over seeds {cfg.seeds}; "
+                 f"{cfg.eval_samples} samples per length and seed. L = {cfg.train_len} tokens.\n\n")
+    parts.append("| model @ eval stride | " + " | ".join(f"{m}L ({m * cfg.train_len})" for m in ms) + " |\n")
+    parts.append("| --- | " + " | ".join("---:" for _ in ms) + " |\n")
+    for key, entry in summary.items():
+        parts.append(f"| {key} | " + " | ".join(_cell(entry["lengths"].get(str(m))) for m in ms) + " |\n")
+    parts.append("\nStride S: visual tokens advance S/256 a token (δ = S/256); `default` is S = 256 (δ = 1).\n")
+    if nll:
+        parts.append("\nLanguage-modelling loss of the text tokens (mean cross-entropy, nats; mean over seeds), "
+                     "teacher forced with the same positions:\n\n")
+        parts.append("| model @ eval stride | " + " | ".join(f"{m}L" for m in ms) + " |\n")
+        parts.append("| --- | " + " | ".join("---:" for _ in ms) + " |\n")
+        for key, cells in nll.items():
+            parts.append(f"| {key} | " + " | ".join(f"{cells[str(m)]['mean']:.3f}" if str(m) in cells else ""
+                                                   for m in ms) + " |\n")
+        parts.append("\n![text loss by length](lm_loss.png)\n")
+    parts.append("\n![length x depth accuracy](heatmaps.png)\n")
+    if timings:
+        parts.append("\nWall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "\n")
+    return "".join(parts)
+
+
+def heatmaps(cfg: ExperimentConfig, summary: dict, path: Path) -> Path:
+    """One panel per model @ stride, side by side: accuracy over length (rows) x needle depth (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = parse_grid(cfg.depth_grid)
+    ms = sorted(set(cfg.eval_multiples))
+    keys = list(summary)
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.2 + 2.1 * len(keys), 1.4 + 0.45 * len(ms)), squeeze=False)
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#ffffff")
+    for ax, key in zip(axes[0], keys):
+        vals = np.full((len(ms), len(grid)), np.nan)
+        for i, m in enumerate(ms):
+            for j, d in enumerate(grid):
+                v = summary[key]["lengths"].get(str(m), {}).get("depth", {}).get(str(d))
+                if v is not None:
+                    vals[i, j] = v
+        ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+        for i in range(len(ms)):
+            for j in range(len(grid)):
+                if not np.isnan(vals[i, j]):
+                    ax.text(j, i, f"{100 * vals[i, j]:.0f}", ha="center", va="center", fontsize=7)
+        ax.set_title(key, fontsize=8)
+        ax.set_xticks(range(len(grid)), [f"{d:g}" for d in grid], fontsize=7)
+        ax.set_yticks(range(len(ms)), [f"{m}L" for m in ms], fontsize=7)
+        ax.set_xlabel("needle depth", fontsize=7)
+    axes[0][0].set_ylabel(f"length (L = {cfg.train_len})", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
+    """Text loss against evaluation length, one line per model @ stride (solid: default, dashed: V2PE)."""
+    if not nll:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ms = sorted(set(cfg.eval_multiples))
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for key, cells in nll.items():
+        xs = [m for m in ms if str(m) in cells]
+        ax.plot(xs, [cells[str(m)]["mean"] for m in xs], marker="o", label=key,
+                linestyle="-" if key.startswith("default") else "--")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ms, [f"{m}L" for m in ms])
+    ax.set_xlabel(f"evaluation length (L = {cfg.train_len} tokens)")
+    ax.set_ylabel("text loss (nats / token)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(cfg: ExperimentConfig, out: Path, timings: dict | None = None) -> tuple[bool, Path]:
+    """results.json, REPORT.md, heatmaps.png in OUT; returns (control passed, REPORT.md)."""
+    summary = summarise(cfg, collect(cfg, out))
+    nll = lm_loss.collect(cfg, out)
+    passed, lines = control(cfg, summary)
+    timings = timings or {}
+    (out / "results.json").write_text(json.dumps(
+        {"scale": cfg.name, "config": {k: v for k, v in vars(cfg).items()}, "control_passed": passed,
+         "control": lines, "timings_s": timings, "summary": summary, "lm_loss": nll}, indent=1, default=str) + "\n")
+    heatmaps(cfg, summary, out / "heatmaps.png")
+    loss_plot(cfg, nll, out / "lm_loss.png")
+    report = out / "REPORT.md"
+    report.write_text(markdown(cfg, summary, passed, lines, timings, nll))
+    return passed, report
