@@ -165,6 +165,25 @@ def test_labels_only_on_assistant_turns(shards):
     assert seen == N
 
 
+def test_an_image_named_twice_fills_both_of_its_places(tmp_path):
+    """A record may show one image member at two places; each place gets its tiles (not uninitialised memory)."""
+    record, images = make_sample(1)
+    name, size = record["images"][0], record["meta"]["image_sizes"][0]
+    tiles = [num_tiles(*size, TILING)] * 2
+    cnt = encoding.count(record["conversations"], tiles, TOK, TEMPLATE, TILING)
+    record = {**record, "images": [name, name],
+              "meta": {**record["meta"], "image_sizes": [size, size], "tiles": tiles, "num_tokens": cnt.total,
+                       "text_tokens": cnt.text, "image_tokens": cnt.image}}
+    path = tmp_path / "twice.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        add(tar, f"{record['id']}.json", json.dumps(record).encode())
+        add(tar, f"{record['id']}.{name}", images[0])
+    (batch,), loader = run(LoaderConfig(data=[str(path)], pixel_dtype="fp32", shuffle=False))
+    assert loader.stats.num_errors == 0 and batch.image_tiles.tolist() == tiles
+    first, second = batch.pixel_values[: tiles[0]], batch.pixel_values[tiles[0]:]
+    assert torch.equal(first, second) and torch.isfinite(first).all() and first.abs().sum() > 0
+
+
 def test_train_on_prompt_supervises_every_text_token_and_no_image_token(shards):
     batches, _ = run(LoaderConfig(data=shards[:1], max_seq_len=4096, train_on_prompt=True, shuffle=False))
     for b in batches:

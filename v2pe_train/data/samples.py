@@ -313,18 +313,21 @@ class SampleProcessor:
                 bounds = np.concatenate([[0], np.cumsum(enc.tiles, dtype=np.int64)]).tolist()
                 rows = 0 if self.defer_pixels else bounds[-1]
                 pixels = torch.empty((rows, 3, tiling.tile_size, tiling.tile_size), dtype=self.dtype)
-                index = {name: i for i, name in enumerate(record["images"])}
+                # A member may be shown at several places of the record: each place gets its tiles.
+                index: dict[str, list[int]] = {}
+                for i, name in enumerate(record["images"]):
+                    index.setdefault(name, []).append(i)
                 deferred: dict[str, bytes] = {}
 
                 def put(name: str, data: bytes) -> None:
-                    i = index[name]
-                    if self.defer_pixels:
-                        self.check_header(data, name, enc.tiles[i], tiling)
-                        deferred[name] = data
-                    else:
-                        # Keyed by (sample, image, epoch): augmentation, when on, is the same after a resume.
-                        self.tile(data, name, enc.tiles[i], tiling, pixels[bounds[i] : bounds[i + 1]],
-                                  key=(record["id"], i, epoch))
+                    for i in index[name]:
+                        if self.defer_pixels:
+                            self.check_header(data, name, enc.tiles[i], tiling)
+                            deferred[name] = data
+                        else:
+                            # Keyed by (sample, place, epoch): augmentation, when on, is the same after a resume.
+                            self.tile(data, name, enc.tiles[i], tiling, pixels[bounds[i] : bounds[i + 1]],
+                                      key=(record["id"], i, epoch))
                     done.add(name)
 
                 for name, data in early.items():
