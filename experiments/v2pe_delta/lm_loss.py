@@ -1,7 +1,7 @@
 """Language-modelling loss by evaluation length: the position effect seen without the retrieval task.
 
 For each trained run and each evaluation set, one teacher-forced forward per sample at each of the run's
-strides, with the loader's V2PE positions (`v2pe_fix` at stride S, or `default`), gives the mean
+strides, with V2PE positions (`v2pe_fix` at stride S, or `default`; each sample decoded once), gives the mean
 cross-entropy of every text token of the prompt and the reply (what `train_on_prompt` trains). A model whose positions leave the range it was trained on predicts
 its own kind of text worse; one whose positions stay in range does not. Written to
 `OUT/eval/<run>/<m>x/lm_loss.json` (resumable per file).
@@ -25,26 +25,35 @@ def latest_checkpoint(run: Path) -> Path:
     return ckpts[-1]
 
 
-def text_loss(model, loader) -> dict:
-    """{'nll': mean CE per supervised token, 'tokens': count, 'samples': n} over one pass of `loader`."""
+def text_loss(model, loader, strides, img_start_id: int) -> dict:
+    """{stride: {'nll': mean CE per supervised token, 'tokens', 'samples'}} over one pass of `loader`
+    (one sample a batch), each sample decoded once and scored at every stride."""
     import torch
 
     from v2pe_train.loss import shift_labels
     from v2pe_train.model import forward
+    from v2pe_train.positions import position_ids
 
     device = next(model.parameters()).device
-    total, tokens, samples = 0.0, 0, 0
+    sums = {str(s): [0.0, 0, 0] for s in strides}
     with torch.no_grad():
         for b in loader:
             pixels = b.pixel_values.to(device, model.dtype) if b.pixel_values.numel() else None
-            logits = forward(model, b.input_ids.to(device), b.position_ids.to(device), pixel_values=pixels)
             shifted = shift_labels(b.labels).to(device)
-            ce = torch.nn.functional.cross_entropy(logits[0].float(), shifted[0], ignore_index=-100,
-                                                   reduction="sum")
-            total += float(ce)
-            tokens += int((shifted != -100).sum())
-            samples += b.num_samples
-    return {"nll": total / max(tokens, 1), "tokens": tokens, "samples": samples}
+            starts = (b.input_ids[0] == img_start_id).nonzero().flatten().tolist()
+            for stride in strides:
+                fixed = str(stride) != "default"
+                pos = position_ids(b.num_tokens, starts, b.image_tiles.tolist(), mode="v2pe_fix" if fixed else "default",
+                                   stride=int(stride) if fixed else None)
+                logits = forward(model, b.input_ids.to(device), torch.from_numpy(pos)[None].to(device),
+                                 pixel_values=pixels)
+                ce = torch.nn.functional.cross_entropy(logits[0].float(), shifted[0], ignore_index=-100,
+                                                       reduction="sum")
+                acc = sums[str(stride)]
+                acc[0] += float(ce)
+                acc[1] += int((shifted != -100).sum())
+                acc[2] += b.num_samples
+    return {s: {"nll": t / max(n, 1), "tokens": n, "samples": k} for s, (t, n, k) in sums.items()}
 
 
 def measure(cfg: ExperimentConfig, out: Path, say: Callable[[str], None]) -> None:
@@ -65,14 +74,10 @@ def measure(cfg: ExperimentConfig, out: Path, say: Callable[[str], None]) -> Non
                 continue
             if model is None:
                 model = build_model(latest_checkpoint(out / "runs" / run), tokenizer).to(cfg.device).eval()
-            result = {}
-            for stride in cfg.strides[mode]:
-                fixed = str(stride) != "default"
-                loader = PackedLoader(LoaderConfig(
-                    data=[str(out / "data" / eval_dir_name(m))], shuffle=False, num_epochs=1, pixel_dtype="fp32",
-                    position_mode="v2pe_fix" if fixed else "default", stride=int(stride) if fixed else None,
-                    train_on_prompt=True, tiling_backend="fast"), tokenizer)
-                result[str(stride)] = text_loss(model, loader)
+            loader = PackedLoader(LoaderConfig(data=[str(out / "data" / eval_dir_name(m))], shuffle=False,
+                                               num_epochs=1, pixel_dtype="fp32", train_on_prompt=True,
+                                               tiling_backend="fast"), tokenizer)
+            result = text_loss(model, loader, cfg.strides[mode], tokenizer.img_start_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=1) + "\n")
             say(f"  {run}@{m}x: " + ", ".join(f"stride {s} nll {r['nll']:.3f}" for s, r in result.items()))
