@@ -15,13 +15,15 @@ import pytest
 
 from experiments.v2pe_delta.config import ConfigError, load_config
 from experiments.v2pe_delta.report import control, summarise
+from tests.deadline import run_with_deadline
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(out: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.v2pe_delta", "run", "--scale", "toy", "--out", str(out),
-                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    """The experiment's command line; past the deadline its training and evaluation processes die with it."""
+    return run_with_deadline([sys.executable, "-m", "experiments.v2pe_delta", "run", "--scale", "toy", "--out",
+                              str(out), *extra], timeout, what=f"experiment {' '.join(extra)}", cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

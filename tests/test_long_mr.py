@@ -24,7 +24,7 @@ from v2pe_common.tokenizer import load_tokenizer
 from v2pe_data.plan import Accounting, Budget, PlanError
 from v2pe_data.tasks.long_mr import SUBSETS, LongMROptions, LongMRTask
 from v2pe_data.tasks.long_mr import mmniah
-from v2pe_data.tasks.long_mr.haystack import SyntheticHaystack
+from v2pe_data.tasks.long_mr.haystack import SHAPE_KEYS, SyntheticHaystack
 from v2pe_data.tasks.long_mr.needles import FACTS, NAMES, NOT_MENTIONED
 from v2pe_data.tasks.long_mr.pictures import COLOURS, SHAPES, Picture, draw
 
@@ -325,7 +325,7 @@ def test_the_synthetic_haystack_takes_a_document_shape_and_records_it():
     """paragraphs / sentences / images per document: e.g. an image-dominated haystack for position studies."""
     opts = LongMROptions.from_dict({"haystack": {"kind": "synthetic", "paragraphs": [1, 1], "sentences": [1, 1],
                                                  "images": [2, 4]}})
-    hay = SyntheticHaystack("train", 0, **{k: tuple(opts.haystack[k]) for k in ("paragraphs", "sentences", "images")})
+    hay = SyntheticHaystack("train", 0, **{k: tuple(opts.haystack[k]) for k in SHAPE_KEYS})
     for i in range(50):
         blocks = hay.document(i).blocks
         texts = [b for b in blocks if isinstance(b, str)]

@@ -15,8 +15,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -31,6 +29,7 @@ from v2pe_train import checkpoint as ckpt
 from v2pe_train.config import TrainConfig
 from v2pe_train.data import LoaderConfig, PackedLoader
 from v2pe_train.train import train
+from tests.deadline import run_with_deadline
 
 DEADLINE = 120  # seconds for one CLI call here: a hang fails its test instead of stalling the suite
 LEN, MIN_LEN, MAX_TILES = 4096, 3584, 2  # --len 4k, min-len 7/8 of it
@@ -50,14 +49,7 @@ def cli(*args: str, timeout: float = DEADLINE, peak_rss: bool = False) -> subpro
         wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
         cmd = [sys.executable, "-c", wrapper, *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"`{' '.join(args)}` did not finish within {timeout} s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return run_with_deadline(cmd, timeout, what=" ".join(args))
 
 
 def records(out: Path) -> list[dict]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from v2pe_data.build import DONE_DIR, BuildError, _locks, _unlock, build, merge
 from v2pe_data.cli import shard_flags
 from v2pe_data.config import BuildConfig, ConfigError
+from tests.deadline import run_with_deadline
 
 DEADLINE = 120  # seconds for one CLI call: a hang fails its test instead of stalling the suite
 # 6 samples in shard tasks of 2: three tasks, one per shard index when N = 3; every format, so the
@@ -32,16 +31,7 @@ def cfg(out: Path, **kw) -> BuildConfig:
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m v2pe_data ARGS` in a session of its own, killed whole when it outlives DEADLINE."""
-    cmd = [sys.executable, "-m", "v2pe_data", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, **(env or {})})
-    try:
-        out, err = proc.communicate(timeout=DEADLINE)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"`{' '.join(args)}` did not finish within {DEADLINE} s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return run_with_deadline([sys.executable, "-m", "v2pe_data", *args], DEADLINE, what=" ".join(args), env=env or {})
 
 
 def tree(out: Path) -> dict[str, str]:

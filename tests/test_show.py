@@ -8,9 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +21,7 @@ from v2pe_common.formats import iter_samples, read_records
 from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
 from v2pe_data.show import MARK, ShowError, show, thumbnail
+from tests.deadline import run_with_deadline
 
 DEADLINE = 60  # seconds for one CLI call: a hang fails its test instead of stalling the suite
 
@@ -119,16 +118,7 @@ def test_the_html_page_inlines_every_image_and_lists_text_needles_with_their_dep
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "v2pe_data", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            cwd=cwd)
-    try:
-        out, err = proc.communicate(timeout=DEADLINE)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"`{' '.join(args)}` did not finish within {DEADLINE} s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return run_with_deadline([sys.executable, "-m", "v2pe_data", *args], DEADLINE, what=" ".join(args), cwd=cwd)
 
 
 def test_the_cli_writes_id_png_by_default(builds, tmp_path):

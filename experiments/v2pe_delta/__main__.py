@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 import yaml
@@ -32,7 +31,7 @@ def _overrides(items: list[str]) -> dict:
 
 @app.command()
 def run(
-    scale: str = typer.Option("cpu", help="Scale recipe: toy, cpu, gpu (experiments/v2pe_delta/scales) or a YAML path."),
+    scale: str = typer.Option("cpu", help="Scale: toy, cpu, gpu (experiments/v2pe_delta/scales) or a YAML path."),
     out: Path = typer.Option(Path("runs/v2pe_delta"), help="Experiment folder; rerunning resumes every stage."),
     until: str = typer.Option("report", help=f"Stop after this stage: {', '.join(STAGES)}."),
     set_: list[str] = typer.Option([], "--set", help="Override a scale key, e.g. --set steps=200 (YAML value)."),

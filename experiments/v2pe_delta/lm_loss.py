@@ -1,16 +1,17 @@
 """Language-modelling loss by evaluation length: the position effect seen without the retrieval task.
 
 For each trained run and each evaluation set, one teacher-forced forward per sample at each of the run's
-strides, with V2PE positions (`v2pe_fix` at stride S, or `default`; each sample decoded once), gives the mean
-cross-entropy of every text token of the prompt and the reply (what `train_on_prompt` trains). A model whose positions leave the range it was trained on predicts
-its own kind of text worse; one whose positions stay in range does not. Written to
-`OUT/eval/<run>/<m>x/lm_loss.json` (resumable per file).
+strides, with V2PE positions (`v2pe_fix` at stride S, or `default`; each sample decoded once), gives the
+mean cross-entropy of every text token of the prompt and the reply (what `train_on_prompt` trains). A model
+whose positions leave the range it was trained on predicts its own kind of text worse; one whose positions
+stay in range does not. Written to `OUT/eval/<run>/<m>x/lm_loss.json` (resumable per file).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,8 +44,8 @@ def text_loss(model, loader, strides, img_start_id: int) -> dict:
             starts = (b.input_ids[0] == img_start_id).nonzero().flatten().tolist()
             for stride in strides:
                 fixed = str(stride) != "default"
-                pos = position_ids(b.num_tokens, starts, b.image_tiles.tolist(), mode="v2pe_fix" if fixed else "default",
-                                   stride=int(stride) if fixed else None)
+                pos = position_ids(b.num_tokens, starts, b.image_tiles.tolist(),
+                                   mode="v2pe_fix" if fixed else "default", stride=int(stride) if fixed else None)
                 logits = forward(model, b.input_ids.to(device), torch.from_numpy(pos)[None].to(device),
                                  pixel_values=pixels)
                 ce = torch.nn.functional.cross_entropy(logits[0].float(), shifted[0], ignore_index=-100,
@@ -98,6 +99,6 @@ def collect(cfg: ExperimentConfig, out: Path) -> dict:
     for cells in table.values():
         for cell in cells.values():
             vals = list(cell["per_seed"].values())
-            cell["mean"] = sum(vals) / len(vals)
+            cell["mean"] = statistics.fmean(vals)
             cell["ppl"] = math.exp(cell["mean"])
     return table

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from v2pe_data.tasks.long_mr.options import parse_grid
+from v2pe_train.eval.report import depth_of, draw_cells
 
 from . import lm_loss
 from .config import ExperimentConfig
@@ -44,16 +45,10 @@ def collect(cfg: ExperimentConfig, out: Path) -> list[dict]:
                 raise FileNotFoundError(f"{path} is missing: run the eval stage first")
             for line in path.read_text().splitlines():
                 r = json.loads(line)
-                depth = r.get("depth")
-                if isinstance(depth, list):
-                    depth = float(np.mean(depth)) if depth else None
                 rows.append({"run": run, "mode": mode, "seed": int(seed), "stride": str(r["stride"]), "multiple": m,
-                             "num_tokens": r["num_tokens"], "depth": _nearest(grid, depth), "score": float(r["score"])})
+                             "num_tokens": r["num_tokens"], "depth": _nearest(grid, depth_of(r)),
+                             "score": float(r["score"])})
     return rows
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
 
 
 def summarise(cfg: ExperimentConfig, rows: list[dict]) -> dict:
@@ -69,15 +64,16 @@ def summarise(cfg: ExperimentConfig, rows: list[dict]) -> dict:
             key = f"{mode}@{stride}"
             lengths = {}
             for m in sorted(set(cfg.eval_multiples)):
-                seeds = {s: _mean(per_seed[(mode, stride, m, s)]) for s in cfg.seeds if per_seed[(mode, stride, m, s)]}
+                seeds = {s: statistics.fmean(per_seed[(mode, stride, m, s)]) for s in cfg.seeds
+                         if per_seed[(mode, stride, m, s)]}
                 if not seeds:
                     continue
                 vals = list(seeds.values())
                 lengths[str(m)] = {
-                    "mean": _mean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None,
+                    "mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None,
                     "per_seed": {str(s): v for s, v in seeds.items()},
                     "n": sum(len(per_seed[(mode, stride, m, s)]) for s in seeds),
-                    "depth": {str(d): _mean(cells[(mode, stride, m, d)])
+                    "depth": {str(d): statistics.fmean(cells[(mode, stride, m, d)])
                               for d in parse_grid(cfg.depth_grid) if cells[(mode, stride, m, d)]},
                 }
             out[key] = {"mode": mode, "stride": stride, "lengths": lengths}
@@ -146,7 +142,6 @@ def heatmaps(cfg: ExperimentConfig, summary: dict, path: Path) -> Path:
     ms = sorted(set(cfg.eval_multiples))
     keys = list(summary)
     fig, axes = plt.subplots(1, len(keys), figsize=(2.2 + 2.1 * len(keys), 1.4 + 0.45 * len(ms)), squeeze=False)
-    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#ffffff")
     for ax, key in zip(axes[0], keys):
         vals = np.full((len(ms), len(grid)), np.nan)
         for i, m in enumerate(ms):
@@ -154,11 +149,7 @@ def heatmaps(cfg: ExperimentConfig, summary: dict, path: Path) -> Path:
                 v = summary[key]["lengths"].get(str(m), {}).get("depth", {}).get(str(d))
                 if v is not None:
                     vals[i, j] = v
-        ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
-        for i in range(len(ms)):
-            for j in range(len(grid)):
-                if not np.isnan(vals[i, j]):
-                    ax.text(j, i, f"{100 * vals[i, j]:.0f}", ha="center", va="center", fontsize=7)
+        draw_cells(ax, vals, fontsize=7)
         ax.set_title(key, fontsize=8)
         ax.set_xticks(range(len(grid)), [f"{d:g}" for d in grid], fontsize=7)
         ax.set_yticks(range(len(ms)), [f"{m}L" for m in ms], fontsize=7)

@@ -203,8 +203,8 @@ def _last_log(run: Path) -> dict | None:
 def train_command(cfg: ExperimentConfig, out: Path, run: str) -> list[str] | None:
     """The command that (re)starts `run`, or None when it has finished."""
     mode, seed = run.rsplit("_s", 1)
-    folder = out / "runs" / run
-    if _steps_done(folder) >= cfg.steps:
+    done = _steps_done(out / "runs" / run)
+    if done >= cfg.steps:
         return None
     recipe_path = out / "recipes" / f"{run}.yaml"
     recipe_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def train_command(cfg: ExperimentConfig, out: Path, run: str) -> list[str] | Non
     cmd = [sys.executable, "-m", "v2pe_train", "train", "--recipe", str(recipe_path)]
     if cfg.device != "cpu":
         cmd += ["--require-gpu"]
-    return cmd + (["--resume"] if _steps_done(folder) else ["--overwrite"])
+    return cmd + (["--resume"] if done else ["--overwrite"])
 
 
 def _run_many(jobs: list[tuple[str, list[str], Path]], cfg: ExperimentConfig, progress: Callable[[str], str],

@@ -113,6 +113,18 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_cells(ax, means: np.ndarray, fontsize: int = 8):
+    """Accuracies in [0, 1] as a red-to-green grid on `ax`, each cell labelled x 100; NaN cells blank."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#ffffff")
+    im = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    for (i, j), v in np.ndenumerate(means):
+        if not math.isnan(v):
+            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=fontsize)
+    return im
+
+
 def heatmap(rows: Sequence[dict], path: str | Path, title: str, *, mmniah: bool = False) -> Path | None:
     """Accuracy over length (rows) x depth (columns); None when no row has a depth."""
     bins, sums, counts = grid(rows)
@@ -127,12 +139,7 @@ def heatmap(rows: Sequence[dict], path: str | Path, title: str, *, mmniah: bool 
     if mmniah:
         means = np.nan_to_num(means, nan=0.0)
     fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.45 * len(bins)))
-    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#ffffff")
-    im = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
-    for i in range(len(bins)):
-        for j in range(DEPTH_BINS):
-            if not math.isnan(means[i, j]):
-                ax.text(j, i, f"{100 * means[i, j]:.0f}", ha="center", va="center", fontsize=8)
+    im = draw_cells(ax, means)
     ax.set_xticks(range(DEPTH_BINS), [f"{j / DEPTH_BINS:.1f}-{(j + 1) / DEPTH_BINS:.1f}" for j in range(DEPTH_BINS)])
     ax.set_yticks(range(len(bins)), [length_label(b) for b in bins])
     ax.set_xlabel("needle / target depth")

@@ -22,6 +22,7 @@ from ...sources.synthetic.ids import SPLIT_SIZE
 from ...sources.synthetic.text import paragraph
 
 IMAGES_PER_DOC = 8  # index space reserved per document; at most this many images are used
+SHAPE_KEYS = ("paragraphs", "sentences", "images")  # a synthetic document's shape, [lo, hi] each
 PARAGRAPHS = (3, 20)
 IMAGES = (1, 6)
 SENTENCES = (2, 6)
@@ -78,7 +79,7 @@ class SyntheticHaystack:
 def open_haystack(entry: dict, split: str, seed: int, image_format: str = "jpg", strict: bool = False):
     """The haystack an options entry names (see `options.parse_haystack`)."""
     if entry["kind"] == "synthetic":
-        shape = {k: tuple(entry[k]) for k in ("paragraphs", "sentences", "images") if k in entry}
+        shape = {k: tuple(entry[k]) for k in SHAPE_KEYS if k in entry}
         return SyntheticHaystack(split, seed, image_format, **shape)
     from ...sources.interleaved import open_interleaved
 

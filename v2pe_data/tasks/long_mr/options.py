@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from v2pe_common.recipe import ConfigError, construct
 
-from .haystack import IMAGES_PER_DOC
+from .haystack import IMAGES_PER_DOC, SHAPE_KEYS
 
 SUBSETS = ("text_retrieval", "text_retrieval_fake", "text_counting", "text_reasoning", "image_retrieval",
            "image_counting", "image_reasoning_jigsaw", "image_reasoning_colour_pair")
@@ -31,8 +31,7 @@ V2PE_SHARES = {"text_retrieval": 2.0, "image_retrieval": 4.5, "text_counting": 4
 HAYSTACK_KINDS = ("synthetic", "interleaved")
 NEEDLE_SOURCES = ("synthetic", "haystack")
 MAX_NEEDLES = 12
-_SHAPE_KEYS = ("paragraphs", "sentences", "images")  # the synthetic haystack's document shape, [lo, hi] each
-_HAYSTACK_KEYS = {"kind", "path", "name", "max_pixels", *_SHAPE_KEYS}
+_HAYSTACK_KEYS = {"kind", "path", "name", "max_pixels", *SHAPE_KEYS}
 _ALIASES = {"subsets": "subset"}
 
 
@@ -157,7 +156,7 @@ def parse_haystack(value) -> dict:
             raise ConfigError("haystack.path: an interleaved haystack needs the path of its local copy")
     elif "path" in entry:
         raise ConfigError("haystack.path: the synthetic haystack is generated and takes no path")
-    for key in _SHAPE_KEYS:
+    for key in SHAPE_KEYS:
         if key not in entry:
             continue
         if entry["kind"] != "synthetic":
