@@ -1,4 +1,5 @@
-"""Font sizes and page metrics: plain arithmetic shared by spec drawing (how much content fits) and rendering.
+"""Font sizes and page metrics: plain arithmetic shared by spec drawing (how much content fits) and rendering,
+and the page sizes specs are drawn at (`page_size`, capped at MAX_PIXELS).
 
 Sizes snap to a short ladder so the glyph cache in `pen` is reused across pages of different widths.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import math
+import random
 from dataclasses import dataclass
 
 LADDER = (10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 22, 24, 26, 28, 30, 32, 36, 40, 44, 48, 56)
@@ -81,3 +84,30 @@ def page_metrics(width: int, height: int) -> PageMetrics:
 def chart_body(width: int, height: int) -> int:
     """Tick and legend text size for a chart: grows with the chart's linear size."""
     return snap(min(28.0, max(12.0, (width * height) ** 0.5 / 38)))
+
+
+MAX_PIXELS = 3_700_000  # about 1700 x 2200: keeps the largest page's encode near 10 ms
+
+
+def cap_area(width: int, ratio: float) -> tuple[int, int]:
+    """(width, height) for width/height == ratio, shrunk to stay under MAX_PIXELS."""
+    height = width / ratio
+    if width * height > MAX_PIXELS:
+        width = math.sqrt(MAX_PIXELS * ratio)
+        height = width / ratio
+    return int(width), int(height)
+
+
+def page_size(rng: random.Random, landscape_p: float = 0.0) -> tuple[int, int]:
+    """A page: mostly letter/A4-like portrait, some taller slips, optionally landscape."""
+    u = rng.random()
+    if u < landscape_p:
+        return cap_area(rng.randint(900, 1700), rng.uniform(1.25, 1.6))
+    u = rng.random()
+    if u < 0.6:
+        ratio = rng.uniform(0.72, 0.82)  # letter-like
+    elif u < 0.85:
+        ratio = rng.uniform(0.62, 0.71)  # A4-like
+    else:
+        ratio = rng.uniform(0.5, 0.58)  # tall slip
+    return cap_area(rng.randint(700, 1700), ratio)

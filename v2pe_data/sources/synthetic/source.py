@@ -9,7 +9,8 @@ from ...records import Item
 from .ids import SPLIT_SIZE, document_code, item_rng
 from .questions import ask
 from .render import FORMATS, encode
-from .spec import KIND_WEIGHTS, KINDS, Spec, draw_spec
+from .sampling import draw_spec
+from .spec import KIND_WEIGHTS, KINDS, Spec
 
 
 class SyntheticSource:
