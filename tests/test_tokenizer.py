@@ -48,3 +48,18 @@ def test_a_local_tokenizer_without_image_tokens_gets_them_added(tmp_path):
     assert tok.img_context_id not in (None, 0)
     assert tok.identity["sha256"] == tokenizer_hash(tmp_path)
     assert json.loads((tmp_path / "tokenizer.json").read_text())  # the folder itself is left untouched
+
+
+def test_a_model_folder_hashes_as_the_tokenizer_it_holds(tmp_path):
+    """Data counted with a tokenizer folder and a model trained with that tokenizer beside its weights must
+    agree on the hash, or the loader silently stops checking lengths against meta.num_tokens."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(bundled_tokenizer_dir(), model)
+    for name, data in (("config.json", "{}"), ("generation_config.json", "{}"), ("model.safetensors", "weights"),
+                       ("chat_template.jinja", "{{ messages }}")):
+        (model / name).write_text(data)
+    assert tokenizer_hash(model) == tokenizer_hash(bundled_tokenizer_dir())
+    (model / "special_tokens_map.json").write_text('{"eos_token": "<|im_end|>"}')  # this one does count
+    assert tokenizer_hash(model) != tokenizer_hash(bundled_tokenizer_dir())

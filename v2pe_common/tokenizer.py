@@ -19,6 +19,8 @@ IMAGE_TOKENS = (IMG_START, IMG_END, IMG_CONTEXT)
 BUNDLED = "bundled"
 # Files any loadable tokenizer folder has at least one of (besides a sentencepiece *.model).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
+# Further files that change how a tokenizer splits text, when a folder has them.
+HASHED_FILES = ("special_tokens_map.json", "added_tokens.json", "merges.txt")
 # Starts of text on which a tokenizer's start-of-input treatment (a prefix space or marker) shows.
 RESTART_PROBES = ("a", " a", "1", ".", "\n", "中")
 # Files of a Hub repo a tokenizer needs (no weights): configs, vocabularies, merges, sentencepiece models, templates.
@@ -109,10 +111,20 @@ class TextTokenizer:
         return self.hf.encode(text, add_special_tokens=False)
 
 
+def is_tokenizer_file(path: Path) -> bool:
+    """Whether `path` is one of the files that decide how a tokenizer splits text (vocabularies, merges,
+    added and special tokens, its config); not a model's weights or configs, nor its chat template."""
+    return path.name in TOKENIZER_FILES + HASHED_FILES or path.suffix in (".model", ".tiktoken")
+
+
 def tokenizer_hash(directory: Path) -> str:
-    """sha256 over the tokenizer's files (names and bytes), so two copies of one tokenizer agree."""
+    """sha256 over the tokenizer's files (names and bytes), so two copies of one tokenizer agree.
+
+    Only tokenizer files count: a model folder holding the same tokenizer beside its weights hashes as the
+    tokenizer folder its data was counted with, so the loader keeps checking lengths against meta.
+    """
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+    for path in sorted(p for p in directory.iterdir() if p.is_file() and is_tokenizer_file(p)):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
