@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .template import ChatTemplate
+from .template import END_OF_TURN, ChatTemplate
 from .tiling import IMAGE_PLACEHOLDER, IMG_END, TilingConfig
 from .tokenizer import TextTokenizer
 
@@ -46,6 +46,15 @@ class EncodedSample:
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
+
+
+def end_of_turn_id(tokenizer: TextTokenizer) -> int:
+    """The id of the template's end-of-turn marker, which must be one token of `tokenizer` to be masked."""
+    ids = tokenizer.encode(END_OF_TURN)
+    if len(ids) != 1:
+        raise ValueError(f"tokenizer {tokenizer.name!r} spells the end-of-turn marker {END_OF_TURN!r} as {len(ids)} "
+                         "tokens, so it cannot be taken out of the targets (train_on_eos: false)")
+    return ids[0]
 
 
 def normalize_conversations(conversations: Sequence[dict], num_images: int) -> list[dict]:
@@ -144,11 +153,14 @@ def encode(
     tiling: TilingConfig = TilingConfig(),
     *,
     supervise_prompt: bool = False,
+    supervise_end_of_turn: bool = True,
 ) -> EncodedSample:
     """Token ids and labels for a conversation whose i-th image has tiles[i] tiles.
 
     Labels cover the assistant replies; with `supervise_prompt` every text token (system and user turns,
-    template markers) is a target too, images and BOS never (the trainer's `train_on_prompt`).
+    template markers) is a target too, images and BOS never (the trainer's `train_on_prompt`). Without
+    `supervise_end_of_turn` no end-of-turn marker is a target (the trainer's `train_on_eos: false`): a reply
+    of one token then trains that token alone, and generation no longer learns where to stop.
     """
     conversations = normalize_conversations(conversations, len(tiles))
     chunks: list[np.ndarray] = []
@@ -205,6 +217,8 @@ def encode(
             k += 1
     input_ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
     labels = np.concatenate(label_chunks) if label_chunks else np.zeros(0, dtype=np.int64)
+    if not supervise_end_of_turn:
+        labels[input_ids == end_of_turn_id(tokenizer)] = IGNORE_INDEX
     return EncodedSample(
         input_ids=input_ids,
         labels=labels,

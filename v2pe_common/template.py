@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+# The marker that closes every turn in both templates; a reply's copy of it is a training target unless the
+# trainer's `train_on_eos` is off (encoding.encode's `supervise_end_of_turn`).
+END_OF_TURN = "<|im_end|>"
 INTERNVL_SYSTEM = (
     "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 )
@@ -33,16 +36,16 @@ class ChatTemplate:
     def pieces(self, conversations: Sequence[dict]) -> Iterator[tuple[str, bool]]:
         """Yield (text, supervised) pieces for a list of {"from", "value"} turns."""
         if self.system:
-            yield f"<|im_start|>system\n{self.system}<|im_end|>{self.turn_sep}", False
+            yield f"<|im_start|>system\n{self.system}{END_OF_TURN}{self.turn_sep}", False
         for i, turn in enumerate(conversations):
             role, value = _turn(turn, i)
             if self.strip_turns:
                 value = value.strip()
             if role in HUMAN_ROLES:
-                yield f"<|im_start|>user\n{value}<|im_end|>{self.turn_sep}", False
+                yield f"<|im_start|>user\n{value}{END_OF_TURN}{self.turn_sep}", False
             else:
                 yield "<|im_start|>assistant\n", False
-                yield f"{value}<|im_end|>", True
+                yield f"{value}{END_OF_TURN}", True
                 if self.turn_sep:
                     yield self.turn_sep, False
 

@@ -78,6 +78,39 @@ def train(
 
 
 @app.command()
+def inspect(
+    recipe: Optional[Path] = typer.Option(None, help="Training recipe YAML: the batches its run would read."),
+    data: Optional[list[str]] = typer.Option(None, help="v2pe-data build folder(s) or tar files; repeatable."),
+    batches: int = typer.Option(1, min=1, help="How many packed batches to show."),
+    rows: Optional[int] = typer.Option(400, min=1, help="Rows shown per batch (an image-context run is one row)."),
+) -> None:
+    """Print the first packed batches a run reads, token by token: position, token, and which are targets."""
+    import torch
+
+    from v2pe_common.tokenizer import load_tokenizer
+
+    from .data import TrainDataLoader
+    from .distributed import Topology
+    from .inspect_batch import describe_batch
+    from .train import UsageError, loader_config, resolve_tokenizer
+
+    cfg = _config(recipe, {"data": list(data) if data else None})
+    if not cfg.data and not cfg.datasets:
+        _fail("data: no data given (pass a recipe or --data)")
+    try:
+        tok = load_tokenizer(resolve_tokenizer(cfg))
+        loader = TrainDataLoader(loader_config(cfg, Topology(rank=0, world=1, cp=1), torch.device("cpu")), tok)
+        it = iter(loader)
+        for n in range(batches):
+            typer.echo(f"== batch {n}")
+            typer.echo("\n".join(describe_batch(next(it), tok, max_rows=rows)))
+    except (UsageError, ValueError) as exc:
+        _fail(str(exc), USAGE)
+    except (RuntimeError, OSError) as exc:
+        _fail(str(exc), FAILURE)
+
+
+@app.command()
 def convert(src: Path = typer.Argument(..., help="Remote-code InternVL2 checkpoint folder (InternVLChatModel)."),
             dst: Path = typer.Argument(..., help="Output folder for the native transformers layout."),
             tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer folder (default: the one inside SRC)."),

@@ -56,6 +56,7 @@ class TrainConfig:
     drop_path_rate: float = 0.0  # stochastic depth of the vision tower (model.install_drop_path); reference 0.1
     data_augment: bool = False  # JPEG re-encoding of every training tile at quality 75..100 (SampleProcessor.tile)
     train_on_prompt: bool = False  # loss on every text token (system, user turns), not only the replies
+    train_on_eos: bool = True  # the end-of-turn marker closing each reply is a target (the reference's rule)
     # "reference": transformers' processor, pixel-exact with the data side; "fast": torch resize, ~4.4x the
     # tiles/s per worker, within 2 levels of the reference on almost every tile (data/fast_tiling.py).
     tiling_backend: str = "reference"

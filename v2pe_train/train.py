@@ -185,6 +185,17 @@ def attention_summary(cfg: TrainConfig, cp: int, ring: bool, device: torch.devic
     return f"ring {kernels} kernels (cp={cp}, {layout}{note})"
 
 
+def loader_config(cfg: TrainConfig, topo: Topology, device: torch.device) -> LoaderConfig:
+    """The loader settings of a run: what the trainer reads, and what `v2pe-train inspect` shows."""
+    return LoaderConfig(data=cfg.data, datasets=cfg.datasets, format=cfg.data_format, max_seq_len=cfg.max_seq_len,
+                        max_tiles_per_pack=cfg.max_tiles_per_pack, seed=cfg.seed, num_epochs=None,
+                        dp_rank=topo.dp_rank, dp_size=topo.dp, cp_rank=topo.cp_rank, cp_size=topo.cp,
+                        template=cfg.template, position_mode=cfg.position_mode, stride=cfg.stride,
+                        pixel_dtype="bf16" if device.type == "cuda" else "fp32", strict=cfg.strict,
+                        verify=cfg.verify_shards, data_augment=cfg.data_augment, train_on_prompt=cfg.train_on_prompt,
+                        train_on_eos=cfg.train_on_eos, tiling_backend=cfg.tiling_backend)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, topo: Topology | None = None):
         self.cfg = cfg
@@ -241,16 +252,8 @@ class Trainer:
             raise UsageError(str(exc)) from None
         self.scheduler = cosine_with_warmup(self.optimizer, total_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio,
                                             min_lr_ratio=cfg.min_lr / cfg.lr)
-        pixel_dtype = "bf16" if self.device.type == "cuda" else "fp32"
-        self.loader = TrainDataLoader(
-            LoaderConfig(data=cfg.data, datasets=cfg.datasets, format=cfg.data_format, max_seq_len=cfg.max_seq_len,
-                         max_tiles_per_pack=cfg.max_tiles_per_pack, seed=cfg.seed, num_epochs=None,
-                         dp_rank=self.topo.dp_rank, dp_size=self.topo.dp, cp_rank=self.topo.cp_rank,
-                         cp_size=self.topo.cp, template=cfg.template,
-                         position_mode=cfg.position_mode, stride=cfg.stride, pixel_dtype=pixel_dtype,
-                         strict=cfg.strict, verify=cfg.verify_shards, data_augment=cfg.data_augment,
-                         train_on_prompt=cfg.train_on_prompt, tiling_backend=cfg.tiling_backend),
-            self.tokenizer, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+        self.loader = TrainDataLoader(loader_config(cfg, self.topo, self.device), self.tokenizer,
+                                      num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
         self.step = 0
         self.run_id = hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]
 

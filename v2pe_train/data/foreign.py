@@ -40,7 +40,8 @@ def plan(processor, record: ForeignRecord):
     tiles = [num_tiles(w, h, tiling) for w, h in record["image_sizes"]]
     try:
         enc = encoding.encode(record["conversations"], tiles, processor.tokenizer, template, tiling,
-                              supervise_prompt=processor.train_on_prompt)
+                              supervise_prompt=processor.train_on_prompt,
+                              supervise_end_of_turn=processor.train_on_eos)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SampleError("schema", f"cannot encode the conversations: {exc}") from None
     processor.check_limits(enc)

@@ -98,6 +98,9 @@ class LoaderConfig:
     # Every text token of the conversation is a target (system, user turns), not only the replies: training
     # from scratch, where the model must first learn language (and copying) from the prompts.
     train_on_prompt: bool = False
+    # The end-of-turn marker after each reply is a target (the reference trainer's rule). Off, a one-token
+    # answer is the only target of its sample (docs/experiments/learning.md: what that changes).
+    train_on_eos: bool = True
     # reference: transformers' GotOcr2 processor, bit-exact with the data side (~57 tiles/s a process);
     # fast: torch resize, several times faster, pixels within 2 of 255 levels of it (bench/RESULTS.md, loader)
     tiling_backend: str = "reference"
@@ -164,6 +167,7 @@ class PackedLoader:
             max_tiles_per_pack=config.max_tiles_per_pack,
             data_augment=config.data_augment,
             train_on_prompt=config.train_on_prompt,
+            train_on_eos=config.train_on_eos,
             tiling_backend=config.tiling_backend,
             defer_pixels=config.cp_size > 1,
         )

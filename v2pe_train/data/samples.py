@@ -126,6 +126,7 @@ class SampleProcessor:
         max_tiles_per_pack: int | None = None,
         data_augment: bool = False,
         train_on_prompt: bool = False,
+        train_on_eos: bool = True,
         tiling_backend: str = "reference",
         defer_pixels: bool = False,
     ):
@@ -147,6 +148,7 @@ class SampleProcessor:
         # The reference's training transform: each tile re-encoded as JPEG at a random quality (see `tile`).
         self.data_augment = bool(data_augment)
         self.train_on_prompt = bool(train_on_prompt)  # every text token a target, not only the replies
+        self.train_on_eos = bool(train_on_eos)  # the end-of-turn marker closing a reply is a target
         # fast: torch resize (within 2 8-bit levels of the reference, see fast_tiling); reference: the processor
         self.tiling_backend = tiling_backend
         self.defer_pixels = bool(defer_pixels)
@@ -189,7 +191,8 @@ class SampleProcessor:
                 )
         try:
             enc = encoding.encode(record["conversations"], tiles, self.tokenizer, template, tiling,
-                                  supervise_prompt=self.train_on_prompt)
+                                  supervise_prompt=self.train_on_prompt,
+                                  supervise_end_of_turn=self.train_on_eos)
         except (ValueError, KeyError, TypeError) as exc:
             raise SampleError("schema", f"cannot encode the conversations: {exc}") from None
         if meta["tokenizer"]["sha256"] == self.tokenizer.sha256:
