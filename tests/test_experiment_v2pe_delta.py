@@ -1,6 +1,7 @@
-"""The V2PE δ experiment (experiments/v2pe_delta) runs end to end at toy size, resumes, and reports.
+"""The V2PE δ experiment (experiments/v2pe_delta): the GPU scale's every stage as a CPU dry run, through the
+script a device loan runs (device.sh), resumed on a "second machine" from its packed state; the report.
 
-The toy scale trains 4 steps, so the models learn nothing: the report must say CONTROL FAILED rather than
+The dry run trains 2 steps, so the models learn nothing: the report must say CONTROL FAILED rather than
 read a length effect into chance-level numbers.
 """
 
@@ -13,112 +14,126 @@ from pathlib import Path
 
 import pytest
 
-from experiments.v2pe_delta.config import ConfigError, load_config
-from experiments.v2pe_delta.report import control, summarise
+from experiments.v2pe_delta.config import ConfigError, dry_run, load_config
+from experiments.v2pe_delta.report import best_strides, control, summarise
 from tests.deadline import run_with_deadline
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(out: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The experiment's command line; past the deadline its training and evaluation processes die with it."""
-    return run_with_deadline([sys.executable, "-m", "experiments.v2pe_delta", "run", "--scale", "toy", "--out",
-                              str(out), *extra], timeout, what=f"experiment {' '.join(extra)}", cwd=ROOT)
+def _device(work: Path, dest: Path, **env: str) -> subprocess.CompletedProcess:
+    """experiments/v2pe_delta/device.sh as a loan runs it, DRY_RUN on this CPU."""
+    return run_with_deadline(["bash", str(ROOT / "experiments" / "v2pe_delta" / "device.sh")], 900,
+                             what="device.sh dry run", cwd=ROOT,
+                             env={"DRY_RUN": "1", "WORK": str(work), "OUT": str(dest), "BUDGET_S": "900", **env})
+
+
+def _run(out: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return run_with_deadline([sys.executable, "-m", "experiments.v2pe_delta", "run", "--scale", "gpu", "--dry-run",
+                              "--out", str(out), *extra], timeout, what=f"experiment {' '.join(extra)}", cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("v2pe_delta")
-    proc = _run(out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+def loan(tmp_path_factory):
+    """The first loan: every stage of the GPU scale at toy size; its results packed into $OUT."""
+    root = tmp_path_factory.mktemp("v2pe_delta")
+    proc = _device(root / "work", root / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    return root, proc
 
 
-def test_toy_experiment_writes_table_heatmaps_and_a_failed_control(toy_run):
-    out, proc = toy_run
-    results = json.loads((out / "results.json").read_text())
-    cfg = load_config("toy")
+def test_the_gpu_scale_runs_every_stage_and_reports_a_failed_control(loan):
+    root, _ = loan
+    work, dest = root / "work", root / "out"
+    results = json.loads((dest / "results.json").read_text())
+    cfg = dry_run(load_config("gpu"))
+    assert results["scale"] == "gpu-dry-run" and results["incomplete_runs"] == []
     # every model @ stride the scale names has a cell at every length, from cfg.eval_samples samples a seed
     assert sorted(results["summary"]) == sorted(f"{m}@{s}" for m in cfg.modes for s in cfg.strides[m])
     for entry in results["summary"].values():
         assert sorted(entry["lengths"]) == ["1", "2"]
         assert all(cell["n"] == cfg.eval_samples for cell in entry["lengths"].values())
     assert results["control_passed"] is False
-    report = (out / "REPORT.md").read_text()
-    assert "CONTROL FAILED" in report and "| v2pe_rnd@16 |" in report
-    assert (out / "heatmaps.png").stat().st_size > 1000
-    # the language-modelling loss by length, per model @ stride, beside the accuracy
+    report = (dest / "REPORT.md").read_text()
+    assert "CONTROL FAILED" in report and "| v2pe_rnd@16 |" in report and "best inference stride" in report
+    assert (dest / "heatmaps.png").stat().st_size > 1000
     assert sorted(results["lm_loss"]) == sorted(results["summary"])
-    assert all(0 < cell["mean"] < 20 for cells in results["lm_loss"].values() for cell in cells.values())
-    assert "Language-modelling loss" in report
-    # the experiment's tokenizer holds every needle name and value whole, and the data was counted with it
-    from v2pe_common.tokenizer import load_tokenizer
-    from v2pe_data.tasks.long_mr.needles import NAMES
-
-    tok = load_tokenizer(str(out / "tokenizer"))
-    assert all(len(tok.encode(name)) == 1 for name in NAMES[:10]) and len(tok.encode("trumpet")) == 1
-    meta = json.loads((out / "data" / "train" / "build.json").read_text())
-    assert str(out / "tokenizer") in json.dumps(meta)
-    # the two runs trained on the same data from the same initialisation, with their own position mode
-    recipes = {m: (out / "recipes" / f"{m}_s0.yaml").read_text() for m in cfg.modes}
+    # both modes of a seed start from the same pretrain rung b model (text only), trained on image needles too
+    assert [p["rung"] for p in results["pretrain"]] == ["a", "b"]
+    recipes = {m: (work / "recipes" / f"{m}_s0.yaml").read_text() for m in cfg.modes}
+    assert all("pretrain/b/final/s0" in r and "data/train" in r and "seed: 0" in r for r in recipes.values())
     assert "position_mode: default" in recipes["default"] and "position_mode: v2pe_rnd" in recipes["v2pe_rnd"]
-    assert all("init_s0" in r and "data/train" in r and "seed: 0" in r for r in recipes.values())
-    for mode in cfg.modes:
-        assert (out / "runs" / f"{mode}_s0" / "checkpoints" / f"step_{cfg.steps:08d}").is_dir()
+    meta = json.loads((work / "data" / "train" / "manifest.json").read_text())
+    assert meta["args"]["options"]["subset"] == "text_retrieval,image_retrieval"
+    # the GPU scale's model shape, on the CPU
+    config = json.loads((work / "pretrain" / "b" / "final" / "s0" / "config.json").read_text())
+    assert config["text_config"]["hidden_size"] == 256 and config["vision_config"]["num_hidden_layers"] == 2
 
 
-def test_a_rerun_resumes_every_stage_without_redoing_work(toy_run):
-    out, _ = toy_run
-    stamp = {p: p.stat().st_mtime_ns for p in (out / "data" / "train" / "manifest.json",
-                                                out / "eval" / "default_s0" / "1x" / "predictions.jsonl")}
-    proc = _run(out, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "trained (4 steps)" in proc.stderr and "0 evaluation(s) to run" in proc.stderr
-    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+def test_a_second_loan_resumes_from_the_packed_state_without_training_again(loan):
+    root, _ = loan
+    state = root / "out" / "v2pe_delta_gpu_state.tar"
+    assert 0 < state.stat().st_size < 4 * 2**20  # carried back by the device tool (64 MiB, 16 MiB a file)
+    proc = _device(root / "work2", root / "out2", STATE=str(state))
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    log = (root / "out2" / "run.log").read_text()
+    assert "no pretraining needed" in log and "results complete, no training needed" in log
+    assert "0 evaluation(s) to run" in log
+    assert not (root / "work2" / "runs").exists() and not (root / "work2" / "pretrain").exists()
+    first = json.loads((root / "out" / "results.json").read_text())["summary"]
+    assert json.loads((root / "out2" / "results.json").read_text())["summary"] == first
 
 
-def test_other_settings_in_the_same_folder_are_refused(toy_run):
-    out, _ = toy_run
-    proc = _run(out, "--set", "steps=5", timeout=120)
+def test_other_settings_in_the_same_folder_are_refused(loan):
+    root, _ = loan
+    proc = _run(root / "work", "--set", "steps=5", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "steps" in proc.stderr
 
 
-def test_a_settings_file_from_before_a_key_existed_reads_it_as_its_default(toy_run):
-    out, _ = toy_run
-    settings = json.loads((out / "scale.json").read_text())
-    del settings["init_model"]
-    (out / "scale.json").write_text(json.dumps(settings))
-    proc = _run(out, "--until", "data", timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-
 def test_scale_keys_are_checked_by_name():
     with pytest.raises(ConfigError, match="eval_multiples"):
-        load_config("toy", {"eval_multiples": [2, 4]})
+        load_config("cpu", {"eval_multiples": [2, 4]})
     with pytest.raises(ConfigError, match="strides.v2pe_rnd"):
-        load_config("toy", {"strides": {"default": ["default"], "v2pe_rnd": [3]}})
+        load_config("cpu", {"strides": {"default": ["default"], "v2pe_rnd": [3]}})
     with pytest.raises(ConfigError, match="unknown key 'stepz'"):
-        load_config("toy", {"stepz": 3})
-    for scale in ("toy", "cpu", "gpu"):
-        load_config(scale)
+        load_config("cpu", {"stepz": 3})
+    with pytest.raises(ConfigError, match="pretrain: rung 'c' must be text-only"):
+        load_config("cpu", {"pretrain": "c"})  # position modes would differ on its images
+    for scale in ("cpu", "gpu"):
+        assert [r.name for r in load_config(scale).pretrain_chain()] == ["a", "b"]
+    # the experiment's seeds and model shape apply to its pretrain rungs
+    chain = load_config("gpu").pretrain_chain()
+    assert all(r.seeds == [0, 1, 2] and r.hidden_size == 256 and r.device == "cuda" for r in chain)
 
 
-def test_summary_averages_seeds_and_control_reads_each_modes_first_stride():
-    cfg = load_config("toy", {"seeds": [0, 1], "control_threshold": 0.5})
-    rows = []
-    for seed, score in ((0, 1.0), (1, 0.0)):
-        for depth in (0.0, 0.5, 1.0):
-            rows.append({"mode": "default", "stride": "default", "multiple": 1, "seed": seed, "depth": depth,
-                         "score": score})
-            rows.append({"mode": "v2pe_rnd", "stride": "default", "multiple": 1, "seed": seed, "depth": depth,
-                         "score": 1.0})
+def _rows(mode: str, stride: str, multiple: int, seed: int, score: float) -> list[dict]:
+    return [{"mode": mode, "stride": stride, "multiple": multiple, "seed": seed, "depth": d, "score": score}
+            for d in (0.0, 0.5, 1.0)]
+
+
+def test_summary_averages_seeds_and_control_needs_every_seed_at_l():
+    cfg = load_config("cpu", {"seeds": [0, 1], "control_threshold": 0.5,
+                              "strides": {"default": ["default", 16], "v2pe_rnd": ["default", 16]}})
+    rows = _rows("default", "default", 1, 0, 1.0) + _rows("default", "default", 1, 1, 0.0)
+    rows += _rows("v2pe_rnd", "default", 1, 0, 1.0) + _rows("v2pe_rnd", "default", 1, 1, 1.0)
     summary = summarise(cfg, rows)
     at_l = summary["default@default"]["lengths"]["1"]
     assert at_l["mean"] == 0.5 and at_l["per_seed"] == {"0": 1.0, "1": 0.0} and at_l["n"] == 6
     assert at_l["sd"] == pytest.approx(0.7071067811865476)
-    assert "2" not in at_l and summary["v2pe_rnd@16"]["lengths"] == {}
-    passed, lines = control(cfg, summary)
-    assert passed and lines[0].startswith("default@default at L: 50.0%")
-    passed, _ = control(load_config("toy", {"seeds": [0, 1], "control_threshold": 0.6}), summary)
-    assert not passed
+    assert "2" not in summary["default@default"]["lengths"] and summary["v2pe_rnd@16"]["lengths"] == {}
+    passed, lines = control(cfg, summary)  # the mean is 50 %, but seed 1 is at 0 %
+    assert not passed and lines[0] == "default@default at L: seed 0 100.0%, seed 1 0.0% (not all >= 50%)"
+    passed, lines = control(cfg, summarise(cfg, rows[3:]))  # seed 0 of default missing: one seed is not two
+    assert not passed and "only 1 seed(s) complete" in lines[0]
+
+
+def test_each_model_gets_its_own_best_stride_beyond_l():
+    cfg = load_config("cpu", {"seeds": [0], "eval_multiples": [1, 2, 4],
+                              "strides": {"default": ["default", 16], "v2pe_rnd": ["default", 64, 16]}})
+    rows = []
+    for mode, stride, score in (("default", "default", 0.2), ("default", "16", 0.9), ("v2pe_rnd", "default", 0.3),
+                                ("v2pe_rnd", "64", 1.0), ("v2pe_rnd", "16", 0.95)):
+        for m in (1, 2, 4):
+            rows += _rows(mode, stride, m, 0, score)
+    assert best_strides(cfg, summarise(cfg, rows)) == {"default": "16", "v2pe_rnd": "64"}

@@ -7,63 +7,53 @@ import time
 from pathlib import Path
 
 import typer
-import yaml
 
 from v2pe_common.cli_logging import FAILURE, fail, make_app
 from v2pe_common.recipe import ConfigError
 
+from ..commands import ExperimentError
+from ..stage_config import parse_set, remember_settings
 from . import lm_loss, report, stages
-from .config import field_defaults, load_config
+from .config import dry_run, load_config
 
 app = make_app("v2pe-experiment", __doc__)
-STAGES = ("data", "train", "eval", "lm_loss", "report")
-
-
-def _overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+STAGES = ("data", "pretrain", "train", "eval", "lm_loss", "report")
 
 
 @app.command()
 def run(
-    scale: str = typer.Option("cpu", help="Scale: toy, cpu, gpu (experiments/v2pe_delta/scales) or a YAML path."),
+    scale: str = typer.Option("cpu", help="Scale: cpu, gpu (experiments/v2pe_delta/scales) or a YAML path."),
     out: Path = typer.Option(Path("runs/v2pe_delta"), help="Experiment folder; rerunning resumes every stage."),
     until: str = typer.Option("report", help=f"Stop after this stage: {', '.join(STAGES)}."),
     set_: list[str] = typer.Option([], "--set", help="Override a scale key, e.g. --set steps=200 (YAML value)."),
+    dry: bool = typer.Option(False, "--dry-run", help="Every stage of the scale at toy size on the CPU (one seed)."),
+    report_only: bool = typer.Option(False, "--report-only", help="Only write the report over the complete runs."),
 ) -> None:
     """Build the data, train one model per position mode and seed, evaluate every length, write the report."""
     if until not in STAGES:
         fail(f"--until: choose one of {list(STAGES)}, got {until!r}")
     try:
-        cfg = load_config(scale, _overrides(set_))
+        cfg = load_config(scale, parse_set(set_))
+        cfg = dry_run(cfg) if dry else cfg
     except ConfigError as exc:
         fail(str(exc))
     out = out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    scale_file = out / "scale.json"
-    settings = json.loads(json.dumps(vars(cfg)))
-    if scale_file.is_file():
-        # a key the folder's settings lack (added to the scales since) counts as its default
-        before = {**json.loads(json.dumps(field_defaults())), **json.loads(scale_file.read_text())}
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        if changed:
-            fail(f"{out} holds an experiment with other settings ({', '.join(changed)}); use another --out")
-    scale_file.write_text(json.dumps(settings, indent=1) + "\n")
+    changed = remember_settings(cfg, out / "scale.json")
+    if changed:
+        fail(f"{out} holds an experiment with other settings ({', '.join(changed)}); use another --out")
     timings_file = out / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
 
     def say(line: str) -> None:
         typer.echo(line, err=True)
 
-    steps = {"data": stages.build_data, "train": stages.train_all, "eval": stages.eval_all,
-             "lm_loss": lm_loss.measure}
+    steps = {"data": stages.build_data, "pretrain": stages.pretrain, "train": stages.train_all,
+             "eval": stages.eval_all, "lm_loss": lm_loss.measure}
     try:
         for i, name in enumerate(STAGES, 1):
+            if report_only and name != "report":
+                continue
             say(f"[{i}/{len(STAGES)}] {name}")
             if name == "report":
                 passed, path = report.write(cfg, out, timings)
@@ -76,8 +66,56 @@ def run(
             timings_file.write_text(json.dumps(timings, indent=1) + "\n")
             if name == until:
                 break
-    except stages.ExperimentError as exc:
+    except ExperimentError as exc:
         fail(str(exc), FAILURE)
+
+
+def _folder_config(out: Path):
+    """The settings an experiment folder was run with (its scale.json)."""
+    from v2pe_common.recipe import construct
+
+    from ..stage_config import known_key
+    from .config import ExperimentConfig
+
+    path = out / "scale.json"
+    if not path.is_file():
+        fail(f"{out}: no scale.json; not an experiment folder (run the experiment into it first)")
+    try:
+        return construct(ExperimentConfig, json.loads(path.read_text()), str(path), known_key)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def pack(
+    out: Path = typer.Option(..., help="Experiment folder."),
+    to: Path = typer.Option(..., help="State tar to write (settings, timings, results of every complete run)."),
+) -> None:
+    """Keep the finished work of an experiment folder in one small tar, to carry to another machine."""
+    from . import state
+
+    cfg = _folder_config(out.expanduser().resolve())
+    path, runs = state.pack(cfg, out.expanduser().resolve(), to)
+    typer.echo(f"{path}: {runs} of {len(cfg.runs())} runs complete ({path.stat().st_size} bytes)")
+
+
+@app.command()
+def unpack(
+    state_tar: Path = typer.Option(..., "--from", help="State tar written by `pack`."),
+    out: Path = typer.Option(..., help="Experiment folder to resume in (made if missing)."),
+) -> None:
+    """Put a state tar's finished work into an experiment folder; `run` then skips what it holds."""
+    import tarfile
+
+    from . import state
+
+    if not state_tar.is_file():
+        fail(f"--from: {state_tar} is not a file")
+    try:
+        n = state.unpack(state_tar, out.expanduser().resolve())
+    except (ExperimentError, OSError, tarfile.TarError) as exc:
+        fail(f"{state_tar}: {exc}")
+    typer.echo(f"{n} files from {state_tar} -> {out}")
 
 
 if __name__ == "__main__":

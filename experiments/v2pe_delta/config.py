@@ -1,8 +1,11 @@
 """The experiment's one typed recipe: `scales/<name>.yaml` -> `ExperimentConfig`, errors naming the key.
 
 A scale fixes everything a result depends on: the data (lengths, counts, haystack shape, seeds), the
-model shape, the training run per position mode and seed, and the evaluation strides. `toy` exists so the
-code path runs inside `make test`; `cpu` is the documented run on a 2-core machine; `gpu` scales it up.
+model shape, where each run starts (`pretrain`: a rung of the learning ladder, trained once per seed and
+shared by every position mode, or scratch), the training run per position mode and seed, and the
+evaluation strides. The keys shared with the ladder are in experiments/stage_config.py. `toy` exists so
+the code path runs inside `make test`; `cpu` is the documented run on a 2-core machine; `gpu` the run
+for one lent GPU, and `gpu_dry` its every stage at toy size on a CPU.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
+from v2pe_common.recipe import ConfigError, construct, read_recipe
+
+from ..ladder.config import chain
+from ..stage_config import MODEL_KEYS, StageConfig, field_defaults, known_key
 
 SCALES_DIR = Path(__file__).parent / "scales"
 MODES = ("default", "v2pe_fix", "v2pe_rnd")
@@ -19,62 +25,23 @@ STRIDES = ("default", 1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
-    name: str
-    # --- data: Long-MR retrieval at L for training, L x eval_multiples for evaluation
-    train_len: int  # L, tokens (counted with the experiment's tokenizer and InternVL tiling, as the trainer counts)
-    train_samples: int
-    eval_samples: int  # per evaluation length; a multiple of the depth grid's size covers it evenly
-    min_len_ratio: float = 0.75  # every sample of a set has between ratio x len and len tokens
+class ExperimentConfig(StageConfig):
     eval_multiples: list = field(default_factory=lambda: [1, 2, 4, 8])
-    depth_grid: str = "0:1:0.25"
-    subsets: list = field(default_factory=lambda: ["text_retrieval"])
-    haystack: dict = field(default_factory=lambda: {"kind": "synthetic", "paragraphs": [1, 1], "sentences": [1, 1],
-                                                    "images": [1, 6]})
-    max_tiles: int = 1
-    template: str = "chatml"
-    data_seed: int = 0
-    eval_seed: int = 1000
-    build_workers: int = 1
-    # --- model: the tiny preset's vision tower and a Qwen2-style language model of this shape, or
-    # `init_model`, a native InternVL folder (e.g. a converted InternVL2-2B) every run fine-tunes instead;
-    # the data is then counted with that model's tokenizer, as V2PE fine-tunes a pretrained model
-    init_model: str | None = None
-    hidden_size: int = 64
-    num_layers: int = 2
-    head_dim: int = 32
-    rope_theta: float = 10000.0
+    # A ladder rung (experiments/ladder/rungs, or a YAML path) trained once per seed, with the rungs it starts
+    # from, before the per-mode runs; it must be text-only so that position modes do not differ in it. None:
+    # every run starts from a random initialisation (or `init_model`).
+    pretrain: str | None = None
+    # Keys of the pretrain chain's rungs set by the scale (e.g. sizes and steps); the experiment's seeds,
+    # device, precision, threads, parallel, template and model shape (MODEL_KEYS) apply to them always.
+    pretrain_set: dict = field(default_factory=dict)
     # --- training: one run per (mode, seed), same data and data order for every mode
     modes: list = field(default_factory=lambda: ["default", "v2pe_rnd"])
     fix_stride: int | None = None  # the stride of a v2pe_fix run, if `modes` has one
-    seeds: list = field(default_factory=lambda: [0])
-    steps: int = 4000
-    lr: float = 3.0e-3
-    warmup_ratio: float = 0.05
-    train_on_prompt: bool = True  # every text token a target: a model from scratch learns the language first
-    max_seq_len: int | None = None  # default: train_len (one sample a step)
-    precision: str = "fp32"
-    save_every: int = 500
-    device: str = "cpu"
-    threads: int = 1  # torch threads of each training / evaluation process
-    parallel: int = 2  # training or evaluation processes at once
     # --- evaluation
     strides: dict = field(default_factory=lambda: {"default": ["default"], "v2pe_rnd": ["default", 64, 16, 4]})
-    eval_mode: str = "generate"
-    control_threshold: float = 0.8  # both models must reach this accuracy at L, or nothing can be concluded
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            check_type(f.name, getattr(self, f.name), f.type)
-        positive = ("train_len", "train_samples", "eval_samples", "max_tiles", "hidden_size", "num_layers",
-                    "head_dim", "steps", "save_every", "threads", "parallel", "build_workers")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)!r}")
-        if self.hidden_size % self.head_dim:
-            raise ConfigError(f"hidden_size: {self.hidden_size} is not a multiple of head_dim {self.head_dim}")
-        if not 0 < self.min_len_ratio < 1:
-            raise ConfigError(f"min_len_ratio: must be in (0, 1), got {self.min_len_ratio!r}")
+        super().__post_init__()
         if not self.eval_multiples or any(isinstance(m, bool) or not isinstance(m, int) or m < 1
                                           for m in self.eval_multiples):
             raise ConfigError(f"eval_multiples: expected positive ints, got {self.eval_multiples!r}")
@@ -84,8 +51,6 @@ class ExperimentConfig:
             raise ConfigError(f"modes: distinct values of {list(MODES)}, got {self.modes!r}")
         if "v2pe_fix" in self.modes and self.fix_stride not in STRIDES[1:]:
             raise ConfigError(f"fix_stride: a v2pe_fix run needs one of {list(STRIDES[1:])}, got {self.fix_stride!r}")
-        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds):
-            raise ConfigError(f"seeds: expected a list of ints, got {self.seeds!r}")
         for mode in self.modes:
             strides = self.strides.get(mode)
             if not strides or any(s not in STRIDES for s in strides):
@@ -93,14 +58,24 @@ class ExperimentConfig:
         unknown = sorted(set(self.strides) - set(self.modes))
         if unknown:
             raise ConfigError(f"strides: {unknown[0]!r} is not one of the modes {self.modes}")
-        if self.eval_mode not in ("generate", "teacher_forced"):
-            raise ConfigError(f"eval_mode: generate or teacher_forced, got {self.eval_mode!r}")
-        if self.max_seq_len is not None and self.max_seq_len < self.train_len:
-            raise ConfigError(f"max_seq_len: {self.max_seq_len} cannot hold one sample of train_len {self.train_len}")
+        if self.pretrain is not None:
+            if self.init_model:
+                raise ConfigError("pretrain: a run fine-tuning init_model starts from it, not from a pretrain rung")
+            for rung in self.pretrain_chain():
+                if rung.haystack.get("images", [0, 0]) != [0, 0] or rung.subsets != ["text_retrieval"]:
+                    raise ConfigError(f"pretrain: rung {rung.name!r} must be text-only text_retrieval "
+                                      "(position modes would differ on images), with haystack images [0, 0]")
+                if rung.train_len > self.train_len:
+                    raise ConfigError(f"pretrain: rung {rung.name!r} trains at {rung.train_len} tokens, beyond "
+                                      f"the experiment's train_len {self.train_len}")
 
-    @property
-    def seq_len(self) -> int:
-        return self.max_seq_len or self.train_len
+    def pretrain_chain(self) -> list:
+        """The pretrain rung and those it starts from (first to last), with this experiment's shared keys."""
+        if self.pretrain is None:
+            return []
+        shared = ("seeds", "device", "precision", "threads", "parallel", "template", *MODEL_KEYS)
+        common = {**self.pretrain_set, **{k: getattr(self, k) for k in shared}}
+        return chain(self.pretrain, common=common)
 
     def runs(self) -> list[str]:
         """Run names, `<mode>_s<seed>`, in the order they are trained."""
@@ -110,29 +85,30 @@ class ExperimentConfig:
         return [self.train_len * m for m in sorted(set(self.eval_multiples))]
 
 
-def field_defaults() -> dict:
-    """Every key's default (the required ones None): what a settings file written before a key existed means."""
-    out = {}
-    for f in dataclasses.fields(ExperimentConfig):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-        else:
-            out[f.name] = None
-    return out
-
-
-def _coerce(key: str, value, known: dict) -> dict:
-    if key not in known:
-        raise ConfigError(f"unknown key {key!r}; known keys: {sorted(known)}")
-    return {key: value}
-
-
 def load_config(scale: str, overrides: dict | None = None) -> ExperimentConfig:
     """A scale by name (`scales/<name>.yaml`) or a YAML path, with `overrides` on top."""
     path = Path(scale) if scale.endswith((".yaml", ".yml")) else SCALES_DIR / f"{scale}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
         raise ConfigError(f"scale {scale!r}: no file {path}; choose one of {names} or give a YAML path")
-    return construct(ExperimentConfig, read_recipe(path, overrides), str(path), _coerce)
+    return construct(ExperimentConfig, read_recipe(path, overrides), str(path), known_key)
+
+
+# What `--dry-run` shrinks: every stage of a scale (its subsets, haystack, pretrain chain, modes, strides and
+# model shape) at toy size on the CPU, so a GPU scale's code path is checked on a machine without one.
+DRY_RUN = {"train_len": 1024, "train_samples": 8, "eval_samples": 2, "eval_multiples": [1, 2], "steps": 2,
+           "save_every": 2, "max_seq_len": None, "device": "cpu", "precision": "fp32", "parallel": 1, "threads": 1,
+           "build_workers": 1}
+DRY_RUN_PRETRAIN = {"train_samples": 8, "eval_samples": 2, "steps": 2, "save_every": 2}
+
+
+def dry_run(cfg: ExperimentConfig) -> ExperimentConfig:
+    """`cfg` at toy size on the CPU, one seed; the report says CONTROL FAILED (2 steps learn nothing)."""
+    return dataclasses.replace(cfg, name=f"{cfg.name}-dry-run", seeds=cfg.seeds[:1],
+                               **{**DRY_RUN, "train_len": min(cfg.train_len, DRY_RUN["train_len"])},
+                               pretrain_set={**cfg.pretrain_set, **DRY_RUN_PRETRAIN})
+
+
+def defaults() -> dict:
+    """Every key's default: what a settings file written before a key existed means."""
+    return field_defaults(ExperimentConfig)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import ExperimentConfig
-from .stages import eval_dir_name, eval_folder, tokenizer_dir
+from .stages import complete_runs, eval_dir_name, eval_folder, tokenizer_dir
 
 
 def latest_checkpoint(run: Path) -> Path:
@@ -87,7 +87,7 @@ def measure(cfg: ExperimentConfig, out: Path, say: Callable[[str], None]) -> Non
 def collect(cfg: ExperimentConfig, out: Path) -> dict:
     """{'<mode>@<stride>': {'<m>': {'mean': nll over seeds, 'per_seed': {...}, 'ppl': exp(mean)}}}."""
     table: dict = {}
-    for run in cfg.runs():
+    for run in complete_runs(cfg, out):
         mode, seed = run.rsplit("_s", 1)
         for m in sorted(set(cfg.eval_multiples)):
             path = eval_folder(out, run, m) / "lm_loss.json"
