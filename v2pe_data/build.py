@@ -149,7 +149,7 @@ class Builder:
     def check_feasible(self) -> None:
         try:
             self.task.check_feasible(self.cfg.min_length, self.cfg.length)
-        except ConfigError as exc:
+        except (ConfigError, PlanError) as exc:  # no sample can be planned from these arguments
             raise BuildError(str(exc), usage=True) from None
 
     def plan(self, index: int) -> SamplePlan:
