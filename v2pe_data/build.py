@@ -47,10 +47,11 @@ from v2pe_common.tokenizer import load_tokenizer
 from .card import write_card
 from .config import BuildConfig
 from .manifest import make_manifest
+from .markers import marker_problem, read_marker
 from .plan import Accounting, PlanError, SamplePlan
 from .sources.registry import SourceChanged, fingerprint_change, source_files, source_fingerprint
 from .tasks import open_task
-from .writers.atomic import file_digest, write_json_atomic
+from .writers.atomic import write_json_atomic
 from .writers.base import FORMATS, ShardOutputs, shard_relpath
 from .writers.formats import finalize_all
 from .writers.internvl import STAGING_DIR
@@ -219,19 +220,13 @@ class Builder:
         return marker
 
 
-def _task_done(out: Path, task: ShardTask) -> bool:
-    """Whether a task can be skipped: its marker lists files that still hold their recorded size and sha256.
-
-    The hash is checked, not just the size: a marker is trusted only for the bytes it describes (one
-    read of the finished output per rerun, the price of never publishing a manifest that fails validate).
-    """
-    marker = out / DONE_DIR / f"{task.index:06d}.json"
-    try:
-        files = json.loads(marker.read_text())["files"]
-        return all((out / f["path"]).stat().st_size == f["bytes"] and file_digest(out / f["path"])[1] == f["sha256"]
-                   for f in files)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+def _task_done(out: Path, task: ShardTask, formats: list[str]) -> bool:
+    """Whether a task can be skipped: its marker holds for it (`markers.marker_problem`: the task's range, a
+    count for every format, files with their recorded size and sha256). The hash is checked, not just the
+    size: one read of the finished output per rerun, the price of never publishing a manifest that fails
+    validate."""
+    return marker_problem(out, read_marker(out / DONE_DIR / f"{task.index:06d}.json"), dataclasses.asdict(task),
+                          formats) is None
 
 
 def _lock(out: Path, name: str = LOCK_FILE, shared: bool = False) -> int:
@@ -368,7 +363,7 @@ def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
 def _build(builder: Builder, show_progress: bool, lock_fds: tuple[int, ...]) -> dict:
     cfg = builder.cfg
     tasks = selected_tasks(cfg)
-    todo = [t for t in tasks if not _task_done(builder.out, t)]
+    todo = [t for t in tasks if not _task_done(builder.out, t, cfg.formats)]
     from tqdm import tqdm
 
     remaining = sum(t.stop - t.start for t in todo)
@@ -442,11 +437,13 @@ def merge(out: str | Path) -> dict:
     lock_fds = prepare_out(builder)
     try:
         tasks = shard_tasks(cfg)
-        missing = [t.index for t in tasks if not _task_done(out, t)]
-        if missing:
-            shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
-            raise BuildError(f"{len(missing)} of {len(tasks)} shard task(s) of {out} are missing or do not match "
-                             f"their marker's sha256 (tasks {shown}); rerun their shard indices, then merge again")
+        claimed: dict[str, int] = {}
+        problems = [(t.index, why) for t in tasks if (why := marker_problem(
+            out, read_marker(out / DONE_DIR / f"{t.index:06d}.json"), dataclasses.asdict(t), cfg.formats, claimed))]
+        if problems:
+            shown = "; ".join(f"task {i}: {why}" for i, why in problems[:5]) + (" ..." if len(problems) > 5 else "")
+            raise BuildError(f"{len(problems)} of {len(tasks)} shard task(s) of {out} are missing or do not hold "
+                             f"what their marker claims ({shown}); rerun their shard indices, then merge again")
         return _finish(builder, tasks)
     finally:
         _unlock(lock_fds)
