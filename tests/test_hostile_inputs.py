@@ -191,3 +191,42 @@ def test_mmniah_entries_that_are_not_strings_are_one_line(tmp_path):
                                     "answer": 1, "meta": {**meta, **extra}}) + "\n")
         with pytest.raises(EvalInputError, match=f"retrieval-image-val.jsonl:1: 0: {key}: expected a list"):
             list(mmniah_items(path, tmp_path, load_tokenizer(), get_template("internlm2-chat"), TilingConfig()))
+
+
+# ------------------------------------------------------------------------------------------ private paths (item 7)
+
+
+def test_published_files_name_sources_not_local_paths_and_merge_still_finds_them(tmp_path):
+    from tests.fixtures.sources import write_generic
+    from v2pe_data.build import merge
+    from v2pe_data.card import CARD_FILE
+
+    private = tmp_path / "home" / "ana" / "secret-mount"
+    written = write_generic(private, fmt="parquet")
+    tok = REPO / "v2pe_common" / "assets" / "tokenizer"
+    args = dict(length=8192, min_length=2048, num_samples=2, shard_size=1, tokenizer=str(tok), seed=5,
+                sources=[{"kind": "generic", "path": str(written.root), "name": "mine"}])
+    out = tmp_path / "out"
+    for i in range(2):
+        build(BuildConfig(**args, out=str(out), num_shards=2, shard_index=i), show_progress=False)
+    merge(out)
+    for name in ("build.json", "manifest.json", CARD_FILE):
+        text = (out / name).read_text()
+        assert str(private) not in text and "secret-mount" not in text and str(REPO) not in text, name
+    assert json.loads((out / "manifest.json").read_text())["sources"][0]["path"] == "local:mine"
+    assert validate_build(out)["recounted"] == 2  # the tokenizer is found again from the hidden paths file
+    shown = BuildConfig(**args, out=str(tmp_path / "shown"), publish_paths=True)
+    build(shown, show_progress=False)
+    assert str(written.root) in (tmp_path / "shown" / "build.json").read_text()
+
+
+# ------------------------------------------------------------------------------------------ deadlines
+
+
+def test_cli_tests_kill_only_after_a_generous_deadline_and_never_time_the_command():
+    import re
+
+    for name in ("test_hub.py", "test_gpu_check.py", "test_conventions.py", "test_export.py", "test_scale_out.py"):
+        text = (REPO / "tests" / name).read_text()
+        assert not re.search(r"(?<!join\()timeout=\d+\)|DEADLINE = \d+", text), name
+        assert "monotonic() - start <" not in text, name

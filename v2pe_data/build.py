@@ -47,6 +47,7 @@ from v2pe_common.tokenizer import load_tokenizer
 from .card import write_card
 from .config import BuildConfig
 from .manifest import make_manifest
+from .privacy import PATHS_FILE, read_private, redact_args, restore_args
 from .markers import marker_problem, read_marker
 from .plan import Accounting, PlanError, SamplePlan
 from .sources.registry import SourceChanged, fingerprint_change, source_files, source_fingerprint
@@ -108,7 +109,8 @@ def shard_tasks(cfg: BuildConfig) -> list[ShardTask]:
 
 def build_identity(cfg: BuildConfig, tokenizer_identity: dict, sources: list[dict] = ()) -> dict:
     """Everything that decides the bytes; `sources` are the sources' fingerprints (`source_fingerprint`)."""
-    ident = {"args": cfg.identity(), "tokenizer": tokenizer_identity, "versions": versions(), "format_version": 1,
+    args = cfg.identity() if cfg.publish_paths else redact_args(cfg.identity())[0]
+    ident = {"args": args, "tokenizer": tokenizer_identity, "versions": versions(), "format_version": 1,
              "sources": list(sources)}
     blob = json.dumps(ident, sort_keys=True).encode()
     ident["build_id"] = hashlib.sha256(blob).hexdigest()[:16]
@@ -335,6 +337,7 @@ def prepare_out(builder: Builder) -> tuple[int, ...]:
         else:
             write_json_atomic(out / SOURCES_FILE, builder.listings)  # before build.json, which implies it
             write_json_atomic(out / BUILD_FILE, builder.identity)
+        write_json_atomic(out / PATHS_FILE, redact_args(builder.cfg.identity())[1])  # where the sources are now
     except BaseException as exc:
         _unlock(fds)
         if isinstance(exc, OSError):
@@ -428,7 +431,8 @@ def merge(out: str | Path) -> dict:
     if not isinstance(ident, dict) or not isinstance(ident.get("args"), dict):
         raise BuildError(f"{out / BUILD_FILE} is missing or unreadable: {out} holds no v2pe build to merge", usage=True)
     try:
-        cfg = BuildConfig.from_dict({**ident["args"], "out": str(out)}, where=str(out / BUILD_FILE))
+        args = restore_args(ident["args"], read_private(out))  # the real paths, kept beside the build
+        cfg = BuildConfig.from_dict({**args, "out": str(out)}, where=str(out / BUILD_FILE))
     except ConfigError as exc:
         raise BuildError(str(exc), usage=True) from None
     builder = Builder(cfg)

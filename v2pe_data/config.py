@@ -119,6 +119,9 @@ class BuildConfig:
     # Text from a source holding a control token (`<IMG_CONTEXT>`, `<|im_start|>`, ...): skip the row
     # (counted as special_token) or neutralise the token so it reads as plain text (v2pe_common.control).
     control_tokens: str = "skip"
+    # build.json, the manifest and the card name local sources `local:NAME` (real paths stay in the hidden
+    # .v2pe/paths.json, see privacy.py); true publishes the paths as given.
+    publish_paths: bool = False
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, msg: str) -> None:
@@ -176,7 +179,8 @@ class BuildConfig:
         d.pop("out")
         d.pop("source")  # folded into `sources`
         d.pop("strict")  # stops a build early but never changes its bytes
-        for key, default in (("internvl_root", "relative"), ("internvl_augment", False), ("control_tokens", "skip")):
+        for key, default in (("internvl_root", "relative"), ("internvl_augment", False), ("control_tokens", "skip"),
+                             ("publish_paths", False)):
             if d[key] == default:  # builds that keep the defaults keep the identity (and build_id) they had
                 d.pop(key)
         return d

@@ -92,7 +92,9 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
         manifest = schema.load_manifest(out / MANIFEST_FILE)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
-    tok = _tokenizer_for(manifest, tokenizer_path)
+    from .privacy import read_private
+
+    tok = _tokenizer_for(manifest, tokenizer_path or read_private(out).get("tokenizer"))
     control = control_tokens(tok) if tok is not None else None
     template = get_template(manifest["template"])
     tiling = TilingConfig(**manifest["tiling"])
