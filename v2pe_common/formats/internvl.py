@@ -164,6 +164,9 @@ def meta_entry_options(mpath: Path) -> list[tuple[str, Path, Path, dict]]:
         raise ValueError(f"{mpath} is not an InternVL meta file ({{name: {{root, annotation, ...}}}})")
     out = []
     for name, item in meta.items():
+        bad = next((k for k in ("root", "annotation") if not isinstance(item[k], str) or not item[k].strip()), None)
+        if bad is not None:
+            raise ValueError(f"{mpath}: {name}.{bad} must be a non-empty path, got {item[bad]!r}")
         root, ann = Path(item["root"]).expanduser(), Path(item["annotation"]).expanduser()
         repeat, patches = item.get("repeat_time", 1), item.get("max_dynamic_patch")
         if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not 0 <= repeat <= MAX_REPEAT_TIME:
