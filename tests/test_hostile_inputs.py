@@ -230,3 +230,28 @@ def test_cli_tests_kill_only_after_a_generous_deadline_and_never_time_the_comman
         text = (REPO / "tests" / name).read_text()
         assert not re.search(r"(?<!join\()timeout=\d+\)|DEADLINE = \d+", text), name
         assert "monotonic() - start <" not in text, name
+
+
+# ------------------------------------------------------------------------------------------ smaller (item 8)
+
+
+def test_a_milebench_task_without_its_images_folder_says_missing_image(tmp_path):
+    import shutil
+
+    fx = write_milebench(tmp_path)
+    shutil.rmtree(fx.root / "ALFRED" / "images")
+    with pytest.raises(Exception, match=r"rows skipped \(missing_image \d+\); see each row with --strict") as err:
+        build(BuildConfig(task="milebench", length=16384, min_length=0, num_samples=1, out=str(tmp_path / "o"),
+                          options={"path": str(fx.root), "tasks": ["ALFRED"]}), show_progress=False)
+    assert "widen the bin" not in str(err.value)
+
+
+def test_the_mmniah_writer_leaves_no_empty_folder(tmp_path):
+    import os
+
+    out = tmp_path / "mm"
+    build(BuildConfig(task="long_mr", length=16384, min_length=8192, num_samples=2, shard_size=1,
+                      formats=["wds", "mmniah"], out=str(out), options={"subset": "text_retrieval"}),
+          show_progress=False)
+    empty = [d for d, ds, fs in os.walk(out / "mmniah") if not ds and not fs]
+    assert not empty and not (out / "mmniah" / ".tmp").exists()

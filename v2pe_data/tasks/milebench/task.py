@@ -117,8 +117,14 @@ class MileBenchTask:
         skipped = sum(len(s.rejected) for s in self.sources)
         names = [s.name for s in self.sources]
         if not self.samples:
-            raise ConfigError(f"no MileBench sample of {names} falls in [{min_len}, {max_len}] tokens ({skipped} "
-                              "rows skipped: see the reasons with --strict, or widen the bin with --len/--min-len)")
+            reasons: dict[str, int] = {}
+            for s in self.sources:
+                for row in s.rejected:
+                    reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+            why = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])) or "none"
+            hint = "widen the bin with --len/--min-len" if "out_of_bin" in reasons else "see each row with --strict"
+            raise ConfigError(f"no MileBench sample of {names} can be built in [{min_len}, {max_len}] tokens: "
+                              f"{skipped} rows skipped ({why}); {hint}")
         raise ConfigError(f"--num-samples {self.num_samples}: only {len(self.samples)} MileBench samples of {names} "
                           f"fall in [{min_len}, {max_len}] tokens ({skipped} rows skipped); use --num-samples "
                           f"{len(self.samples)} or fewer, or widen the bin")
