@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 CASE_DEADLINE = 30  # seconds one case may take (a loaded machine included); a case past it is a hang
 NASTY = ["<IMG_CONTEXT>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<image>", "\ud800", "\udcff", "\x00",
-         "../x.png", "/etc/passwd", "{image#1}", "{image#2}", "", " ", "1e309", "NaN", "é", "\n"]
+         "../x.png", "/etc/passwd", "~nobody-here-21/x", "{image#1}", "{image#2}", "", " ", "1e309", "NaN", "é", "\n"]
 
 text = st.one_of(st.text(max_size=12), st.sampled_from(NASTY))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),

@@ -255,3 +255,12 @@ def test_the_mmniah_writer_leaves_no_empty_folder(tmp_path):
           show_progress=False)
     empty = [d for d, ds, fs in os.walk(out / "mmniah") if not ds and not fs]
     assert not empty and not (out / "mmniah" / ".tmp").exists()
+
+
+def test_an_internvl_meta_root_naming_an_unknown_home_is_one_line(tmp_path):
+    """Found by bench/fuzz.py (internvl_meta): '~nobody-here/x' made expanduser raise RuntimeError."""
+    from v2pe_common.formats.internvl import meta_entry_options
+
+    (tmp_path / "meta.json").write_text(json.dumps({"x": {"root": "~nobody-here-21/x", "annotation": "a.jsonl"}}))
+    with pytest.raises(ValueError, match="meta.json: x: Could not determine home directory"):
+        meta_entry_options(tmp_path / "meta.json")

@@ -167,7 +167,10 @@ def meta_entry_options(mpath: Path) -> list[tuple[str, Path, Path, dict]]:
         bad = next((k for k in ("root", "annotation") if not isinstance(item[k], str) or not item[k].strip()), None)
         if bad is not None:
             raise ValueError(f"{mpath}: {name}.{bad} must be a non-empty path, got {item[bad]!r}")
-        root, ann = Path(item["root"]).expanduser(), Path(item["annotation"]).expanduser()
+        try:
+            root, ann = Path(item["root"]).expanduser(), Path(item["annotation"]).expanduser()
+        except RuntimeError as exc:  # '~someone' without such a user
+            raise ValueError(f"{mpath}: {name}: {exc} in {item['root']!r} / {item['annotation']!r}") from None
         repeat, patches = item.get("repeat_time", 1), item.get("max_dynamic_patch")
         if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not 0 <= repeat <= MAX_REPEAT_TIME:
             raise ValueError(f"{mpath}: {name}.repeat_time must be a finite number in [0, {MAX_REPEAT_TIME}], "
