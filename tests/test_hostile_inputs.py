@@ -264,3 +264,17 @@ def test_an_internvl_meta_root_naming_an_unknown_home_is_one_line(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"x": {"root": "~nobody-here-21/x", "annotation": "a.jsonl"}}))
     with pytest.raises(ValueError, match="meta.json: x: Could not determine home directory"):
         meta_entry_options(tmp_path / "meta.json")
+
+
+def test_an_mmniah_choice_holding_an_image_placeholder_is_one_line(tmp_path):
+    """Found by bench/fuzz.py (mmniah_lines): a text choice '<image>' escaped as a bare ValueError."""
+    from v2pe_common.template import get_template
+    from v2pe_common.tiling import TilingConfig
+    from v2pe_common.tokenizer import load_tokenizer
+    from v2pe_train.eval.inputs import EvalInputError, mmniah_items
+
+    path = tmp_path / "retrieval-text-val.jsonl"
+    path.write_text(json.dumps({"id": 0, "images_list": [], "context": "c", "question": "q", "answer": 0,
+                                "meta": {"choices": ["<image>", "b"], "choices_image_path": None}}) + "\n")
+    with pytest.raises(EvalInputError, match="retrieval-text-val.jsonl:1: .*placeholders but 0 images"):
+        list(mmniah_items(path, tmp_path, load_tokenizer(), get_template("internlm2-chat"), TilingConfig()))
