@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 # On a GPU machine: make install TORCH_SPEC="torch" EXTRAS="dev,gpu"
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
+# Every package at the version of the lock (regenerate with `bash scripts/lock.sh`), so every machine and CI
+# install the same: the golden-bytes test depends on them. CONSTRAINTS= installs the newest releases instead.
+CONSTRAINTS ?= constraints.txt
 PYTEST_ARGS ?=
 MODEL ?=
 DATA ?=
@@ -17,8 +20,8 @@ OUT ?= runs
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
 test:
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -8,6 +8,11 @@ import subprocess
 
 import pytest
 
+# Seconds a test lets one command line run before it kills it: generous, because another job may hold the
+# machine's cores (a CLI's imports alone can take a minute then). Tests assert on what a command said, never
+# on how fast it said it; the deadline only turns a hang into a failure.
+CLI_DEADLINE = 600
+
 
 def run_with_deadline(cmd: list[str], timeout: float, *, what: str, cwd=None, env: dict | None = None,
                       ) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ BUILDS = {
     "capped": dict(length=8192, num_samples=4, shard_size="600KB", seed=23, formats=["wds", "parquet"]),
 }
 # Files that say who holds the folder or what a run saw, not what the build made.
-SKIP = {".v2pe/lock", ".v2pe/sources.json"}
+SKIP = {".v2pe/lock", ".v2pe/sources.json", ".v2pe/paths.json"}
 
 
 def versions() -> dict[str, str]:

@@ -30,6 +30,7 @@ from v2pe_train.config import TrainConfig
 from v2pe_train.model import build_model, check_native_checkpoint
 from v2pe_train.optim import build_optimizer, cosine_with_warmup
 from v2pe_train.train import Trainer, UsageError, attention_summary, preflight
+from tests.deadline import CLI_DEADLINE
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_WARNING = "warning: counting with the bundled tokenizer"
@@ -156,7 +157,7 @@ def test_an_uncached_hub_id_offline_is_one_error_line_not_a_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(empty)}
     result = subprocess.run([sys.executable, "-m", "v2pe_train", "score", str(tmp_path / "p.jsonl"), "--data",
                              str(tmp_path), "--tokenizer", "acme/missing-tok"],
-                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=CLI_DEADLINE, env=env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

@@ -21,6 +21,7 @@ from v2pe_train.export import ExportError, export
 from v2pe_train.model import forward
 from v2pe_train.rope import install_float64_rope
 from v2pe_train.train import Trainer, train
+from tests.deadline import CLI_DEADLINE
 
 RUN_STATE = ("optimizer.pt", "scheduler.pt", "rng_rank0.pt", "loader_rank0.json", "meta.json")
 
@@ -144,12 +145,12 @@ def test_export_refuses_a_folder_that_holds_files(run, tmp_path):
 def test_the_export_command_writes_the_folder_and_reports_usage_errors_with_exit_2(run, tmp_path):
     cli = [str(BIN / "v2pe-train"), "export"]
     done = subprocess.run(cli + [run.out, str(tmp_path / "m"), "--step", "2"], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=CLI_DEADLINE)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "m" / "config.json").read_text())["architectures"] == [
         "InternVLForConditionalGeneration"]
     bad = subprocess.run(cli + [str(tmp_path / "absent"), str(tmp_path / "n")], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=CLI_DEADLINE)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ") and "no checkpoint" in bad.stderr
 

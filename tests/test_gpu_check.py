@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from v2pe_train.model import PRESETS, preset_parameter_count, shape_8b_config
+from tests.deadline import CLI_DEADLINE
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_KEYS = {"model", "params", "tokens_per_step", "step_s", "tokens_per_s", "mfu", "peak_mem_gib",
@@ -54,7 +55,7 @@ def test_dry_run_writes_every_stage_with_the_gpu_keys(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("OUT", None)
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out", str(out),
-                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=240, env=env,
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=CLI_DEADLINE, env=env,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())

@@ -171,7 +171,7 @@ def test_option_letters_are_the_ones_the_scorer_matches():
 @pytest.mark.parametrize("options, message", [
     ({"path": "/nowhere/MileBench"}, "path: /nowhere/MileBench is not a folder"),
     ({"tasks": ["ALFRED"]}, "path: milebench needs the MileBench root folder"),
-    ({"path": ".", "combined": 0}, "combined: expected a positive int"),
+    ({"path": ".", "combined": 0}, "combined: expected an int N in \\[1, 64\\]"),
     ({"path": ".", "subset": "x"}, "unknown key 'subset'"),
 ])
 def test_bad_options_are_usage_errors_naming_the_key(options, message, tmp_path):

@@ -17,9 +17,9 @@ import pytest
 from v2pe_data.build import DONE_DIR, BuildError, _locks, _unlock, build, merge
 from v2pe_data.cli import shard_flags
 from v2pe_data.config import BuildConfig, ConfigError
-from tests.deadline import run_with_deadline
+from tests.deadline import CLI_DEADLINE, run_with_deadline
 
-DEADLINE = 120  # seconds for one CLI call: a hang fails its test instead of stalling the suite
+DEADLINE = CLI_DEADLINE  # seconds for one CLI call: a hang fails its test instead of stalling the suite
 # 6 samples in shard tasks of 2: three tasks, one per shard index when N = 3; every format, so the
 # finalize steps (InternVL meta.json, ...) are part of what must match.
 ARGS = dict(length=8192, num_samples=6, shard_size=2, seed=3, formats="wds,parquet,internvl")
@@ -80,7 +80,7 @@ def test_merge_names_a_task_whose_file_no_longer_matches_its_marker(one_machine,
     shard.write_bytes(bytes(data))
     done = cli("merge", str(out))
     assert done.returncode == 1 and not (out / "manifest.json").exists()
-    assert done.stderr.count("\n") == 1 and "(tasks 1)" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "(task 1: shards/train-000001.tar differs" in done.stderr, done.stderr
     build(cfg(out, num_shards=3, shard_index=1), show_progress=False)  # the rerun of that index repairs it
     merge(out)
     assert tree(out) == tree(one_machine)
@@ -142,3 +142,40 @@ def test_a_build_on_ray_in_local_mode_equals_the_one_machine_build(one_machine, 
     finally:
         ray.shutdown()
     assert tree(out) == tree(one_machine)
+
+
+def _sharded(out: Path) -> None:
+    for i in range(3):
+        build(cfg(out, num_shards=3, shard_index=i), show_progress=False)
+
+
+@pytest.mark.parametrize("tamper,why", [
+    ("emptied", r"task 1: its marker lists 0 wds samples for a task of 2"),
+    ("copied", r"task 1: its marker is for task \{'index': 0"),
+    ("multiplied", r"task 1: its marker holds 100 token rows for 2 samples"),
+    ("keyless", r"task 1: its marker lacks \['rejected'\]"),
+    ("escaping", r"task 1: its marker lists '../outside.tar', not a path inside the build folder"),
+])
+def test_merge_verifies_each_marker_against_its_task_and_files(tmp_path, tamper, why):
+    out = tmp_path / tamper
+    _sharded(out)
+    path = out / DONE_DIR / "000001.json"
+    marker = json.loads(path.read_text())
+    if tamper == "emptied":  # its tar deleted and the marker made to list nothing
+        for f in marker["files"]:
+            (out / f["path"]).unlink()
+        marker["files"] = []
+    elif tamper == "copied":
+        marker = json.loads((out / DONE_DIR / "000000.json").read_text())
+    elif tamper == "multiplied":
+        marker["tokens"] = marker["tokens"] * 50
+    elif tamper == "keyless":
+        del marker["rejected"]
+    else:
+        marker["files"][0]["path"] = "../outside.tar"
+    path.write_text(json.dumps(marker))
+    with pytest.raises(BuildError, match=why):
+        merge(out)
+    assert not (out / "manifest.json").exists()
+    done = cli("merge", str(out))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

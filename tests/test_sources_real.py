@@ -94,7 +94,8 @@ def test_every_reason_the_layout_can_express_is_covered(bad, case):
     if raw:
         # ChartQA's ids (DOC#K) and an imagefolder's without an id column (row numbers) cannot repeat
         unique_ids = case in ("chartqa_official", "generic_imagefolder")
-        assert reasons == set(REASONS) - ({"duplicate_id"} if unique_ids else set())
+        # special_token is decided by the build's tokenizer after the index pass (RealSource.screen)
+        assert reasons == set(REASONS) - ({"duplicate_id"} if unique_ids else set()) - {"special_token"}
 
 
 @pytest.mark.parametrize("case", CASES)

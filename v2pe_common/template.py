@@ -21,6 +21,8 @@ INTERNVL_SYSTEM = (
     "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 )
 HUMAN_ROLES = ("human", "user")
+# The turn markers every template here writes: text from outside must not hold them (`control`).
+TEMPLATE_MARKERS = ("<|im_start|>", "<|im_end|>")
 ASSISTANT_ROLES = ("gpt", "assistant")
 
 

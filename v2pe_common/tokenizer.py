@@ -101,9 +101,12 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return len(self.hf)
 
-    @property
+    @functools.cached_property
     def identity(self) -> dict:
-        return {"name": self.name, "sha256": self.sha256, "vocab_size": self.vocab_size}
+        """What manifests and records say of the tokenizer: a local folder by its base name only (a path
+        would publish who built where; the sha256 identifies it), a Hub id or 'bundled' as is."""
+        name = self.name if self.name == BUNDLED or is_hub_id(self.name) else Path(self.name).name or self.name
+        return {"name": name, "sha256": self.sha256, "vocab_size": self.vocab_size}
 
     def encode(self, text: str) -> list[int]:
         if not text:

@@ -47,10 +47,12 @@ from v2pe_common.tokenizer import load_tokenizer
 from .card import write_card
 from .config import BuildConfig
 from .manifest import make_manifest
+from .privacy import PATHS_FILE, read_private, redact_args, restore_args
+from .markers import marker_problem, read_marker
 from .plan import Accounting, PlanError, SamplePlan
 from .sources.registry import SourceChanged, fingerprint_change, source_files, source_fingerprint
 from .tasks import open_task
-from .writers.atomic import file_digest, write_json_atomic
+from .writers.atomic import write_json_atomic
 from .writers.base import FORMATS, ShardOutputs, shard_relpath
 from .writers.formats import finalize_all
 from .writers.internvl import STAGING_DIR
@@ -107,7 +109,8 @@ def shard_tasks(cfg: BuildConfig) -> list[ShardTask]:
 
 def build_identity(cfg: BuildConfig, tokenizer_identity: dict, sources: list[dict] = ()) -> dict:
     """Everything that decides the bytes; `sources` are the sources' fingerprints (`source_fingerprint`)."""
-    ident = {"args": cfg.identity(), "tokenizer": tokenizer_identity, "versions": versions(), "format_version": 1,
+    args = cfg.identity() if cfg.publish_paths else redact_args(cfg.identity())[0]
+    ident = {"args": args, "tokenizer": tokenizer_identity, "versions": versions(), "format_version": 1,
              "sources": list(sources)}
     blob = json.dumps(ident, sort_keys=True).encode()
     ident["build_id"] = hashlib.sha256(blob).hexdigest()[:16]
@@ -149,7 +152,7 @@ class Builder:
     def check_feasible(self) -> None:
         try:
             self.task.check_feasible(self.cfg.min_length, self.cfg.length)
-        except ConfigError as exc:
+        except (ConfigError, PlanError) as exc:  # no sample can be planned from these arguments
             raise BuildError(str(exc), usage=True) from None
 
     def plan(self, index: int) -> SamplePlan:
@@ -219,19 +222,13 @@ class Builder:
         return marker
 
 
-def _task_done(out: Path, task: ShardTask) -> bool:
-    """Whether a task can be skipped: its marker lists files that still hold their recorded size and sha256.
-
-    The hash is checked, not just the size: a marker is trusted only for the bytes it describes (one
-    read of the finished output per rerun, the price of never publishing a manifest that fails validate).
-    """
-    marker = out / DONE_DIR / f"{task.index:06d}.json"
-    try:
-        files = json.loads(marker.read_text())["files"]
-        return all((out / f["path"]).stat().st_size == f["bytes"] and file_digest(out / f["path"])[1] == f["sha256"]
-                   for f in files)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+def _task_done(out: Path, task: ShardTask, formats: list[str]) -> bool:
+    """Whether a task can be skipped: its marker holds for it (`markers.marker_problem`: the task's range, a
+    count for every format, files with their recorded size and sha256). The hash is checked, not just the
+    size: one read of the finished output per rerun, the price of never publishing a manifest that fails
+    validate."""
+    return marker_problem(out, read_marker(out / DONE_DIR / f"{task.index:06d}.json"), dataclasses.asdict(task),
+                          formats) is None
 
 
 def _lock(out: Path, name: str = LOCK_FILE, shared: bool = False) -> int:
@@ -340,6 +337,7 @@ def prepare_out(builder: Builder) -> tuple[int, ...]:
         else:
             write_json_atomic(out / SOURCES_FILE, builder.listings)  # before build.json, which implies it
             write_json_atomic(out / BUILD_FILE, builder.identity)
+        write_json_atomic(out / PATHS_FILE, redact_args(builder.cfg.identity())[1])  # where the sources are now
     except BaseException as exc:
         _unlock(fds)
         if isinstance(exc, OSError):
@@ -368,7 +366,7 @@ def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
 def _build(builder: Builder, show_progress: bool, lock_fds: tuple[int, ...]) -> dict:
     cfg = builder.cfg
     tasks = selected_tasks(cfg)
-    todo = [t for t in tasks if not _task_done(builder.out, t)]
+    todo = [t for t in tasks if not _task_done(builder.out, t, cfg.formats)]
     from tqdm import tqdm
 
     remaining = sum(t.stop - t.start for t in todo)
@@ -433,7 +431,8 @@ def merge(out: str | Path) -> dict:
     if not isinstance(ident, dict) or not isinstance(ident.get("args"), dict):
         raise BuildError(f"{out / BUILD_FILE} is missing or unreadable: {out} holds no v2pe build to merge", usage=True)
     try:
-        cfg = BuildConfig.from_dict({**ident["args"], "out": str(out)}, where=str(out / BUILD_FILE))
+        args = restore_args(ident["args"], read_private(out))  # the real paths, kept beside the build
+        cfg = BuildConfig.from_dict({**args, "out": str(out)}, where=str(out / BUILD_FILE))
     except ConfigError as exc:
         raise BuildError(str(exc), usage=True) from None
     builder = Builder(cfg)
@@ -442,11 +441,13 @@ def merge(out: str | Path) -> dict:
     lock_fds = prepare_out(builder)
     try:
         tasks = shard_tasks(cfg)
-        missing = [t.index for t in tasks if not _task_done(out, t)]
-        if missing:
-            shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
-            raise BuildError(f"{len(missing)} of {len(tasks)} shard task(s) of {out} are missing or do not match "
-                             f"their marker's sha256 (tasks {shown}); rerun their shard indices, then merge again")
+        claimed: dict[str, int] = {}
+        problems = [(t.index, why) for t in tasks if (why := marker_problem(
+            out, read_marker(out / DONE_DIR / f"{t.index:06d}.json"), dataclasses.asdict(t), cfg.formats, claimed))]
+        if problems:
+            shown = "; ".join(f"task {i}: {why}" for i, why in problems[:5]) + (" ..." if len(problems) > 5 else "")
+            raise BuildError(f"{len(problems)} of {len(tasks)} shard task(s) of {out} are missing or do not hold "
+                             f"what their marker claims ({shown}); rerun their shard indices, then merge again")
         return _finish(builder, tasks)
     finally:
         _unlock(lock_fds)

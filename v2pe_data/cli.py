@@ -185,6 +185,8 @@ def validate(
         summary = validate_build(out, tokenizer_path=tokenizer, check_images=not no_images)
     except ValidationError as exc:
         _fail(str(exc), FAILURE)
+    for line in summary["warnings"]:
+        typer.echo(f"warning: {line}", err=True)
     recount = f", {summary['recounted']} token counts re-checked" if summary["recounted"] else ""
     copies = f"; {', '.join(summary['copies'])} copies match" if summary["copies"] else ""
     typer.echo(f"ok: {summary['samples']} samples in {summary['shards']} shards{recount}{copies}")

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from v2pe_common.control import MODES as CONTROL_MODES
 from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
 from v2pe_common.lengths import format_length, parse_length
 from v2pe_common.template import TEMPLATES
@@ -20,6 +21,19 @@ _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)\s*$", re.I)
 _BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
+# The range of every numeric key, checked before anything is opened (README, build options): wide enough for
+# any real build, narrow enough that no value makes a run allocate or loop without end.
+LIMITS = {
+    "length": (1, 2**24),  # tokens per sample: 16M, 16 times the longest bin V2PE trains or tests
+    "num_samples": (0, 10**9),
+    "seed": (0, 2**63 - 1),
+    "paste_grid": (1, 8),
+    "shard_size": (1, 10**6),
+    "shard_bytes": (1, 2**40),
+    "workers": (1, 1024),
+    "num_shards": (1, 10**6),
+    "max_tiles": (1, 64),
+}
 MODES = ("concat", "paste")
 EXECUTORS = ("local", "ray")
 SOURCE_KINDS = ("synthetic", "docvqa", "infovqa", "chartqa", "generic")
@@ -102,6 +116,12 @@ class BuildConfig:
     # reference trainer resolves them from its working directory), and the `data_augment` flag it carries.
     internvl_root: str = "relative"
     internvl_augment: bool = False
+    # Text from a source holding a control token (`<IMG_CONTEXT>`, `<|im_start|>`, ...): skip the row
+    # (counted as special_token) or neutralise the token so it reads as plain text (v2pe_common.control).
+    control_tokens: str = "skip"
+    # build.json, the manifest and the card name local sources `local:NAME` (real paths stay in the hidden
+    # .v2pe/paths.json, see privacy.py); true publishes the paths as given.
+    publish_paths: bool = False
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, msg: str) -> None:
@@ -110,16 +130,20 @@ class BuildConfig:
 
         from .tasks import TASKS  # the registry: a new task is one module plus one entry there
 
+        def bounded(key: str) -> None:
+            lo, hi = LIMITS[key]
+            value = getattr(self, key)
+            need(value is None or lo <= value <= hi, key, f"must lie in [{lo}, {hi}], got {value!r}")
+
         need(self.task in TASKS, "task", f"unknown task {self.task!r}; choose one of {list(TASKS)}")
-        need(self.length > 0, "length", "must be positive")
+        for key in LIMITS:
+            bounded(key)
         if self.min_length is None:
             self.min_length = self.length * 7 // 8
         need(0 <= self.min_length <= self.length, "min_length", f"must lie in [0, length={self.length}]")
-        need(self.num_samples >= 0, "num_samples", "must be >= 0")
         need(self.split in SPLITS, "split", f"choose one of {list(SPLITS)}")
         need(self.mode is None or self.mode in MODES, "mode", f"choose one of {list(MODES)}")
         self.sources = normalize_sources(self.sources or [self.source], self.mode)
-        need(1 <= self.paste_grid <= 8, "paste_grid", "must lie in [1, 8]")
         if isinstance(self.formats, str):
             self.formats = [f.strip() for f in self.formats.split(",") if f.strip()]
         self.formats = list(self.formats or ["wds"])
@@ -134,17 +158,13 @@ class BuildConfig:
             parse_grid(self.depth)
         else:
             need(self.depth is None or 0.0 <= self.depth <= 1.0, "depth", "must lie in [0, 1]")
-        need(self.shard_size >= 1, "shard_size", "must be >= 1 sample")
-        need(self.shard_bytes is None or self.shard_bytes >= 1, "shard_bytes", "must be >= 1 byte")
-        need(self.workers >= 1, "workers", "must be >= 1")
-        need(self.num_shards >= 1, "num_shards", "must be >= 1")
         need(0 <= self.shard_index < self.num_shards, "shard_index",
              f"must lie in [0, num_shards={self.num_shards}), got {self.shard_index}")
         need(self.executor in EXECUTORS, "executor", f"choose one of {list(EXECUTORS)}")
         need(self.template in TEMPLATES, "template", f"choose one of {sorted(TEMPLATES)}")
-        need(1 <= self.max_tiles <= 64, "max_tiles", "must lie in [1, 64]")
         need(self.image_format in ("jpg", "png"), "image_format", "choose jpg or png")
         need(self.internvl_root in ("relative", "absolute"), "internvl_root", "choose relative or absolute")
+        need(self.control_tokens in CONTROL_MODES, "control_tokens", f"choose one of {list(CONTROL_MODES)}")
         if not self.out:
             self.out = f"out/{self.task}_{format_length(self.length)}"
 
@@ -159,7 +179,8 @@ class BuildConfig:
         d.pop("out")
         d.pop("source")  # folded into `sources`
         d.pop("strict")  # stops a build early but never changes its bytes
-        for key, default in (("internvl_root", "relative"), ("internvl_augment", False)):
+        for key, default in (("internvl_root", "relative"), ("internvl_augment", False), ("control_tokens", "skip"),
+                             ("publish_paths", False)):
             if d[key] == default:  # builds that keep the defaults keep the identity (and build_id) they had
                 d.pop(key)
         return d

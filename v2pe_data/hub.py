@@ -1,7 +1,8 @@
 """`v2pe-data push`: publish a build folder to a Hugging Face dataset repo, in resumable chunks.
 
 What goes up: the parquet shards, the card (`README.md`, its `configs:` point at them), `manifest.json`
-and `build.json`; on request the tar shards (`wds`) and the InternVL / MM-NIAH layouts. Files are
+and `build.json`; on request the tar shards (`wds`) and the InternVL / MM-NIAH layouts. Exactly the files
+the manifest lists, each checked against its size and sha256 first; nothing reached through a link. Files are
 committed in chunks of at most `max_files` files and `max_bytes` bytes, one `create_commit` each, so
 an interrupted push keeps the chunks already committed; a rerun lists the repo and skips every file
 whose content is already there (LFS files by sha256, small files by their git blob id).
@@ -14,6 +15,7 @@ saved login) and is never printed. Failures end in one `PushError` line.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,33 +67,72 @@ def parse_include(text: str | None) -> tuple[str, ...]:
 
 
 def local_files(out: Path, include: tuple[str, ...]) -> list[LocalFile]:
-    """The files to publish, data first and the metadata last; hidden files (temporaries, `.v2pe/`) never."""
+    """What is published: the manifest's shards of the included layouts, each verified against the manifest's
+    size and sha256, then the metadata; never a file the build did not make, never through a link.
+
+    A listed file that is missing, changed or a symbolic link refuses the push (exit 1, naming it); stray
+    files beside the shards are not sent. The InternVL and MM-NIAH layouts also need their images and
+    finalized files (meta.json, merged annotations), which the manifest does not hash: those go as the
+    regular files under the layout's folder, and a link anywhere there refuses the push.
+    """
     from v2pe_common.schema import load_manifest
 
     out = Path(out)
     try:
-        load_manifest(out / "manifest.json")  # only a finished, well-formed build is published
+        manifest = load_manifest(out / "manifest.json")  # only a finished, well-formed build is published
         if not (out / CARD_FILE).is_file():  # a build made before cards existed
             regenerate(out)
     except ValueError as exc:
         raise PushError(str(exc), usage=True) from None
-    data: list[Path] = []
+    files: list[LocalFile] = []
     for layout in include:
-        folder = out / LAYOUTS[layout]
-        found = sorted(p for p in folder.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(out).parts)) if folder.is_dir() else []
-        if layout == "parquet" and not found:
+        listed = [s for s in manifest["shards"] if s["format"] == layout]
+        if layout == "parquet" and not listed:
             raise PushError(f"{out}: no parquet shards, so the Hub could not load this build; rebuild into a new "
                             "folder with --format wds,parquet (same seed, same samples) or push --include wds",
                             usage=True)
-        if not found:
-            raise PushError(f"{out}: --include {layout}: the build has no {LAYOUTS[layout]}/ folder", usage=True)
-        data.extend(found)
-    files = []
-    for path in [*data, *(out / name for name in METADATA_FILES if (out / name).is_file())]:
-        size, sha256, sha1 = hash_file(path)
-        files.append(LocalFile(path.relative_to(out).as_posix(), path, size, sha256, sha1))
+        if not listed:
+            raise PushError(f"{out}: --include {layout}: the build has no {LAYOUTS[layout]}/ shards", usage=True)
+        for shard in listed:
+            files.append(_verified(out, shard["path"], shard))
+        if layout in ("internvl", "mmniah"):
+            done = {f.path_in_repo for f in files}
+            files.extend(_verified(out, rel) for rel in _layout_files(out, LAYOUTS[layout]) if rel not in done)
+    files.extend(_verified(out, name) for name in METADATA_FILES if (out / name).exists() or (out / name).is_symlink())
     return files
+
+
+def _verified(out: Path, rel: str, listed: dict | None = None) -> LocalFile:
+    """A file to publish, hashed; refused when it is a link (or lies under one), or differs from `listed`."""
+    path = out / rel
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts:
+        raise PushError(f"{out}: the manifest lists {rel!r}, which is not a path inside the build folder")
+    for k in range(1, len(parts) + 1):
+        if (out.joinpath(*parts[:k])).is_symlink():
+            raise PushError(f"{out.joinpath(*parts[:k])} is a symbolic link: push never follows links (its target "
+                            "may be any file); replace it with the file the build wrote")
+    if not path.is_file():
+        raise PushError(f"{path}: listed in the manifest but missing; rebuild it (rerun the build) before pushing")
+    size, sha256, sha1 = hash_file(path)
+    if listed is not None and (size, sha256) != (listed["bytes"], listed["sha256"]):
+        raise PushError(f"{path}: differs from the manifest (size {size} vs {listed['bytes']}, or its sha256); "
+                        "`v2pe-data validate` names what changed")
+    return LocalFile(Path(rel).as_posix(), path, size, sha256, sha1)
+
+
+def _layout_files(out: Path, folder: str) -> list[str]:
+    """Regular files under OUT/FOLDER, hidden ones (temporaries) left out, sorted; links are refused."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(out / folder):  # os.walk never descends into linked folders
+        for name in dirnames + filenames:
+            full = Path(dirpath, name)
+            if full.is_symlink():
+                raise PushError(f"{full} is a symbolic link: push never follows links (its target may be any "
+                                "file); replace it with the file the build wrote")
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath, f).relative_to(out).as_posix() for f in filenames if not f.startswith(".")]
+    return sorted(found)
 
 
 def chunk(files: list[LocalFile], max_files: int, max_bytes: int) -> list[list[LocalFile]]:

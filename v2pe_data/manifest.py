@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 from .config import BuildConfig
 from .plan import Accounting
+from .privacy import public_path
+
+
+def public_source(desc: dict) -> dict:
+    """A source's description as published: its path as `local:NAME`, its files relative to its root."""
+    out = dict(desc)
+    if "path" in out:
+        out["path"] = public_path(out["path"], str(out.get("name") or out.get("dataset") or out.get("kind")))
+    if isinstance(out.get("files"), list) and out["files"] and out.get("path") != desc.get("path"):
+        root = Path(str(desc["path"])).expanduser()
+        root = root.parent if root.suffix else root
+        out["files"] = [_relative(f, root) for f in out["files"]]
+    return out
+
+
+def _relative(file: str, root: Path) -> str:
+    try:
+        return Path(file).resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return Path(file).name
 
 
 def token_stats(rows: list[list[int]]) -> dict:
@@ -47,7 +68,7 @@ def make_manifest(identity: dict, cfg: BuildConfig, acc: Accounting, markers: li
         "tiling": acc.tiling.to_dict(),
         "num_samples": len(rows),
         "split": cfg.split,
-        "sources": sources,
+        "sources": sources if cfg.publish_paths else [public_source(s) for s in sources],
         "formats": cfg.formats,
         "shards": shards,
         "token_stats": token_stats(rows),

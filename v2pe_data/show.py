@@ -19,6 +19,8 @@ import math
 import textwrap
 from pathlib import Path
 
+from PIL.Image import DecompressionBombError
+
 from v2pe_common.formats import BadMember, ShardReadError, iter_samples
 from v2pe_common.images import to_rgb
 
@@ -187,8 +189,9 @@ def _render(shard: Path, record: dict, members, dest: Path, kind: str, thumb: in
                 tiles.append(_html_tile(image, caption, bool(tags)))
     except (ShardReadError, BadMember) as exc:
         raise ShowError(f"{shard}: {exc}") from None
-    except OSError as exc:  # an image Pillow cannot decode
-        raise ShowError(f"{shard}: sample {sample_id!r}: an image cannot be decoded: {exc}") from None
+    except (OSError, ValueError, SyntaxError, DecompressionBombError) as exc:  # Pillow's undecodable images
+        raise ShowError(f"{shard}: sample {sample_id!r}: an image cannot be decoded: "
+                        f"{type(exc).__name__}: {exc}") from None
     missing = [n for n in names if n not in seen]
     if missing:
         raise ShowError(f"{shard}: sample {sample_id!r} lacks image member(s) {missing[:5]}")

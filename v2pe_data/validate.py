@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from v2pe_common import encoding, schema
+from v2pe_common.control import ControlTokenError, control_tokens
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
@@ -91,7 +92,10 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
         manifest = schema.load_manifest(out / MANIFEST_FILE)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
-    tok = _tokenizer_for(manifest, tokenizer_path)
+    from .privacy import read_private
+
+    tok = _tokenizer_for(manifest, tokenizer_path or read_private(out).get("tokenizer"))
+    control = control_tokens(tok) if tok is not None else None
     template = get_template(manifest["template"])
     tiling = TilingConfig(**manifest["tiling"])
     seen: dict[str, str] = {}  # sample id -> fingerprint of its record and image bytes, from the tars
@@ -137,6 +141,11 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
                         raise ValidationError(f"{where}: image {name} does not decode: {exc}") from None
                     if got != wh:
                         raise ValidationError(f"{where}: image {name} is {got}, $.meta.image_sizes says {wh}")
+            if control is not None:
+                try:
+                    control.apply_turns(record["conversations"], "$.conversations")
+                except ControlTokenError as exc:
+                    raise ValidationError(f"{where}: {exc}") from None
             if tok is not None:
                 counted = encoding.count(record["conversations"], record["meta"]["tiles"], tok, template, tiling)
                 if counted.total != record["meta"]["num_tokens"]:
@@ -154,4 +163,15 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
         raise ValidationError(f"{out}: {samples} samples in shards, the manifest says {manifest['num_samples']}")
     return {"samples": samples, "shards": sum(1 for s in shards if s["format"] == "wds"),
             "copies": sorted({s["format"] for s in shards} - {"wds"}), "recounted": recounted,
-            "tokens": manifest["token_stats"]}
+            "tokens": manifest["token_stats"], "warnings": version_warnings(manifest.get("versions", {}))}
+
+
+def version_warnings(recorded: dict) -> list[str]:
+    """One line per package whose version differs between the build (`recorded`) and this environment: a
+    rebuild here may not give the same bytes (encoders, the tokenizer library)."""
+    from .build import versions
+
+    now = versions()
+    return [f"the build was made with {pkg} {recorded[pkg]}, this environment has {now.get(pkg, 'absent')}: a "
+            f"rebuild here may differ in its bytes (install from constraints.txt to match)"
+            for pkg in sorted(recorded) if recorded[pkg] != now.get(pkg, "absent")]

@@ -89,6 +89,18 @@ class LossModule(nn.Module):
         return ce if extra is None else ce + extra
 
 
+@contextlib.contextmanager
+def _naming(batch, step: int):
+    """A model error about the data (image tokens against image features) names the pack's samples and shards."""
+    try:
+        yield
+    except ValueError as exc:
+        if "image" not in str(exc).lower():
+            raise
+        where = ", ".join(batch.where or batch.ids)
+        raise TrainError(f"step {step}: {' '.join(str(exc).split())} in the pack of {where}") from None
+
+
 def resolve_tokenizer(cfg: TrainConfig) -> str | None:
     if cfg.tokenizer:
         return cfg.tokenizer
@@ -330,7 +342,7 @@ class Trainer:
         for i, (b, lengths, shifted, w) in enumerate(prepared):
             last = i == len(prepared) - 1
             sync = contextlib.nullcontext() if (last or self.topo.world == 1) else self._no_sync()
-            with sync, _autocast(self.device, cfg.precision):
+            with sync, _autocast(self.device, cfg.precision), _naming(b, self.step):
                 sliced = b.tile_range is not None  # this cp rank's share of the pack's tiles, maybe none
                 ce = self.loss_module(b.input_ids.to(self.device), b.position_ids.to(self.device),
                                       b.pixel_values.to(self.device) if sliced or b.pixel_values.numel() else None,

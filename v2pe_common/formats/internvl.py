@@ -24,13 +24,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from v2pe_common.paths import resolve_inside
+from v2pe_common.text import printable
 
 from . import BadMember, ShardReadError, ValueMember, check_count, corrupt, fewer, open_shard, read_records
 
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
 META_FILE = "meta.json"
-_RECORD_KEYS = ("task", "subset", "answer", "meta")  # beyond the reference's: the loader needs them
+_RECORD_KEYS = ("task", "subset", "answer", "meta")
+# A meta entry's numbers, bounded: a tile cap above 64 enumerates aspect ratios for minutes (InternVL uses
+# 6 to 24), and `repeat_time` sets how many passes an epoch makes over the entry (V2PE's largest is 6).
+MAX_DYNAMIC_PATCH = 64
+MAX_REPEAT_TIME = 1000  # beyond the reference's: the loader needs them
 
 
 class ForeignRecord(dict):
@@ -146,8 +151,9 @@ def meta_entries(mpath: Path) -> list[tuple[str, Path, Path]]:
 
 
 def meta_entry_options(mpath: Path) -> list[tuple[str, Path, Path, dict]]:
-    """`meta_entries` plus each entry's checked `repeat_time` (float, default 1) and `max_dynamic_patch`
-    (int or None); ValueError naming the file, entry and key for a value out of range."""
+    """`meta_entries` plus each entry's checked `repeat_time` (float in [0, 1000], default 1) and
+    `max_dynamic_patch` (int in [1, 64] or None); ValueError naming the file, entry and key for a value out of
+    range."""
     try:
         meta = json.loads(Path(mpath).read_text())
     except ValueError as exc:
@@ -158,12 +164,21 @@ def meta_entry_options(mpath: Path) -> list[tuple[str, Path, Path, dict]]:
         raise ValueError(f"{mpath} is not an InternVL meta file ({{name: {{root, annotation, ...}}}})")
     out = []
     for name, item in meta.items():
-        root, ann = Path(item["root"]).expanduser(), Path(item["annotation"]).expanduser()
+        bad = next((k for k in ("root", "annotation") if not isinstance(item[k], str) or not item[k].strip()), None)
+        if bad is not None:
+            raise ValueError(f"{mpath}: {name}.{bad} must be a non-empty path, got {item[bad]!r}")
+        try:
+            root, ann = Path(item["root"]).expanduser(), Path(item["annotation"]).expanduser()
+        except RuntimeError as exc:  # '~someone' without such a user
+            raise ValueError(f"{mpath}: {name}: {exc} in {item['root']!r} / {item['annotation']!r}") from None
         repeat, patches = item.get("repeat_time", 1), item.get("max_dynamic_patch")
-        if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not 0 <= repeat < float("inf"):
-            raise ValueError(f"{mpath}: {name}.repeat_time must be a finite number >= 0, got {repeat!r}")
-        if patches is not None and (isinstance(patches, bool) or not isinstance(patches, int) or patches < 1):
-            raise ValueError(f"{mpath}: {name}.max_dynamic_patch must be an integer >= 1, got {patches!r}")
+        if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not 0 <= repeat <= MAX_REPEAT_TIME:
+            raise ValueError(f"{mpath}: {name}.repeat_time must be a finite number in [0, {MAX_REPEAT_TIME}], "
+                             f"got {repeat!r}")
+        if patches is not None and (isinstance(patches, bool) or not isinstance(patches, int)
+                                    or not 1 <= patches <= MAX_DYNAMIC_PATCH):
+            raise ValueError(f"{mpath}: {name}.max_dynamic_patch must be an integer in [1, {MAX_DYNAMIC_PATCH}], "
+                             f"got {patches!r}")
         out.append((name, root if root.is_absolute() else mpath.parent / root,
                     ann if ann.is_absolute() else mpath.parent / ann,
                     {"repeat_time": float(repeat), "max_dynamic_patch": patches}))
@@ -203,7 +218,7 @@ class InternVLSample:
         key = self._line.get("id") if self._line is not None else None
         if isinstance(key, int) and not isinstance(key, bool):
             key = str(key)  # foreign data often numbers its lines
-        self.key = key if isinstance(key, str) else f"line {lineno}"
+        self.key = printable(key) if isinstance(key, str) else f"line {lineno}"  # one line, encodable
 
     def members(self) -> Iterator:
         if self._error:

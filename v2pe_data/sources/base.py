@@ -41,12 +41,15 @@ Item order is file order: files sorted by name (shard numbers are zero-padded), 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from v2pe_common.text import has_surrogate, printable
 
 from ..records import Item
 from .errors import REASONS, Reject, SourceError
@@ -87,8 +90,18 @@ def need_str(row: dict, key: str) -> str:
     return value
 
 
+def check_id(text: str, key: str) -> str:
+    """The row-boundary check of an id that will be written (shard records, manifests): a lone surrogate
+    cannot be encoded as UTF-8, so the row is `bad_encoding`, named by the id's printable form."""
+    ch = has_surrogate(text)
+    if ch is not None:
+        raise Reject("bad_encoding", f"{key} holds a lone surrogate U+{ord(ch):04X}, which is not valid Unicode",
+                     id=printable(text))
+    return text
+
+
 def need_id(row: dict, key: str) -> str:
-    """An original id: a non-empty str or an int (JSON releases use ints, Hub copies strings)."""
+    """An original id: a non-empty str or an int (JSON releases use ints, Hub copies strings), encodable."""
     value = row.get(key)
     if value is None:
         raise Reject("missing_field", f"{key} is missing" if key not in row else f"{key} is null")
@@ -97,14 +110,15 @@ def need_id(row: dict, key: str) -> str:
     text = str(value).strip()
     if not text:
         raise Reject("missing_field", f"{key} is empty")
-    return text
+    return check_id(text, key)
 
 
 def opt_id(row: dict, key: str) -> str | None:
+    """An id to name a row by, if it has one: printable, so a rejection naming it can always be written."""
     value = row.get(key)
     if value is None or isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
         return None
-    return str(value).strip()
+    return printable(str(value).strip())
 
 
 def need_answers(row: dict, key: str, allow_str: bool = False) -> tuple[str, ...]:
@@ -245,10 +259,6 @@ class Row:
     question_type: str = ""
 
 
-def _printable(text: str) -> str:
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def content_doc_id(data: bytes) -> str:
     """How a document without a name is named: its image's content hash."""
     return "sha1:" + hashlib.sha1(data).hexdigest()[:16]
@@ -303,7 +313,7 @@ class RealSource:
 
     def reject(self, rid: str, reason: str, detail: str, where: str | None = None) -> None:
         # undecodable bytes (lone surrogates) would break whoever writes the manifest as UTF-8
-        rid, detail, where = (_printable(x) if x is not None else None for x in (rid, detail, where))
+        rid, detail, where = (printable(x) if x is not None else None for x in (rid, detail, where))
         if self.strict:
             at = f" ({where})" if where else ""
             raise SourceError(f"{self.name}:{rid}: {reason}: {detail}{at}", reason=reason,
@@ -333,6 +343,23 @@ class RealSource:
             doc_id = "sha1:" + digest.hex()[:16]
         return Entry(id=row.id, doc_id=doc_id, width=width, height=height, ext=ext, question=row.question,
                      answers=row.answers, question_type=row.question_type, locator=locator, reencode=high_depth)
+
+    def screen(self, control) -> None:
+        """Apply a `v2pe_common.control` policy to every kept row's question and answers: a row holding a
+        control token is rejected as `special_token` (strict: raised), or its text neutralised."""
+        from v2pe_common.control import ControlTokenError
+
+        kept = []
+        for e in self._entries:
+            try:
+                question = control.apply(e.question, "question")
+                answers = tuple(control.apply(a, f"answers[{i}]") for i, a in enumerate(e.answers))
+            except ControlTokenError as exc:
+                self.reject(e.id, "special_token", str(exc), None)
+                continue
+            changed = question is not e.question or any(a is not b for a, b in zip(answers, e.answers))
+            kept.append(dataclasses.replace(e, question=question, answers=answers) if changed else e)
+        self._entries = kept
 
     def finish(self) -> RealSource:
         self._probed.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 REASONS = ("missing_field", "bad_type", "missing_image", "path_escape", "corrupt_image", "too_many_pixels",
-           "bad_encoding", "duplicate_id")
+           "bad_encoding", "duplicate_id", "special_token")
 
 
 class SourceError(ValueError):

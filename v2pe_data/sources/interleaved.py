@@ -18,6 +18,8 @@ Every row is validated when the source is opened; the first failure decides the 
 * `misaligned`: lists of different lengths, a position where both or neither are set, or a text holding the
   image placeholder `<image>` (it would shift every later image of a sample);
 * `empty_document`: no image and no text with a non-blank character;
+* `special_token`: a text holding a control token of the build's tokenizer or template (`<IMG_CONTEXT>`,
+  `<|im_start|>`, `</img>`, ...; `v2pe_common.control`), unless the build neutralises them;
 * `missing_image`, `path_escape`, `corrupt_image`, `too_many_pixels`: an image, checked as the other real
   sources check theirs (`base.resolve_under`, `base.probe`).
 
@@ -39,14 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..records import Item
-from .base import (DEFAULT_MAX_PIXELS, Embedded, Reject, SourceError, image_from_cell, probe, read_bytes,
-                   split_aliases)
+from .base import (DEFAULT_MAX_PIXELS, Embedded, Reject, SourceError, check_id, image_from_cell, printable, probe,
+                   read_bytes, split_aliases)
 from .layouts import find_parquet, iter_rows, row_where
 from .errors import BadRow
 
 IMAGE_PLACEHOLDER = "<image>"
-REASONS = ("bad_encoding", "bad_type", "missing_field", "misaligned", "empty_document", "missing_image",
-           "path_escape", "corrupt_image", "too_many_pixels")
+REASONS = ("bad_encoding", "bad_type", "missing_field", "misaligned", "empty_document", "special_token",
+           "missing_image", "path_escape", "corrupt_image", "too_many_pixels")
 COLUMNS = ("texts", "images", "id")
 
 
@@ -139,8 +141,9 @@ class InterleavedSource:
     kind = "interleaved"
 
     def __init__(self, name: str, path: str, split: str, layout: str, root: Path, strict: bool,
-                 max_pixels: int, files: list[Path]):
+                 max_pixels: int, files: list[Path], control=None):
         self.name, self.path, self.split, self.layout = name, path, split, layout
+        self.control = control  # v2pe_common.control policy, or None (texts taken as they are)
         self.root, self.strict, self.max_pixels, self.files = root, strict, max_pixels, files
         self.rejected: list[dict] = []
         self.rows_seen = 0
@@ -170,7 +173,8 @@ class InterleavedSource:
         blocks: list[str | Item] = []
         for k, part in enumerate(e.layout):
             if isinstance(part, int):
-                blocks.append(texts[part])
+                text = texts[part]
+                blocks.append(self.control.neutralise(text) if self.control is not None else text)
                 continue
             ext = "png" if part.high_depth else part.ext
             blocks.append(Item(dataset=self.name, split=self.split, id=f"{e.id}#{k}", doc_id=doc_id,
@@ -189,6 +193,7 @@ class InterleavedSource:
     # -- the index pass
 
     def _reject(self, rid: str, where: str, reason: str, detail: str) -> None:
+        rid, where, detail = printable(rid), printable(where), printable(detail)
         if self.strict:
             raise SourceError(f"{self.name}:{rid}: {reason}: {detail} ({where})", reason=reason,
                               source=self.name, id=rid)
@@ -201,12 +206,13 @@ class InterleavedSource:
             if isinstance(row, Reject):
                 raise BadRow(row.reason, row.detail)
             rid = _row_id(row) or rid
+            check_id(rid, "id")
             layout = self._check(row, locate, base_dir)
         except BadRow as bad:
             self._reject(rid, where, bad.reason, bad.detail)
             return
         except Reject as bad:
-            self._reject(rid, where, bad.reason, bad.detail)
+            self._reject(bad.id or rid, where, bad.reason, bad.detail)
             return
         if rid in self._ids:  # a repeated id must not make two documents one (doc_id keeps them apart)
             rid = f"{rid}@{where}"
@@ -234,6 +240,9 @@ class InterleavedSource:
                 _check_unicode(text, pos)
                 if IMAGE_PLACEHOLDER in text:
                     raise BadRow("misaligned", f"texts[{pos}] holds the image placeholder {IMAGE_PLACEHOLDER!r}")
+                token = self.control.find(text) if self.control is not None else None
+                if token is not None and self.control.mode == "skip":
+                    raise BadRow("special_token", f"texts[{pos}] holds the control token {token!r}")
                 if text.strip():
                     layout.append(pos)
                     content = True
@@ -296,8 +305,9 @@ def _jsonl_files(root: Path, split: str) -> list[Path]:
 
 
 def open_interleaved(path, split: str, *, name: str = "interleaved", strict: bool = False,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> InterleavedSource:
-    """Open split `split` of the documents at `path` (a folder, or one `.jsonl` / `.parquet` file)."""
+                     max_pixels: int = DEFAULT_MAX_PIXELS, control=None) -> InterleavedSource:
+    """Open split `split` of the documents at `path` (a folder, or one `.jsonl` / `.parquet` file); `control`
+    (a `v2pe_common.control` policy) rejects or neutralises texts holding control tokens."""
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
         raise SourceError(f"{name}: max_pixels must be a positive int, got {max_pixels!r}")
     target = Path(path).expanduser().resolve()
@@ -306,7 +316,7 @@ def open_interleaved(path, split: str, *, name: str = "interleaved", strict: boo
     root = target.parent if target.is_file() else target
     jsonl = _jsonl_files(target, split)
     if jsonl:
-        src = InterleavedSource(name, str(path), split, "jsonl", root, strict, max_pixels, jsonl)
+        src = InterleavedSource(name, str(path), split, "jsonl", root, strict, max_pixels, jsonl, control)
         for file in jsonl:
             _index_jsonl(src, file)
         return src
@@ -317,7 +327,7 @@ def open_interleaved(path, split: str, *, name: str = "interleaved", strict: boo
     missing = [c for c in ("texts", "images") if c not in tables.columns]
     if missing:
         raise SourceError(f"{name}: {target} (parquet) lacks columns {missing}; it has {list(tables.columns)}")
-    src = InterleavedSource(name, str(path), split, "parquet", root, strict, max_pixels, list(tables.files))
+    src = InterleavedSource(name, str(path), split, "parquet", root, strict, max_pixels, list(tables.files), control)
     for _, row, prefix in iter_rows(tables, list(COLUMNS)):
         _, file, group, offset = prefix
 

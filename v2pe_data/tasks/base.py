@@ -65,6 +65,17 @@ class Task(Protocol):
         ...
 
 
+def control_of(cfg: BuildConfig, acc: Accounting):
+    """The build's policy for control tokens in source text (`v2pe_common.control`); ConfigError names the key."""
+    from v2pe_common.control import control_tokens
+    from v2pe_common.recipe import ConfigError
+
+    try:
+        return control_tokens(acc.tokenizer, getattr(cfg, "control_tokens", "skip"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def check_bin(floor: int, min_len: int, max_len: int, what: str) -> None:
     """The bin checks every task shares: the top must hold the smallest sample, and a bin narrower than one
     tile (256 tokens) above that smallest sample may be impossible to hit exactly."""

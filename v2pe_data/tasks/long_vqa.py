@@ -17,7 +17,7 @@ from ..plan import Accounting, Budget, SamplePlan
 from ..seeding import stable_rng
 from ..sources.registry import ExplainedLoads, SourceUnavailable, open_source
 from . import concat, paste
-from .base import Input, check_bin
+from .base import Input, check_bin, control_of
 
 
 @dataclass
@@ -92,6 +92,11 @@ def _open_slot(cfg, acc: Accounting, budget: Budget, entry: dict) -> Slot:
         return Slot(Input(entry, None, f"unavailable: {exc}"), None)
     except ValueError as exc:  # strict source errors and bad source configuration
         raise ConfigError(str(exc)) from None
+    if hasattr(source, "screen"):  # real rows: question and answers come from outside (generated ones do not)
+        try:
+            source.screen(control_of(cfg, acc))
+        except ValueError as exc:  # a strict build's first special_token row
+            raise ConfigError(str(exc)) from None
     if len(source) == 0:
         if cfg.strict:
             raise ConfigError(f"source {entry['name']!r} has no valid {cfg.split} items (--strict)")

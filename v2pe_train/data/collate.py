@@ -34,6 +34,7 @@ class Batch:
     state: dict | None = field(default=None, repr=False)  # loader state after this batch (worker mode)
     worker: int | None = None  # logical worker id that made it (worker mode)
     tile_range: tuple[int, int] | None = None  # rows of the pack's tiles `pixel_values` holds; None: all
+    where: list[str] = field(default_factory=list)  # 'shard:sample id' per sample, set by the loader
 
     @property
     def total_tiles(self) -> int:

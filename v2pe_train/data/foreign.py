@@ -5,7 +5,8 @@ InternVL codec reads each image's size from its header (`ForeignRecord`); here t
 exactly as a record of ours would have been counted by v2pe-data: tiles by `v2pe_common.tiling` with the
 meta entry's `max_dynamic_patch` (the loader's tiling otherwise, default 12 tiles with a thumbnail),
 tokens by `v2pe_common.encoding.encode` under the loader's template (default internlm2-chat, the
-reference's). Every assistant turn is supervised (the template's rule for multi-turn), a single image
+reference's). Turns holding a control token are skipped as `special_token` (or neutralised, as the
+loader's `control_tokens` says). Every assistant turn is supervised (the template's rule for multi-turn), a single image
 without `<image>` gets one prepended, text-only lines have no tiles. There is no recorded count to check
 against: the count made here is the sequence length.
 """
@@ -38,11 +39,15 @@ def plan(processor, record: ForeignRecord):
     tiling = foreign_tiling(processor.tiling, record["max_dynamic_patch"])
     template = processor.template or get_template(DEFAULT_TEMPLATE)
     tiles = [num_tiles(w, h, tiling) for w, h in record["image_sizes"]]
+    conversations = processor.screen_turns(record["conversations"])
+    if conversations is not record["conversations"]:
+        record = ForeignRecord({**record, "conversations": conversations})
     try:
-        enc = encoding.encode(record["conversations"], tiles, processor.tokenizer, template, tiling,
+        enc = encoding.encode(conversations, tiles, processor.tokenizer, template, tiling,
                               supervise_prompt=processor.train_on_prompt,
                               supervise_end_of_turn=processor.train_on_eos)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SampleError("schema", f"cannot encode the conversations: {exc}") from None
+    processor.check_image_tokens(enc, tiling)
     processor.check_limits(enc)
     return record, enc, tiling

@@ -32,8 +32,8 @@ a damaged or edited shard is trained on. With `cp_size` > 1 images are decoded a
 only its share of a pack's tiles: before packing every rank checks each image's header (it opens, its
 size gives the recorded tiles), so all ranks of a group skip the same samples; pixel data that fails only
 in the full decode is found by the one rank decoding it, which counts it as bad_image and keeps the sample
-with those tiles zeroed (dropping it there alone would desynchronise the group). With endless epochs, an epoch that yields no usable sample at all
-raises `LoaderError` rather than spinning without a batch.
+with those tiles zeroed (dropping it there alone would desynchronise the group). With endless epochs, an
+epoch that yields no usable sample at all raises `LoaderError` rather than spinning without a batch.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from .collate import Batch, collate, cp_tile_range
 from .fast_tiling import BACKENDS as TILING_BACKENDS
 from .mixture import DatasetSpec, Mixture, parse_datasets
 from .packing import Packer
-from .samples import IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleError, SampleProcessor
+from .samples import CONTROL_MODES, IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleError, SampleProcessor
 from .shards import (FORMATS, ShardReadError, ShardRef, content_fingerprint, epoch_order, fingerprint, iter_samples,
                      owns_sample, resolve_sources, skip_to)
 from .stats import LoaderError, LoaderStats
@@ -104,6 +104,7 @@ class LoaderConfig:
     # reference: transformers' GotOcr2 processor, bit-exact with the data side (~57 tiles/s a process);
     # fast: torch resize, several times faster, pixels within 2 of 255 levels of it (bench/RESULTS.md, loader)
     tiling_backend: str = "reference"
+    control_tokens: str = "skip"  # a turn holding <IMG_CONTEXT>, <|im_start|>...: skip | neutralise (v2pe_common.control)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
@@ -124,8 +125,9 @@ class LoaderConfig:
             raise ValueError(f"position_mode 'v2pe_fix' needs stride in {STRIDES}, got {self.stride!r}")
         if self.pixel_dtype not in PIXEL_DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {self.pixel_dtype!r}")
-        if self.tiling_backend not in TILING_BACKENDS:
-            raise ValueError(f"tiling_backend must be one of {list(TILING_BACKENDS)}, got {self.tiling_backend!r}")
+        for key, allowed in (("tiling_backend", TILING_BACKENDS), ("control_tokens", CONTROL_MODES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
         if self.max_seq_len is not None and self.max_seq_len < 1:
             raise ValueError(f"max_seq_len must be positive, got {self.max_seq_len}")
         if self.num_epochs is not None and self.num_epochs < 0:
@@ -170,6 +172,7 @@ class PackedLoader:
             train_on_eos=config.train_on_eos,
             tiling_backend=config.tiling_backend,
             defer_pixels=config.cp_size > 1,
+            control_tokens=config.control_tokens,
         )
         self.packer = Packer(config.max_seq_len, max_tiles_per_pack=config.max_tiles_per_pack, buffer_size=config.buffer_size)
         self._fingerprint = fingerprint(self.shards)
@@ -235,6 +238,7 @@ class PackedLoader:
         while self._ready:
             pack = self._ready.popleft()
             batch = self._collate(pack)
+            batch.where = [f"{self.shards[s.shard].name}:{s.id}" for s in pack]  # for errors naming the data
             self.stats.packs += 1
             self.stats.samples += len(pack)
             self.stats.tokens += batch.num_tokens

@@ -46,6 +46,8 @@ from v2pe_common.formats import internvl
 from .shards import FORMATS, ShardReadError, ShardRef, iter_samples, owns_sample, resolve_sources
 
 SPEC_KEYS = ("path", "weight", "repeat_time", "format")
+MAX_REPEAT_TIME = internvl.MAX_REPEAT_TIME  # passes an epoch makes over a dataset: a bound, not a hang
+MAX_WEIGHT = 1e6
 _DRY = object()
 
 
@@ -73,11 +75,12 @@ def parse_datasets(raw: Sequence) -> list[DatasetSpec]:
             raise ValueError(f"{where}: unknown key(s) {unknown}; known: {list(SPEC_KEYS)}")
         if not isinstance(item.get("path"), str) or not item["path"]:
             raise ValueError(f"{where}.path: give a build folder, meta JSON, JSONL, shard path or glob")
-        for key in ("weight", "repeat_time"):
+        for key, lo, hi in (("weight", 0, MAX_WEIGHT), ("repeat_time", 0, MAX_REPEAT_TIME)):
             v = item.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi
                                   or (key == "weight" and v == 0)):
-                raise ValueError(f"{where}.{key}: must be a finite number {'> 0' if key == 'weight' else '>= 0'}, got {v!r}")
+                span = f"(0, {hi}]" if key == "weight" else f"[0, {hi}]"
+                raise ValueError(f"{where}.{key}: must be a finite number in {span}, got {v!r}")
         if item.get("format") is not None and item["format"] not in FORMATS:
             raise ValueError(f"{where}.format: must be one of {list(FORMATS)}, got {item['format']!r}")
         specs.append(DatasetSpec(path=item["path"], weight=None if item.get("weight") is None else float(item["weight"]),

@@ -35,6 +35,8 @@ from v2pe_common.tokenizer import TextTokenizer
 from ..positions import position_ids
 from v2pe_common.tiling import IMAGENET_MEAN, IMAGENET_STD
 
+from v2pe_common.control import MODES as CONTROL_MODES, ControlTokenError, control_tokens  # noqa: F401
+
 from . import fast_tiling, foreign
 from .shards import BadMember, InternVLSample, ParquetSample, TarSample
 
@@ -129,6 +131,7 @@ class SampleProcessor:
         train_on_eos: bool = True,
         tiling_backend: str = "reference",
         defer_pixels: bool = False,
+        control_tokens: str = "skip",
     ):
         if pixel_dtype not in PIXEL_DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {pixel_dtype!r}")
@@ -152,6 +155,9 @@ class SampleProcessor:
         # fast: torch resize (within 2 8-bit levels of the reference, see fast_tiling); reference: the processor
         self.tiling_backend = tiling_backend
         self.defer_pixels = bool(defer_pixels)
+        # Turn text holding a control token is skipped (special_token) or neutralised; made on first use.
+        self.control_mode = control_tokens
+        self._control = None
         self._warned_tokenizer = False
 
     # -- the record alone -------------------------------------------------------------------------
@@ -189,12 +195,16 @@ class SampleProcessor:
                     f"image {record['images'][i]} ({w}x{h}) gives {expect} tiles with max_tiles={tiling.max_tiles}, "
                     f"$.meta.tiles says {t}",
                 )
+        conversations = self.screen_turns(record["conversations"])
+        if conversations is not record["conversations"]:
+            record = {**record, "conversations": conversations}
         try:
-            enc = encoding.encode(record["conversations"], tiles, self.tokenizer, template, tiling,
+            enc = encoding.encode(conversations, tiles, self.tokenizer, template, tiling,
                                   supervise_prompt=self.train_on_prompt,
                                   supervise_end_of_turn=self.train_on_eos)
         except (ValueError, KeyError, TypeError) as exc:
             raise SampleError("schema", f"cannot encode the conversations: {exc}") from None
+        self.check_image_tokens(enc, tiling)
         if meta["tokenizer"]["sha256"] == self.tokenizer.sha256:
             same_accounting = template.name == meta["template"] and tiling.tokens_per_tile == meta_tiling.get(
                 "tokens_per_tile", tiling.tokens_per_tile
@@ -212,6 +222,29 @@ class SampleProcessor:
             )
         self.check_limits(enc)
         return record, enc, tiling
+
+    @property
+    def control(self):
+        if self._control is None:
+            self._control = control_tokens(self.tokenizer, self.control_mode)
+        return self._control
+
+    def screen_turns(self, conversations):
+        """The turns under the control-token policy; SampleError("special_token") naming the turn and token."""
+        if not isinstance(conversations, list):
+            return conversations  # the schema check names it
+        try:
+            return self.control.apply_turns(conversations)
+        except ControlTokenError as exc:
+            raise SampleError("special_token", str(exc)) from None
+
+    def check_image_tokens(self, enc: encoding.EncodedSample, tiling: TilingConfig) -> None:
+        """The last guard before the model: as many image context tokens as the tiles' features will fill."""
+        found = int(np.count_nonzero(enc.input_ids == self.tokenizer.img_context_id))
+        expect = sum(enc.tiles) * tiling.tokens_per_tile
+        if found != expect:
+            raise SampleError("special_token", f"{found} image context tokens for {expect} image features "
+                                               f"({sum(enc.tiles)} tiles): the text holds image tokens")
 
     def check_limits(self, enc: encoding.EncodedSample) -> None:
         """SampleError("too_long") for a sample over `max_seq_len` tokens or `max_tiles_per_pack` tiles."""

@@ -18,6 +18,7 @@ REASONS = (
     "tiles_mismatch",  # tiles per image differ from meta["tiles"] (e.g. another max_tiles)
     "length_mismatch",  # same tokenizer as the data, yet the sequence length differs from meta["num_tokens"]
     "too_long",  # longer than max_seq_len (or more tiles than max_tiles_per_pack): rejected whole, never cut
+    "special_token",  # a turn holds a control token (<IMG_CONTEXT>, <|im_start|>, ...; v2pe_common.control)
 )
 EXAMPLES_PER_REASON = 5
 

@@ -175,7 +175,10 @@ def mmniah_item(line: dict, task: str, images_root: Path, tokenizer: TextTokeniz
         sizes.append(_size(full, f"{where}: images_list[{i}]"))
     tiles = [num_tiles(w, h, tiling) for w, h in sizes]
     conv = [{"from": "human", "value": text}, {"from": "gpt", "value": answer}]
-    counted = encoding.count(conv, tiles, tokenizer, template, tiling)
+    try:
+        counted = encoding.count(conv, tiles, tokenizer, template, tiling)
+    except ValueError as exc:  # e.g. a choice text holding '<image>': more placeholders than images
+        raise EvalInputError(f"{where}: {exc}") from None
     rid = _SAFE.sub("_", f"mmniah-{task}-{line.get('id', where)}")
     meta = line.get("meta") or {}
     record = {

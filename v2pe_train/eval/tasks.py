@@ -262,6 +262,10 @@ def mmniah_prompt(line: dict, style: str = "official") -> tuple[str, list[str]]:
     if found != len(images):
         raise ValueError(f"{where}: images_list: {len(images)} paths for {found} {IMAGE_PLACEHOLDER} placeholders")
     choices, choice_images = line["meta"].get("choices"), line["meta"].get("choices_image_path")
+    for key, values in (("images_list", images), ("meta.choices", choices), ("meta.choices_image_path", choice_images)):
+        if values is not None and (not isinstance(values, list)
+                                   or any(not isinstance(v, str) or not v for v in values)):
+            raise ValueError(f"{where}: {key}: expected a list of non-empty str, got {values!r:.80}")
     if choices and choice_images:
         raise ValueError(f"{where}: meta.choices: choices and choices_image_path are both set; at most one may be")
     options = choices or choice_images or []

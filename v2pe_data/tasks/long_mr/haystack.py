@@ -76,12 +76,14 @@ class SyntheticHaystack:
         return {"kind": "synthetic", "dataset": "synthetic_haystack", "split": self.split, **shape}
 
 
-def open_haystack(entry: dict, split: str, seed: int, image_format: str = "jpg", strict: bool = False):
-    """The haystack an options entry names (see `options.parse_haystack`)."""
+def open_haystack(entry: dict, split: str, seed: int, image_format: str = "jpg", strict: bool = False,
+                  control=None):
+    """The haystack an options entry names (see `options.parse_haystack`); `control` screens a real one's texts."""
     if entry["kind"] == "synthetic":
         shape = {k: tuple(entry[k]) for k in SHAPE_KEYS if k in entry}
         return SyntheticHaystack(split, seed, image_format, **shape)
     from ...sources.interleaved import open_interleaved
 
     kwargs = {"max_pixels": entry["max_pixels"]} if entry.get("max_pixels") else {}
-    return open_interleaved(entry["path"], split, name=entry.get("name", "interleaved"), strict=strict, **kwargs)
+    return open_interleaved(entry["path"], split, name=entry.get("name", "interleaved"), strict=strict,
+                            control=control, **kwargs)

@@ -249,7 +249,7 @@ class MMNIAHWriter:
                 shutil.rmtree(images / key)
             os.replace(self.staging / key, images / key)
         self._ids = []
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self._drop_staging()
         out = []
         for target, fh in self._files.values():
             fh.close()
@@ -264,7 +264,15 @@ class MMNIAHWriter:
             fh.close()
             target.abort()
         self._files = {}
+        self._drop_staging()
+
+    def _drop_staging(self) -> None:
+        """Remove this part's staging folder, and ROOT/.tmp once no part stages there (no empty folder left)."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        try:
+            (self.root / STAGING).rmdir()
+        except OSError:  # another part still stages there, or it is gone already
+            pass
 
 
 def merge_parts(root: str | Path, parts: list[str]) -> list[Path]:

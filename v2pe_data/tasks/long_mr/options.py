@@ -2,10 +2,12 @@
 
     subset       one subset, a list of subsets (equal shares), or {subset: share}; default: all eight
     depth        None (uniform), a number in [0, 1] (fixed), or a grid "START:STOP:STEP" ("0:1:0.2" gives
-                 0, 0.2, ..., 1.0; sample i takes grid value i mod len(grid), so the grid is covered evenly)
+                 0, 0.2, ..., 1.0; sample i takes grid value i mod len(grid), so the grid is covered evenly;
+                 at most 1001 points)
     num_needles  how many needles the counting and reasoning subsets draw: an int or [lo, hi]
     haystack     "synthetic" (default), "interleaved=PATH", or {kind: interleaved, path, name?, max_pixels?};
-                 the synthetic one also takes {paragraphs, sentences, images: [lo, hi]} per document, e.g.
+                 the synthetic one also takes {paragraphs, sentences, images: [lo, hi]} per document (at
+                 most 200 paragraphs, 100 sentences a paragraph, 8 images), e.g.
                  an image-dominated haystack for position experiments (docs/experiments/v2pe_delta.md)
     needles      where non-generated needle images come from (the jigsaw's picture): "synthetic" (rendered
                  pages and charts, default) or "haystack" (an image of a haystack document not in the sample)
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -31,6 +34,10 @@ V2PE_SHARES = {"text_retrieval": 2.0, "image_retrieval": 4.5, "text_counting": 4
 HAYSTACK_KINDS = ("synthetic", "interleaved")
 NEEDLE_SOURCES = ("synthetic", "haystack")
 MAX_NEEDLES = 12
+MAX_GRID = 1001  # depth grid points: 0.001 apart over [0, 1]
+# Upper bounds of the synthetic haystack's document shape: a document of 200 paragraphs of 100 sentences is
+# far beyond a web page, and a bound keeps a typo from planning documents of billions of sentences.
+SHAPE_MAX = {"paragraphs": 200, "sentences": 100, "images": IMAGES_PER_DOC}
 _HAYSTACK_KEYS = {"kind", "path", "name", "max_pixels", *SHAPE_KEYS}
 _ALIASES = {"subsets": "subset"}
 
@@ -44,7 +51,10 @@ def parse_grid(text: str) -> tuple[float, ...]:
         raise ConfigError(f"depth: {text!r} is not a number or a grid START:STOP:STEP such as '0:1:0.2'") from None
     if not (0.0 <= start <= stop <= 1.0) or not math.isfinite(step) or step <= 0:
         raise ConfigError(f"depth: grid {text!r} needs 0 <= START <= STOP <= 1 and STEP > 0")
-    n = int(math.floor((stop - start) / step + 1e-9)) + 1
+    n = int(math.floor((stop - start) / step + 1e-9)) + 1  # finite: step > 0 and stop - start <= 1
+    if n > MAX_GRID:
+        raise ConfigError(f"depth: grid {text!r} has {n} points; at most {MAX_GRID} (a STEP of "
+                          f"{1 / (MAX_GRID - 1):g} or more over [0, 1])")
     return tuple(round(start + i * step, 10) for i in range(n))
 
 
@@ -81,8 +91,9 @@ class LongMROptions:
         if self.image_format not in ("jpg", "png"):
             raise ConfigError(f"image_format: choose jpg or png, got {self.image_format!r}")
 
-    @property
+    @functools.cached_property
     def grid(self) -> tuple[float, ...] | None:
+        """The depth grid, parsed once (not per sample)."""
         return parse_grid(self.depth) if isinstance(self.depth, str) else None
 
     def depth_for(self, index: int) -> float | None:
@@ -167,8 +178,8 @@ def parse_haystack(value) -> dict:
             raise ConfigError(f"haystack.{key}: expected [lo, hi] with 0 <= lo <= hi, got {pair!r}")
         if key != "images" and pair[0] < 1:
             raise ConfigError(f"haystack.{key}: a document needs at least 1, got {pair!r}")
-        if key == "images" and pair[1] > IMAGES_PER_DOC:
-            raise ConfigError(f"haystack.images: at most {IMAGES_PER_DOC} images a document, got {pair!r}")
+        if pair[1] > SHAPE_MAX[key]:
+            raise ConfigError(f"haystack.{key}: at most {SHAPE_MAX[key]} a document, got {pair!r}")
         entry[key] = [int(v) for v in pair]
     name = entry.setdefault("name", entry["kind"])
     if not isinstance(name, str) or not name:

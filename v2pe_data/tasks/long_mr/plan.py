@@ -35,10 +35,10 @@ class LongMRTask:
     name = TASK
 
     def __init__(self, options: LongMROptions, *, split: str, seed: int, budget: Budget, acc: Accounting,
-                 haystack=None, strict: bool = False):
+                 haystack=None, strict: bool = False, control=None):
         self.options, self.split, self.seed, self.budget, self.acc = options, split, seed, budget, acc
         self.haystack = haystack if haystack is not None else open_haystack(
-            options.haystack, split, seed, options.image_format, strict)
+            options.haystack, split, seed, options.image_format, strict, control)
         if len(self.haystack) == 0:
             raise SourceError(f"long_mr: haystack {self.haystack.name!r} has no valid {split} documents"
                               f" ({len(getattr(self.haystack, 'rejected', []))} rows rejected)")
@@ -55,6 +55,8 @@ class LongMRTask:
         """From a build config: task options under `options:`, the depth (number or grid) at top level."""
         from v2pe_common.recipe import ConfigError
 
+        from ..base import control_of
+
         if cfg.mode is not None or cfg.sources != [_SYNTHETIC_ENTRY]:
             raise ConfigError("long_mr draws from its haystack (options.haystack), not from sources/--source/--mode")
         raw = dict(cfg.options or {})
@@ -64,7 +66,7 @@ class LongMRTask:
         options = LongMROptions.from_dict(raw, where="options")
         try:
             return cls(options, split=cfg.split, seed=cfg.seed, budget=Budget(cfg.min_length, cfg.length), acc=acc,
-                       strict=cfg.strict)
+                       strict=cfg.strict, control=control_of(cfg, acc))
         except SourceError as exc:  # an unreadable or empty haystack; strict bad rows
             raise ConfigError(str(exc)) from None
 
@@ -146,7 +148,9 @@ class LongMRTask:
             images = self.haystack.document(rng.randrange(len(self.haystack))).images
             if images:
                 return rng.choice(images)
-        raise PlanError(f"long_mr: haystack {self.haystack!r} offers no image for a jigsaw needle")
+        raise PlanError(f"needles=haystack: haystack {self.haystack.name!r} offered no image in "
+                        f"{HAYSTACK_PICK_TRIES} documents for a jigsaw needle; give a haystack with images or "
+                        "needles=synthetic")
 
     def _cost(self, block: str | Item) -> int:
         if isinstance(block, Item):

@@ -10,7 +10,8 @@ Each row is checked in this order (the first failure is its reason): text that i
 (`bad_encoding`); a missing or empty field (`missing_field`) or one of the wrong type (`bad_type`); an id an
 earlier row has (`duplicate_id`); a multi-choice answer that is none of the choices (`answer_not_in_choices`;
 compared after stripping surrounding whitespace); placeholders that do not number the images 1..n once each,
-or a literal `<image>` in the text (`placeholder_mismatch`); each image: a path leaving the task folder
+or a literal `<image>` in the text (`placeholder_mismatch`); a control token of the build's tokenizer or template
+in the instruction, context, choices or response (`special_token`, unless the build neutralises them); each image: a path leaving the task folder
 (`path_escape`), a missing file (`missing_image`), an unreadable or truncated one (`corrupt_image`), too many
 pixels or a format other than JPEG/PNG/WebP (`too_many_pixels`, `bad_type`). A bad row is skipped and
 recorded in `rejected` as {reason, source, task, id, detail, where} (`where` = `<Task>/<file> data[I]`);
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...records import Item
-from ...sources.base import Reject, SourceError, need_id, need_str, opt_id, resolve_under
+from ...sources.base import Reject, SourceError, need_id, need_str, opt_id, printable, resolve_under
 from ...sources.imagebytes import probe_once, read_8bit_png, read_bytes
 from ...sources.text import need_text, read_json
 from ...sources.errors import BadRow
@@ -35,7 +36,7 @@ from . import prompt
 QUESTION_TYPES = ("open-ended", "multi-choice")
 # Our reasons beyond the real sources' (`sources.errors.REASONS`); out_of_bin is counted by the task.
 REASONS = ("missing_field", "bad_type", "bad_encoding", "duplicate_id", "answer_not_in_choices",
-           "placeholder_mismatch", "path_escape", "missing_image", "corrupt_image", "too_many_pixels", "out_of_bin")
+           "placeholder_mismatch", "special_token", "path_escape", "missing_image", "corrupt_image", "too_many_pixels", "out_of_bin")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -110,6 +111,7 @@ class TaskSource:
     # -- rejections
 
     def reject(self, rid: str, reason: str, detail: str, where: str, strict: bool | None = None) -> None:
+        rid, detail, where = printable(rid), printable(detail), printable(where)
         if self.strict if strict is None else strict:
             raise SourceError(f"milebench {self.name}:{rid}: {reason}: {detail} ({where})", reason=reason,
                               source=self.name, id=rid)
@@ -123,7 +125,7 @@ def task_file(root: Path, task: str, combined: int | None = None) -> Path:
 
 
 def read_task(root: Path, task: str, *, split: str, combined: int | None = None, strict: bool = False,
-              max_pixels: int) -> TaskSource:
+              max_pixels: int, control=None) -> TaskSource:
     file = task_file(root, task, combined)
     source = TaskSource(task, root / task, file, split, strict, max_pixels)
     data = read_json(file, f"milebench {task}")
@@ -138,7 +140,7 @@ def read_task(root: Path, task: str, *, split: str, combined: int | None = None,
         raise SourceError(f"milebench {task}: {file}: meta_data.question_type: expected one of "
                           f"{list(QUESTION_TYPES)}, got {meta.get('question_type')!r}")
     source.question_type = meta["question_type"]
-    parse = _Parser(source, instructions, combined)
+    parse = _Parser(source, instructions, combined, control)
     for i, raw in enumerate(rows):
         source.rows_seen += 1
         where = f"{task}/{file.name} data[{i}]"
@@ -153,8 +155,8 @@ def read_task(root: Path, task: str, *, split: str, combined: int | None = None,
 
 
 class _Parser:
-    def __init__(self, source: TaskSource, instructions: list[str], combined: int | None):
-        self.source, self.instructions, self.combined = source, instructions, combined
+    def __init__(self, source: TaskSource, instructions: list[str], combined: int | None, control=None):
+        self.source, self.instructions, self.combined, self.control = source, instructions, combined, control
         self.seen: dict[str, str] = {}
         self.probed: dict[Path, tuple | Reject] = {}
 
@@ -202,6 +204,9 @@ class _Parser:
         text = [self.instructions[k], context, *(choices or [])]
         if any(prompt.IMAGE in t for t in text):
             raise BadRow("placeholder_mismatch", f"the text holds a literal {prompt.IMAGE}")
+        instruction = self.instructions[k]
+        if self.control is not None:
+            instruction, context, response, choices = self._screen(instruction, context, response, choices)
         if self.combined:
             key = f"combined_{self.combined}_images"
             ordered = _str_list(inst, key, where="task_instance.")
@@ -214,13 +219,26 @@ class _Parser:
         images = tuple(range(len(src._images), len(src._images) + len(found)))
         src._images.extend(found)
         task = src.name
-        human = prompt.human_turn(task, self.instructions[k], context, choices,
+        human = prompt.human_turn(task, instruction, context, choices,
                                   len(ordered) if self.combined else None)
         extra = {key: raw[key] for key in ("image_quantity_level",) if isinstance(raw.get(key), str)}
         self.seen[key_part(sid)] = where
         return Row(sample_id=sid, where=where, human=human, gpt=prompt.gpt_turn(task, response, choices, answer_index),
                    response=response, choices=choices, question_type="multi-choice" if choices else "open-ended",
                    images=images, extra=extra)
+
+    def _screen(self, instruction: str, context: str, response: str, choices: list | None):
+        """The row's texts under the control-token policy: neutralised, or BadRow `special_token`."""
+        from v2pe_common.control import ControlTokenError
+
+        c = self.control
+        try:
+            return (c.apply(instruction, "meta_data.task_instruction"), c.apply(context, "task_instance.context"),
+                    c.apply(response, "response"),
+                    None if choices is None else [c.apply(x, f"task_instance.choice_list[{i}]")
+                                                  for i, x in enumerate(choices)])
+        except ControlTokenError as exc:
+            raise BadRow("special_token", str(exc)) from None
 
     def _image(self, rel: str, base: Path, sid: str) -> Image:
         src = self.source

@@ -21,7 +21,7 @@ from v2pe_common.recipe import ConfigError
 from ...plan import Accounting, Budget, PlanError, SamplePlan
 from ...sources.base import SourceError
 from ...sources.registry import ExplainedLoads
-from ..base import Input
+from ..base import Input, control_of
 from .options import MileBenchOptions
 from .reader import Row, TaskSource, key_part, read_task, task_file
 
@@ -52,7 +52,7 @@ class MileBenchTask:
     name = TASK
 
     def __init__(self, options: MileBenchOptions, *, split: str, seed: int, budget: Budget, acc: Accounting,
-                 num_samples: int, strict: bool = False):
+                 num_samples: int, strict: bool = False, control=None):
         self.options, self.split, self.seed, self.budget, self.acc = options, split, seed, budget, acc
         self.num_samples = num_samples
         root = Path(options.path).expanduser()
@@ -75,7 +75,7 @@ class MileBenchTask:
                 continue
             try:
                 source = read_task(root, name, split=split, combined=options.combined, strict=strict,
-                                   max_pixels=options.max_pixels)
+                                   max_pixels=options.max_pixels, control=control)
             except SourceError as exc:
                 raise ConfigError(str(exc)) from None
             self._admit(source)
@@ -109,7 +109,7 @@ class MileBenchTask:
             raise ConfigError("depth: milebench samples are MileBench's own; there is no depth to set")
         options = MileBenchOptions.from_dict(cfg.options, where="options")
         return cls(options, split=cfg.split, seed=cfg.seed, budget=Budget(cfg.min_length, cfg.length), acc=acc,
-                   num_samples=cfg.num_samples, strict=cfg.strict)
+                   num_samples=cfg.num_samples, strict=cfg.strict, control=control_of(cfg, acc))
 
     def check_feasible(self, min_len: int, max_len: int) -> None:
         if len(self.samples) >= self.num_samples:
@@ -117,8 +117,14 @@ class MileBenchTask:
         skipped = sum(len(s.rejected) for s in self.sources)
         names = [s.name for s in self.sources]
         if not self.samples:
-            raise ConfigError(f"no MileBench sample of {names} falls in [{min_len}, {max_len}] tokens ({skipped} "
-                              "rows skipped: see the reasons with --strict, or widen the bin with --len/--min-len)")
+            reasons: dict[str, int] = {}
+            for s in self.sources:
+                for row in s.rejected:
+                    reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+            why = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])) or "none"
+            hint = "widen the bin with --len/--min-len" if "out_of_bin" in reasons else "see each row with --strict"
+            raise ConfigError(f"no MileBench sample of {names} can be built in [{min_len}, {max_len}] tokens: "
+                              f"{skipped} rows skipped ({why}); {hint}")
         raise ConfigError(f"--num-samples {self.num_samples}: only {len(self.samples)} MileBench samples of {names} "
                           f"fall in [{min_len}, {max_len}] tokens ({skipped} rows skipped); use --num-samples "
                           f"{len(self.samples)} or fewer, or widen the bin")
