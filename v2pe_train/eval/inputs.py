@@ -76,7 +76,7 @@ def iter_items(data: Sequence[str | Path], *, data_format: str = "wds", tokenize
     and split number their samples alike: long_mr-val-00000000 is in every length's build).
     """
     seen: dict[str, str] = {}
-    for src in data:
+    for n, src in enumerate(data, 1):
         src = Path(src)
         if is_mmniah(src):
             if tokenizer is None or template is None or tiling is None:
@@ -87,7 +87,7 @@ def iter_items(data: Sequence[str | Path], *, data_format: str = "wds", tokenize
         else:
             items = build_items(src, data_format, images=images, style=style)
         for item in items:
-            where = f"{src}: {item.where}"
+            where = f"--data #{n} {src}: {item.where}"
             other = seen.setdefault(item.id, where)
             if other != where:
                 raise EvalInputError(f"item id {item.id!r} of {where} is also that of {other}; predictions are keyed "
