@@ -291,3 +291,20 @@ def test_training_on_a_milebench_build_is_refused_unless_the_recipe_allows_it(fx
     with pytest.raises(UsageError, match="MileBench/GPR1200"):  # its InternVL copy too, through the build folder
         preflight(TrainConfig(model="tiny", datasets=[{"path": str(out / "internvl")}], out=str(tmp_path / "run")))
     preflight(TrainConfig(model="tiny", data=[str(out)], out=str(tmp_path / "run"), allow_eval_data=True))
+
+
+def test_v2pe_style_evaluates_milebench_records_at_one_tile_an_image(fx, tmp_path):
+    """V2PE's eval_milebench.py feeds one 448 px tile per image whatever the records were built with."""
+    from v2pe_common.formats import read_records, wds
+    from v2pe_train.eval.inference import V2PEGenerator
+    from v2pe_train.eval.inputs import retile
+
+    out = tmp_path / "mb"
+    build(config(fx, out, tasks=["MultiModalQA"], num_samples=1), show_progress=False)
+    ((key, record, images),) = list(read_records(wds.iter_samples(out / "shards" / "train-000000.tar")))
+    assert max(record["meta"]["tiles"]) > 1
+    gen = V2PEGenerator.load("tiny")
+    one = retile(record, 1, gen.tokenizer)
+    assert one["meta"]["tiles"] == [1, 1] and one["meta"]["tiling"]["max_tiles"] == 1
+    assert one["meta"]["num_tokens"] < record["meta"]["num_tokens"]
+    assert gen.prepare(one, images).tiles == [1, 1]  # the loader's own checks accept the recount

@@ -218,6 +218,22 @@ def mmniah_item(line: dict, task: str, images_root: Path, tokenizer: TextTokeniz
                     num_tokens=int(meta.get("context_length") or counted.total), depth=meta.get("placed_depth"))
 
 
+MILEBENCH_V2PE_TILES = 1  # V2PE's eval_milebench.py: one 448 px tile per image (no --dynamic-image-size)
+
+
+def retile(record: dict, max_tiles: int, tokenizer: TextTokenizer) -> dict:
+    """`record` with its images tiled at `max_tiles` and its counts redone (tiles, tiling, token counts), so
+    the loader's checks hold: how V2PE evaluates MileBench (one tile an image) whatever the build used."""
+    from v2pe_common.template import get_template
+
+    meta = record["meta"]
+    tiling = TilingConfig(**{**meta["tiling"], "max_tiles": max_tiles, "min_tiles": 1})
+    tiles = [num_tiles(int(w), int(h), tiling) for w, h in meta["image_sizes"]]
+    counted = encoding.count(record["conversations"], tiles, tokenizer, get_template(meta["template"]), tiling)
+    return {**record, "meta": {**meta, "tiles": tiles, "tiling": tiling.to_dict(), "num_tokens": counted.total,
+                               "text_tokens": counted.text, "image_tokens": counted.image}}
+
+
 def _size(path: Path, where: str) -> tuple[int, int]:
     from PIL import Image
 

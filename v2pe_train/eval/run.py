@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import mmniah_report as mr
 from . import tasks
-from .inputs import EvalInputError, EvalItem, iter_items
+from .inputs import MILEBENCH_V2PE_TILES, EvalInputError, EvalItem, iter_items, retile
 
 PREDICTIONS = "predictions.jsonl"
 SCORES = "scores.jsonl"
@@ -179,7 +179,10 @@ def evaluate(generator, data: Sequence[str], out: str | Path, *, strides: Sequen
                 break
             todo = [s for s in strides if (item.id, str(s)) not in done]
             if todo:
-                prompt = generator.prepare(item.record, item.load_images())
+                record = item.record
+                if style == "v2pe" and item.task == "milebench":
+                    record = retile(record, MILEBENCH_V2PE_TILES, generator.tokenizer)
+                prompt = generator.prepare(record, item.load_images())
                 for stride in todo:
                     row = _predict(generator, item, prompt, stride, mode, max_new_tokens)
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
