@@ -49,9 +49,13 @@ def test_another_model_is_refused_too(mr, tmp_path):
     identity = {"model": {"preset": "tiny"}, "mode": "generate", "max_new_tokens": 2, "style": "official",
                 "max_tiles": 1, "template": "internlm2-chat"}
     er.check_identity(tmp_path, identity)
+    (tmp_path / er.PREDICTIONS).write_text('{"id": "a", "stride": "default", "prediction": "x"}\n')
     er.check_identity(tmp_path, dict(identity))  # the same evaluation resumes
     with pytest.raises(er.EvalInputError, match=r"model: \{'preset': 'tiny'\} there, \{'weights'"):
         er.check_identity(tmp_path, {**identity, "model": {"weights": {"model.safetensors": "ab12"}}})
+    (tmp_path / er.IDENTITY).unlink()  # predictions nobody can account for (a folder from before eval.json)
+    with pytest.raises(er.EvalInputError, match="nothing says which model"):
+        er.check_identity(tmp_path, identity)
 
 
 def test_score_lists_every_correct_that_is_not_a_boolean_and_lines_missing_keys(mr, tmp_path):

@@ -111,7 +111,10 @@ def model_identity(spec: str | Path) -> dict:
     if (path / "checkpoints").is_dir():
         from ..checkpoint import latest_checkpoint
 
-        path = latest_checkpoint(path) or path
+        found = latest_checkpoint(path)
+        if found is None:
+            raise EvalInputError(f"--model: run {path} holds no checkpoint yet")
+        path = found
     meta = path / "meta.json"
     if meta.is_file():
         info = json.loads(meta.read_text())
@@ -133,19 +136,25 @@ def _sha256(path: Path) -> str:
 
 
 def check_identity(out: Path, identity: dict) -> None:
-    """Write OUT/eval.json on a first run; on a resume refuse (naming each key) when it differs."""
+    """Write OUT/eval.json on a first run; on a resume refuse (naming each key) when it differs. A folder with
+    predictions but no record of what made them is refused too; one without predictions takes the new record."""
     path = out / IDENTITY
+    predictions = out / PREDICTIONS
+    if not path.exists() and predictions.exists() and predictions.stat().st_size:
+        raise EvalInputError(f"{predictions} exists but {path} does not: nothing says which model, mode, budget, "
+                             "style and tiles produced it; use another --out, or delete it")
     if path.exists():
         try:
             saved = json.loads(path.read_text())
         except ValueError as exc:
             raise EvalInputError(f"{path}: not JSON ({exc}); it records what produced {out}") from None
         keys = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-        if keys:
+        if keys and predictions.exists() and predictions.stat().st_size:
             diff = "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} now" for k in keys)
             raise EvalInputError(f"{out} holds predictions of another evaluation ({diff}); use another --out, "
                                  "or delete its predictions.jsonl and eval.json")
-        return
+        if not keys:
+            return
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{IDENTITY}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
@@ -325,11 +334,12 @@ def _mmniah_fields(row: dict, item: EvalItem | None) -> dict:
 def score_answer_files(preds: dict[tuple[str, str], dict], style: str, problems: Problems) -> list[dict]:
     """MM-NIAH answer files scored from their own lines (answer, context_length, placed_depth), as MM-NIAH's
     `calculate_scores.py` does: no annotation file is needed."""
+    ours = sorted({row["_where"].rsplit(":", 1)[0] for row in preds.values() if "mmniah" not in row})
+    if ours:
+        raise EvalInputError(f"{', '.join(ours)}: predictions of `v2pe-train eval` are scored against their inputs: "
+                             "give them with --data (only MM-NIAH answer files score alone)")
     scored = []
     for (rid, stride), row in preds.items():
-        if "mmniah" not in row:
-            problems.malformed.append(f"{row['_where']}: our predictions need --data (the inputs they answer)")
-            continue
         task = mr.base_task(row["mmniah"]["task"])
         line = {"id": row["question_id"], "images_list": [], "answer": row["answer"]}
         try:
