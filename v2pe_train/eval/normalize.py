@@ -21,10 +21,10 @@ from __future__ import annotations
 import re
 
 # The contractions the VQA eval restores, in canonical form. Its lookup keys are these forms with any one
-# apostrophe removed ("dont", "couldnt've", "couldn'tve"), which `_contraction_keys` regenerates. Left out
-# on purpose, to stay identical to the standard table: forms it lists as identities ("let's", "she's") or
-# backwards ("somebody'd" -> "somebodyd", added below), and its capitalised "I" forms, which never fire after
-# lowercasing.
+# apostrophe removed ("dont", "couldnt've", "couldn'tve"), which `_contraction_keys` regenerates. Not
+# regenerated: the forms it lists as identities ("let's", "she's"), its capitalised "I" forms (they never fire
+# after lowercasing) and its one backwards entry ("somebody'd" -> "somebodyd"), which does fire and is added
+# below; the result equals MM-NIAH's table on every lowercase key (checked beside its utils/tools.py).
 _CONTRACTIONS = (
     "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't "
     "he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've might've "
