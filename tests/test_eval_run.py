@@ -47,7 +47,7 @@ def test_eval_sweeps_strides_writes_report_and_a_rerun_skips_finished_prediction
     assert len(lines) == 2 * 6 and {json.loads(x)["stride"] for x in lines} == {"16", "default"}
     md = (out / "REPORT.md").read_text()
     assert "| 16 | long_mr | text_retrieval |" in md and "| default | long_vqa |" in md
-    for name in ("heatmap_16.png", "heatmap_default.png", "mmniah_16.png"):
+    for name in ("heatmap_16.png", "heatmap_default.png"):
         assert np.asarray(Image.open(out / name).convert("L")).std() > 10
     scores = [json.loads(x) for x in (out / er.SCORES).read_text().splitlines()]
     assert len(scores) == 12 and all(0.0 <= s["score"] <= 1.0 for s in scores)
@@ -89,7 +89,7 @@ def test_score_reports_malformed_duplicated_unknown_and_missing_lines_precisely(
     warnings = [x for x in text.splitlines() if x.startswith("warning: ")]
     assert f"warning: duplicated: p.jsonl:{len(ids)}: {ids[0]} @ stride 64 (first in p.jsonl:1)" in warnings
     assert any(w.startswith(f"warning: malformed: p.jsonl:{len(ids) + 1}: not JSON") for w in warnings)
-    assert any(w.startswith(f"warning: malformed: p.jsonl:{len(ids) + 3}: prediction/response is int") for w in warnings)
+    assert any(w.startswith(f"warning: malformed: p.jsonl:{len(ids) + 3}: prediction is int") for w in warnings)
     assert "warning: unknown id: ghost" in warnings and f"warning: missing: {ids[-1]} @ stride 64" in warnings
     assert len(warnings) == 5
     assert len((tmp_path / "s" / er.SCORES).read_text().splitlines()) == len(ids) - 1
@@ -105,22 +105,31 @@ def test_mmniah_files_evaluate_and_their_submission_format_scores(builds, tmp_pa
     code, text = cli("eval", "--model", "tiny", "--data", folder, "--out", tmp_path / "mm", "--max-tiles", "2",
                      "--max-new-tokens", "3", "-q")
     assert code == 0, text
-    # a submission file answers line ids of one task file with the benchmark's own answers: all correct
+    # MM-NIAH's answer files (<model>_<task>.jsonl as its eval_internvl.py writes them) answer line ids of one
+    # task file with the benchmark's own answers: all correct
     for f in sorted((folder / "annotations").glob("*.jsonl")):
-        task = f.stem
-        sub = tmp_path / f"mymodel_{task}-val.jsonl"
+        sub = tmp_path / f"my_model_{f.stem}-val.jsonl"
         with open(sub, "w") as fh:
             for raw in f.read_text().splitlines():
                 line = json.loads(raw)
                 ans = line["answer"]
                 reply = chr(ord("A") + ans) if isinstance(ans, int) else (json.dumps(ans) if isinstance(ans, list)
                                                                           else ans)
-                fh.write(json.dumps({"id": line["id"], "response": reply}) + "\n")
-    subs = sorted(tmp_path.glob("mymodel_*.jsonl"))
+                fh.write(json.dumps({"question_id": line["id"], "question": line["question"], "answer": ans,
+                                     "response": reply, "context_length": line["meta"]["context_length"],
+                                     "placed_depth": line["meta"]["placed_depth"]}) + "\n")
+    subs = sorted(tmp_path.glob("my_model_*.jsonl"))
     code, text = cli("score", *subs, "--data", folder, "--out", tmp_path / "subscore", "--max-tiles", "2")
     assert code == 0, text
     scores = [json.loads(x)["score"] for x in (tmp_path / "subscore" / er.SCORES).read_text().splitlines()]
     assert len(scores) == 4 and all(s == 1.0 for s in scores)
+    # and alone, as MM-NIAH's calculate_scores.py reads them: the model is "my_model", two task files, no overall
+    code, text = cli("score", *subs, "--out", tmp_path / "alone")
+    assert code == 0, text
+    assert "is not equal to 6, the overall score will be ignored" in text
+    saved = json.loads((tmp_path / "alone" / "mmniah" / "my_model" / "scores_val.json").read_text())
+    assert set(saved) == {"retrieval-text-val", "retrieval-image-val", "context_ranges"}
+    assert saved["context_ranges"][0] == "1k" and len(saved["retrieval-text-val"]) == 11
 
 
 def test_eval_takes_a_training_run_and_uses_its_latest_checkpoint(builds, tmp_path):
@@ -156,4 +165,4 @@ def test_inputs_whose_item_ids_clash_are_refused_naming_both(builds, tmp_path):
     code, text = cli("eval", "--model", "tiny", "--data", mr, "--data", twin, "--out", tmp_path / "ev",
                      "--max-new-tokens", "2", "-q")
     assert code == 2
-    assert "long_mr-val-00000000" in text and str(mr) in text and str(twin) in text and "own --out" in text
+    assert "long_mr-val-00000000" in text and str(mr) in text and str(twin) in text and "separate --out" in text

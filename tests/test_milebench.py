@@ -19,7 +19,7 @@ from v2pe_common.tokenizer import load_tokenizer
 from v2pe_data.build import Builder, BuildError, build
 from v2pe_data.config import BuildConfig
 from v2pe_data.tasks.milebench.prompt import option_letter
-from v2pe_train.eval import scorers
+from v2pe_train.eval import milebench as mb_rules
 from v2pe_train.eval.tasks import score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_samples_outside_the_bin_are_skipped_and_counted_never_replanned(fx):
 
 
 def test_asking_for_more_samples_than_fall_in_the_bin_names_how_many_there_are(fx, tmp_path):
-    with pytest.raises(BuildError, match=r"--num-samples 99: only 8 MileBench samples .* use --num-samples 8") as err:
+    with pytest.raises(BuildError, match=r"--num-samples 99: only 10 MileBench samples .* use --num-samples 10") as err:
         build(config(fx, tmp_path / "o", num_samples=99), show_progress=False)
     assert err.value.usage and not (tmp_path / "o").exists()
     with pytest.raises(BuildError, match=r"no MileBench sample of \['GPR1200'\] falls in \[0, 300\]"):
@@ -133,18 +133,21 @@ def test_asking_for_more_samples_than_fall_in_the_bin_names_how_many_there_are(f
 
 
 def test_the_tasks_option_selects_and_orders_tasks_and_builds_are_deterministic(fx):
-    cfg = config(fx, tasks="MultiModalQA,GPR1200", num_samples=2)
+    cfg = config(fx, tasks="MultiModalQA,GPR1200", num_samples=4)
     first, again = records(Builder(cfg)), records(Builder(cfg))
     assert first == again
-    assert [r["subset"] for r in first] == ["MultiModalQA", "GPR1200"]
+    assert [r["subset"] for r in first] == ["MultiModalQA"] * 3 + ["GPR1200"]
     other_seed = Builder(BuildConfig(**{**_fields(cfg), "seed": 5})).plan(0).record
     assert other_seed["conversations"] == first[0]["conversations"] and other_seed["meta"]["seed"] == 5
 
 
-def test_the_combined_variant_puts_the_grids_first_and_captions_the_placeholders(fx):
-    b = Builder(config(fx, tasks=["ALFRED"], combined=COMBINED, num_samples=3))
+def test_the_combined_variant_puts_the_grid_first_and_captions_the_placeholders(fx):
+    b = Builder(config(fx, tasks=["ALFRED"], combined=COMBINED, num_samples=1))
     got = records(b)
     assert b.task.inputs[0].describe()["file"] == f"ALFRED_combined_{COMBINED}.json"
+    # rows with two grids: both references assert one combined image a row
+    assert [(r["id"], r["reason"]) for r in b.task.inputs[0].rejected()] == [("1", "placeholder_mismatch"),
+                                                                             ("2", "placeholder_mismatch")]
     for record, row in zip(got, fx.tasks["ALFRED"].combined_rows, strict=True):
         assert record["conversations"][0]["value"] == row["human"]
         assert record["conversations"][1]["value"] == row["gpt"]
@@ -165,7 +168,7 @@ def test_multi_choice_records_are_scored_by_the_milebench_scorer(fx):
 
 
 def test_option_letters_are_the_ones_the_scorer_matches():
-    assert [option_letter(i) for i in range(800)] == [scorers.option_letter(i) for i in range(800)]
+    assert [option_letter(i) for i in range(800)] == [mb_rules.option_letter(i) for i in range(800)]
 
 
 @pytest.mark.parametrize("options, message", [
@@ -246,3 +249,62 @@ def test_duplicate_ids_literal_image_tags_and_a_damaged_file(tmp_path):
     with pytest.raises(BuildError, match=r"milebench IEdit: .*IEdit.json: not JSON at line 1") as err:
         build(cfg, show_progress=False)
     assert err.value.usage
+
+
+def test_records_say_they_come_from_the_milebench_test_set(fx):
+    for record in records(Builder(config(fx, tasks=["GPR1200"], num_samples=1))):
+        assert record["meta"]["eval_benchmark"] == "MileBench"
+        assert all(s["split"] == "test" and s["benchmark"] == "MileBench" for s in record["meta"]["sources"])
+    (inp,) = Builder(config(fx, tasks=["GPR1200"], num_samples=1)).task.inputs
+    assert inp.describe()["eval_benchmark"] == "MileBench" and inp.describe()["split"] == "test"
+
+
+def test_task_folders_whose_ids_collide_are_refused_naming_both(tmp_path):
+    """'T.1' and 'T_1' both become key T_1: the build would say 2 samples and validate find 1."""
+    from tests.fixtures.sources import make_image
+
+    for name in ("T.1", "T_1"):
+        task = tmp_path / "MileBench" / name
+        (task / "images").mkdir(parents=True)
+        (task / "images" / "x.png").write_bytes(make_image(name, 32, 32))
+        rows = [{"sample_id": 1, "task_instruction_id": 0, "response": "a cat",
+                 "task_instance": {"context": "Look {image#1}", "images_path": ["x.png"]}}]
+        (task / f"{name}.json").write_text(json.dumps({"meta_data": {"task_instruction": ["Say."],
+                                                                     "question_type": "open-ended"}, "data": rows}))
+    cfg = BuildConfig(task="milebench", length=4096, min_length=0, num_samples=2, out=str(tmp_path / "o"),
+                      options={"path": str(tmp_path / "MileBench")})
+    with pytest.raises(BuildError, match=r"T_1:1 .* and T\.1:1 .* both become record id 'milebench-T_1-1'") as err:
+        build(cfg, show_progress=False)
+    assert err.value.usage and not (tmp_path / "o").exists()
+
+
+def test_training_on_a_milebench_build_is_refused_unless_the_recipe_allows_it(fx, tmp_path):
+    from v2pe_train.config import TrainConfig
+    from v2pe_train.train import UsageError, preflight
+
+    out = tmp_path / "mb"
+    cfg = config(fx, out, tasks=["GPR1200"], num_samples=1)
+    cfg.formats = ["wds", "internvl"]
+    build(cfg, show_progress=False)
+    with pytest.raises(UsageError, match=r"evaluation benchmark MileBench \(MileBench/GPR1200\).*allow_eval_data"):
+        preflight(TrainConfig(model="tiny", data=[str(out)], out=str(tmp_path / "run")))
+    with pytest.raises(UsageError, match="MileBench/GPR1200"):  # its InternVL copy too, through the build folder
+        preflight(TrainConfig(model="tiny", datasets=[{"path": str(out / "internvl")}], out=str(tmp_path / "run")))
+    preflight(TrainConfig(model="tiny", data=[str(out)], out=str(tmp_path / "run"), allow_eval_data=True))
+
+
+def test_v2pe_style_evaluates_milebench_records_at_one_tile_an_image(fx, tmp_path):
+    """V2PE's eval_milebench.py feeds one 448 px tile per image whatever the records were built with."""
+    from v2pe_common.formats import read_records, wds
+    from v2pe_train.eval.inference import V2PEGenerator
+    from v2pe_train.eval.inputs import retile
+
+    out = tmp_path / "mb"
+    build(config(fx, out, tasks=["MultiModalQA"], num_samples=1), show_progress=False)
+    ((key, record, images),) = list(read_records(wds.iter_samples(out / "shards" / "train-000000.tar")))
+    assert max(record["meta"]["tiles"]) > 1
+    gen = V2PEGenerator.load("tiny")
+    one = retile(record, 1, gen.tokenizer)
+    assert one["meta"]["tiles"] == [1, 1] and one["meta"]["tiling"]["max_tiles"] == 1
+    assert one["meta"]["num_tokens"] < record["meta"]["num_tokens"]
+    assert gen.prepare(one, images).tiles == [1, 1]  # the loader's own checks accept the recount

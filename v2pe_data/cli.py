@@ -193,6 +193,33 @@ def validate(
 
 
 @app.command()
+def contamination(
+    build: Path = typer.Argument(..., help="Build folder holding manifest.json."),
+    against: list[Path] = typer.Option(..., "--against", help="MM-NIAH folder, MileBench folder or another build; "
+                                                              "repeatable."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report as JSON here."),
+    fail_on_overlap: bool = typer.Option(False, "--fail-on-overlap", help="Exit 1 when any overlap is found."),
+) -> None:
+    """Samples of BUILD that share an image (sha256 of its bytes) or a normalised question + answer with each
+    --against input: a table, and JSON with --json."""
+    import json
+
+    from .contamination import ContaminationError, compare, table
+
+    try:
+        report = compare(build, list(against))
+        if json_out is not None:
+            json_out.write_text(json.dumps(report, indent=1) + "\n")
+    except ContaminationError as exc:
+        _fail(str(exc), FAILURE)
+    except OSError as exc:
+        _fail(_os_message(exc), FAILURE)
+    typer.echo(table(report))
+    if fail_on_overlap and any(a["image_overlap"] or a["text_overlap"] for a in report["against"]):
+        _fail("overlap found (--fail-on-overlap)", FAILURE)
+
+
+@app.command()
 def stats(
     out: Path = typer.Argument(..., help="Build folder holding manifest.json."),
     plot: Optional[Path] = typer.Option(None, help="Also write a PNG: token lengths, target depths, tiles per image."),

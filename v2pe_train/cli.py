@@ -164,43 +164,52 @@ def eval_(
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N items only."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1,
                                                  help="Reply budget (default: the benchmark's per task)."),
-    max_tiles: int = typer.Option(12, "--max-tiles", help="Tiles per image for MM-NIAH inputs (V2PE: 5, MM-NIAH: 1)."),
-    style: str = typer.Option("official", help="MM-NIAH prompt and budgets: official or v2pe."),
+    max_tiles: Optional[int] = typer.Option(None, "--max-tiles", min=1,
+                                            help="Tiles per image for MM-NIAH inputs (default by --style: official 1 "
+                                                 "as MM-NIAH; v2pe 5, or 12 with --mode teacher_forced, as V2PE)."),
+    style: str = typer.Option("official", help="official (the benchmarks' own code) or v2pe (V2PE's fork): MM-NIAH "
+                                               "prompt, rules, budgets and tiles; ChartQA argument order."),
     tokenizer: Optional[str] = typer.Option(None, help="Tokenizer folder (default: the model's)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Answer every item with V2PE positions at each stride (resumable), then score and write the report."""
     from .eval.inputs import EvalInputError
-    from .eval.run import evaluate, load_generator, parse_strides
+    from .eval.run import default_max_tiles, evaluate, load_generator, model_identity, parse_strides
 
     try:
         strides = parse_strides(stride)
+        tiles = max_tiles if max_tiles is not None else default_max_tiles(style, mode)
+        identity = model_identity(model)
     except ValueError as exc:
         _fail(str(exc))
     try:
         gen = load_generator(model, tokenizer=tokenizer, device=device)
         pred = evaluate(gen, data, out, strides=strides, mode=mode, data_format=data_format,
                         images_root=str(images) if images else None, limit=limit, max_new_tokens=max_new_tokens,
-                        style=style, max_tiles=max_tiles, progress=not quiet)
+                        style=style, max_tiles=tiles, identity=identity, progress=not quiet)
     except EvalInputError as exc:
         _fail(str(exc))
     except (ValueError, RuntimeError, OSError) as exc:
         _fail(str(exc), FAILURE)
-    _score_and_report([pred], data, out, data_format=data_format, images=images, max_tiles=max_tiles, style=style,
-                      tokenizer=gen.tokenizer)
+    _score_and_report([pred], data, out, data_format=data_format, images=images, max_tiles=tiles, style=style,
+                      tokenizer=gen.tokenizer, limit=limit)
 
 
 @app.command()
 def score(
-    predictions: list[Path] = typer.Argument(..., help="Predictions JSONL (ours, or MM-NIAH submission files)."),
-    data: list[str] = typer.Option(..., help="The build folder(s) or MM-NIAH inputs the predictions answer."),
+    predictions: list[Path] = typer.Argument(..., help="Predictions JSONL: ours, or MM-NIAH answer files "
+                                                      "(<model>_<task>.jsonl, as its eval_internvl.py writes them)."),
+    data: Optional[list[str]] = typer.Option(None, help="The build folder(s) or MM-NIAH inputs the predictions "
+                                                        "answer (not needed for MM-NIAH answer files)."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: beside the first predictions file)."),
     data_format: str = typer.Option("wds", "--format", help="Which copy of a build to read: wds, parquet, internvl."),
     images: Optional[Path] = typer.Option(None, help="MM-NIAH images root."),
-    max_tiles: int = typer.Option(12, "--max-tiles", help="Tiles per image for MM-NIAH inputs."),
-    style: str = typer.Option("official", help="MM-NIAH prompt and budgets: official or v2pe."),
+    max_tiles: Optional[int] = typer.Option(None, "--max-tiles", min=1,
+                                            help="Tiles per image for MM-NIAH inputs (default by --style)."),
+    style: str = typer.Option("official", help="official (the benchmarks' own code) or v2pe (V2PE's fork)."),
     tokenizer: Optional[str] = typer.Option(None, help="Tokenizer that counts MM-NIAH inputs (default: bundled)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Expect predictions for the first N items only."),
 ) -> None:
     """Score predictions against the answers; missing, duplicated or malformed lines are reported one by one."""
     from v2pe_common.tokenizer import load_tokenizer
@@ -209,11 +218,12 @@ def score(
         tok = load_tokenizer(tokenizer)
     except ValueError as exc:
         _fail(str(exc))
-    _score_and_report(predictions, data, out or predictions[0].parent, data_format=data_format, images=images,
-                      max_tiles=max_tiles, style=style, tokenizer=tok)
+    _score_and_report(predictions, data or [], out or predictions[0].parent, data_format=data_format, images=images,
+                      max_tiles=max_tiles, style=style, tokenizer=tok, limit=limit)
 
 
-def _score_and_report(predictions, data, out: Path, *, data_format, images, max_tiles, style, tokenizer) -> None:
+def _score_and_report(predictions, data, out: Path, *, data_format, images, max_tiles, style, tokenizer,
+                      limit=None) -> None:
     import json
 
     from .eval.inputs import EvalInputError
@@ -223,13 +233,15 @@ def _score_and_report(predictions, data, out: Path, *, data_format, images, max_
     try:
         rows, problems = score_predictions(predictions, data, data_format=data_format, tokenizer=tokenizer,
                                            max_tiles=max_tiles, images_root=str(images) if images else None,
-                                           style=style)
-    except EvalInputError as exc:
+                                           style=style, limit=limit)
+    except (EvalInputError, ValueError) as exc:
         _fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / SCORES, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    written = write_report(rows, out)
+    written, warnings = write_report(rows, out)
+    for line in warnings:
+        typer.echo(line, err=True)
     for line in problems.lines():
         typer.echo(f"warning: {line}", err=True)
     by_stride: dict[str, list[float]] = {}

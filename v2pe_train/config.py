@@ -78,6 +78,8 @@ class TrainConfig:
     keep_last: int = 2
     strict: bool = False
     verify_shards: bool = True  # check each shard's sha256 against its manifest before reading it
+    # train on builds made from an evaluation benchmark (MileBench); refused by default: it contaminates its scores
+    allow_eval_data: bool = False
     num_workers: int = 0
 
     def __post_init__(self) -> None:

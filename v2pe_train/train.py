@@ -111,6 +111,26 @@ def resolve_tokenizer(cfg: TrainConfig) -> str | None:
     return None
 
 
+def eval_benchmarks(data: str) -> str:
+    """The evaluation benchmarks and their datasets a build's manifest declares (its sources' `eval_benchmark`),
+    as one phrase ("MileBench (MileBench/ALFRED, ...)"), or "" for none. A build's InternVL or parquet copy is
+    looked up through the build folder above it."""
+    path = Path(data)
+    for folder in (path, *path.parents[:2]):
+        manifest = folder / "manifest.json"
+        if manifest.is_file():
+            try:
+                sources = json.loads(manifest.read_text()).get("sources") or []
+            except (OSError, ValueError):
+                return ""  # the loader reports an unreadable manifest
+            marked = {}
+            for s in sources:
+                if isinstance(s, dict) and s.get("eval_benchmark"):
+                    marked.setdefault(s["eval_benchmark"], []).append(str(s.get("dataset", s.get("name", "?"))))
+            return "; ".join(f"{b} ({', '.join(names)})" for b, names in marked.items())
+    return ""
+
+
 def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
     """Fail at once, with what is missing, before any process group or model exists (raises UsageError)."""
     if require_gpu and not torch.cuda.is_available():
@@ -140,6 +160,14 @@ def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
 
         if not Path(d).exists() and not glob.glob(d):
             raise UsageError(f"data: {d!r} does not exist (build it with `v2pe-data build`, or run `make train-tiny`)")
+    if not cfg.allow_eval_data:
+        for d in cfg.data + [spec["path"] for spec in cfg.datasets or []]:
+            found = eval_benchmarks(d)
+            if found:
+                raise UsageError(f"data: {d!r} holds records built from the evaluation benchmark {found}: training on "
+                                 "them contaminates that benchmark's scores (V2PE trained on the tasks' training "
+                                 "splits, not on the benchmark); set allow_eval_data: true in the recipe to train "
+                                 "on it anyway")
     try:
         load_tokenizer(resolve_tokenizer(cfg))  # cached: the Trainer gets this same object
     except ValueError as exc:

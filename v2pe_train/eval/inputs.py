@@ -27,7 +27,7 @@ from v2pe_common.tokenizer import TextTokenizer
 
 from ..data.shards import ShardReadError, iter_samples, resolve_sources
 from . import tasks
-from .scorers import option_letter
+from .milebench import option_letter
 
 MMNIAH_FILE = re.compile(r"^(?P<task>[a-z]+-(?:text|image))(?:-\d+subset)?\.jsonl$")
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -48,6 +48,8 @@ class EvalItem:
     subset: str = ""
     num_tokens: int = 0
     depth: float | list | None = None
+    where: str = ""  # the input and line or sample key it came from
+    mmniah_split: str = ""  # an MM-NIAH line's split (from its folder's name), for MM-NIAH's aggregation
 
     def score(self, prediction: str) -> float:
         return tasks.score(self.scorable, prediction, **self.score_kwargs)
@@ -73,8 +75,8 @@ def iter_items(data: Sequence[str | Path], *, data_format: str = "wds", tokenize
     Predictions and scores are keyed by item id, so an id met in two inputs is refused (builds of one task
     and split number their samples alike: long_mr-val-00000000 is in every length's build).
     """
-    seen: dict[str, Path] = {}
-    for src in data:
+    seen: dict[str, str] = {}
+    for n, src in enumerate(data, 1):
         src = Path(src)
         if is_mmniah(src):
             if tokenizer is None or template is None or tiling is None:
@@ -83,16 +85,19 @@ def iter_items(data: Sequence[str | Path], *, data_format: str = "wds", tokenize
             root = Path(images_root) if images_root else (src.parent.parent if src.is_file() else src) / "images"
             items = (item for f in files for item in mmniah_items(f, root, tokenizer, template, tiling, style=style))
         else:
-            items = build_items(src, data_format, images=images)
+            items = build_items(src, data_format, images=images, style=style)
         for item in items:
-            other = seen.setdefault(item.id, src)
-            if other != src:
-                raise EvalInputError(f"{src}: item id {item.id!r} is also in {other}; ids must be unique across "
-                                     "--data inputs: evaluate each of these into its own --out")
+            where = f"--data #{n} {src}: {item.where}"
+            other = seen.setdefault(item.id, where)
+            if other != where:
+                raise EvalInputError(f"item id {item.id!r} of {where} is also that of {other}; predictions are keyed "
+                                     "by id, so ids must be unique across and within --data inputs (evaluate "
+                                     "clashing builds into separate --out folders)")
             yield item
 
 
-def build_items(src: Path, data_format: str = "wds", *, images: bool = True) -> Iterator[EvalItem]:
+def build_items(src: Path, data_format: str = "wds", *, images: bool = True,
+                style: str = "official") -> Iterator[EvalItem]:
     """The samples of one of our builds, verified against the manifest like the loader's. One sample's image
     bytes are held at a time (`images=False` reads none: enough for scoring)."""
     try:
@@ -104,7 +109,9 @@ def build_items(src: Path, data_format: str = "wds", *, images: bool = True) -> 
             for key, record, found in formats.read_records(iter_samples(ref), images=images):
                 if record is None:
                     raise EvalInputError(f"{ref.name}:{key}: no record")
-                yield _build_item(ref.name, key, record, found if images else None)
+                item = _build_item(ref.name, key, record, found if images else None)
+                item.score_kwargs["style"] = style
+                yield item
         except (ShardReadError, formats.BadMember) as exc:
             raise EvalInputError(f"{ref.name}: {exc}") from None
 
@@ -117,7 +124,7 @@ def _build_item(shard: str, key: str, record: dict, found: dict[str, bytes] | No
             raise EvalInputError(f"{shard}:{key}: images were not read (scoring only)")
         return found
 
-    return EvalItem(id=record["id"], record=record, load_images=load, scorable=record,
+    return EvalItem(id=record["id"], record=record, load_images=load, scorable=record, where=f"{shard}:{key}",
                     task=record.get("task", ""), subset=record.get("subset", ""),
                     num_tokens=int(meta.get("context_length") or meta.get("num_tokens") or 0),
                     depth=meta.get("placed_depth", meta.get("depth")))
@@ -140,7 +147,16 @@ def mmniah_items(path: Path, images_root: Path, tokenizer: TextTokenizer, templa
             except ValueError as exc:
                 raise EvalInputError(f"{path.name}:{lineno}: not JSON: {exc}") from None
             yield mmniah_item(line, task, images_root, tokenizer, template, tiling, where=f"{path.name}:{lineno}",
-                              style=style)
+                              style=style, split=split_of(path))
+
+
+def split_of(path: Path) -> str:
+    """MM-NIAH's split of an annotation file, from its folder (mm_niah_val/annotations/...): val, test or ""."""
+    for part in reversed(Path(path).resolve().parts[:-1]):
+        for split in ("val", "test"):
+            if part == split or part.endswith("_" + split):
+                return split
+    return ""
 
 
 def answer_text(answer) -> str:
@@ -155,7 +171,7 @@ def answer_text(answer) -> str:
 
 
 def mmniah_item(line: dict, task: str, images_root: Path, tokenizer: TextTokenizer, template: ChatTemplate,
-                tiling: TilingConfig, *, where: str, style: str = "official") -> EvalItem:
+                tiling: TilingConfig, *, where: str, style: str = "official", split: str = "") -> EvalItem:
     try:
         text, paths = tasks.mmniah_prompt(line, style=style)
         answer = answer_text(line.get("answer"))
@@ -200,9 +216,25 @@ def mmniah_item(line: dict, task: str, images_root: Path, tokenizer: TextTokeniz
                 raise EvalInputError(f"{where}: {full}: {exc.strerror or exc}") from None
         return out
 
-    return EvalItem(id=rid, record=record, load_images=load, scorable=line,
-                    score_kwargs={"mmniah_task": task.split("-")[0], "style": style}, task="mm_niah", subset=task,
+    return EvalItem(id=rid, record=record, load_images=load, scorable=line, where=where,
+                    score_kwargs={"mmniah_task": task, "style": style}, task="mm_niah", subset=task, mmniah_split=split,
                     num_tokens=int(meta.get("context_length") or counted.total), depth=meta.get("placed_depth"))
+
+
+MILEBENCH_V2PE_TILES = 1  # V2PE's eval_milebench.py: one 448 px tile per image (no --dynamic-image-size)
+
+
+def retile(record: dict, max_tiles: int, tokenizer: TextTokenizer) -> dict:
+    """`record` with its images tiled at `max_tiles` and its counts redone (tiles, tiling, token counts), so
+    the loader's checks hold: how V2PE evaluates MileBench (one tile an image) whatever the build used."""
+    from v2pe_common.template import get_template
+
+    meta = record["meta"]
+    tiling = TilingConfig(**{**meta["tiling"], "max_tiles": max_tiles, "min_tiles": 1})
+    tiles = [num_tiles(int(w), int(h), tiling) for w, h in meta["image_sizes"]]
+    counted = encoding.count(record["conversations"], tiles, tokenizer, get_template(meta["template"]), tiling)
+    return {**record, "meta": {**meta, "tiles": tiles, "tiling": tiling.to_dict(), "num_tokens": counted.total,
+                               "text_tokens": counted.text, "image_tokens": counted.image}}
 
 
 def _size(path: Path, where: str) -> tuple[int, int]:

@@ -3,14 +3,12 @@
 Input rows are scored predictions: {"id", "task", "subset", "num_tokens", "depth" (float, a list of
 needle depths, or None), "stride", "score" in [0, 1]}. Two aggregations, kept apart on purpose:
 
-- **Ours** (`heatmap_*.png`, the Markdown table): a cell is the mean score of the samples in it; a cell
-  with no sample is empty (drawn blank, never 0), and a length bin's mean is over its *samples*, so
-  empty depth cells do not pull it down.
-- **MM-NIAH's** (`mmniah_*.png`): length bins are MM-NIAH's [1k, 2k, 4k, 8k, 12k, 16k, 24k, 32k, 40k,
-  48k, 64k] (np.digitize, samples under 1k dropped) extended by doubling to 1M for our longer builds;
-  depth bin int(depth / 0.2) (a list of depths is averaged first; 1.0 goes to the last bin); a length
-  bin's score is the unweighted mean over its 5 depth cells with **empty cells counted as 0**, and the
-  overall score is the mean over tasks. This reproduces published MM-NIAH numbers' arithmetic.
+- **Ours** (`heatmap_*.png`, the Markdown table): length bins of 1K, 2K, 4K, ... 64K tokens (K = 1024)
+  extended by doubling to 1M for our longer builds; a cell is the mean score of the samples in it; a cell
+  with no sample is empty (drawn blank, never 0), and a length bin's mean is over its *samples*, so empty
+  depth cells do not pull it down.
+- **MM-NIAH's** (`mmniah_report`, for MM-NIAH inputs and answer files only): its own bins, empty cells
+  counted as 0, and its overall over the six task files, exactly as its `calculate_scores.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 K = 1024
-MMNIAH_LENGTH_BINS = (1 * K, 2 * K, 4 * K, 8 * K, 12 * K, 16 * K, 24 * K, 32 * K, 40 * K, 48 * K, 64 * K,
+LENGTH_BINS = (1 * K, 2 * K, 4 * K, 8 * K, 12 * K, 16 * K, 24 * K, 32 * K, 40 * K, 48 * K, 64 * K,
                       128 * K, 256 * K, 512 * K, 1024 * K)
 DEPTH_BINS = 5
 
@@ -39,13 +37,13 @@ def depth_bin(depth: float) -> int:
     return min(int(min(depth, 0.99) / (1.0 / DEPTH_BINS)), DEPTH_BINS - 1)
 
 
-def length_bin(num_tokens: int, edges: Sequence[int] = MMNIAH_LENGTH_BINS) -> int | None:
+def length_bin(num_tokens: int, edges: Sequence[int] = LENGTH_BINS) -> int | None:
     """Index i of the bin [edges[i], edges[i+1]) holding `num_tokens` (np.digitize; None under edges[0])."""
     i = int(np.digitize(num_tokens, edges)) - 1
     return i if i >= 0 else None
 
 
-def length_label(i: int, edges: Sequence[int] = MMNIAH_LENGTH_BINS) -> str:
+def length_label(i: int, edges: Sequence[int] = LENGTH_BINS) -> str:
     def k(n: int) -> str:
         return f"{n // (K * K)}M" if n >= K * K else f"{n // K}K"
 
@@ -73,20 +71,6 @@ def cell_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Mean per cell; NaN where no sample fell (an empty cell, not a zero)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def mmniah_scores(rows: Sequence[dict]) -> dict:
-    """MM-NIAH's aggregation: per task, per length bin, mean over the 5 depth cells with empty cells = 0."""
-    by_task: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_task[row["subset"]].append(row)
-    out: dict[str, dict] = {}
-    for task, task_rows in sorted(by_task.items()):
-        bins, sums, counts = grid(task_rows)
-        means = np.nan_to_num(cell_means(sums, counts), nan=0.0)
-        out[task] = {length_label(b): float(means[i].mean()) for i, b in enumerate(bins)}
-    per_task = [np.mean(list(v.values())) for v in out.values() if v]
-    return {"tasks": out, "overall": float(np.mean(per_task)) if per_task else float("nan")}
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
@@ -125,7 +109,7 @@ def draw_cells(ax, means: np.ndarray, fontsize: int = 8):
     return im
 
 
-def heatmap(rows: Sequence[dict], path: str | Path, title: str, *, mmniah: bool = False) -> Path | None:
+def heatmap(rows: Sequence[dict], path: str | Path, title: str) -> Path | None:
     """Accuracy over length (rows) x depth (columns); None when no row has a depth."""
     bins, sums, counts = grid(rows)
     if not bins:
@@ -136,16 +120,13 @@ def heatmap(rows: Sequence[dict], path: str | Path, title: str, *, mmniah: bool 
     import matplotlib.pyplot as plt
 
     means = cell_means(sums, counts)
-    if mmniah:
-        means = np.nan_to_num(means, nan=0.0)
     fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.45 * len(bins)))
     im = draw_cells(ax, means)
     ax.set_xticks(range(DEPTH_BINS), [f"{j / DEPTH_BINS:.1f}-{(j + 1) / DEPTH_BINS:.1f}" for j in range(DEPTH_BINS)])
     ax.set_yticks(range(len(bins)), [length_label(b) for b in bins])
     ax.set_xlabel("needle / target depth")
     ax.set_ylabel("context length (tokens)")
-    note = "empty cells count as 0" if mmniah else "blank: no sample"
-    ax.set_title(f"{title} ({note})", fontsize=9)
+    ax.set_title(f"{title} (ours; blank: no sample)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -153,29 +134,31 @@ def heatmap(rows: Sequence[dict], path: str | Path, title: str, *, mmniah: bool 
     return Path(path)
 
 
-def write_report(rows: Sequence[dict], out_dir: str | Path, name: str = "Evaluation report") -> dict[str, Path]:
-    """REPORT.md plus, per stride, heatmap_<stride>.png (ours) and mmniah_<stride>.png (MM-NIAH's rule)."""
+def write_report(rows: Sequence[dict], out_dir: str | Path,
+                 name: str = "Evaluation report") -> tuple[dict[str, Path], list[str]]:
+    """REPORT.md and heatmap_<stride>.png (ours) per stride; for MM-NIAH rows also MM-NIAH's own scores and
+    heatmaps (`mmniah_report.write`). Returns (written files, MM-NIAH's warnings)."""
+    from . import mmniah_report
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     by_stride: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_stride[str(row.get("stride"))].append(row)
-    parts = [f"# {name}\n", "Scores x 100 per length bin; `n` samples. Empty: no sample in that bin.\n",
-             markdown_table(rows)]
+    parts = [f"# {name}\n", "## Ours: score x 100 per length bin (K = 1024); `n` samples. Empty: no sample in "
+             "that bin; a bin's mean is over its samples.\n\n", markdown_table(rows)]
     for stride, srows in sorted(by_stride.items()):
-        for kind, mm in (("heatmap", False), ("mmniah", True)):
-            p = heatmap(srows, out_dir / f"{kind}_{stride}.png", f"stride {stride}", mmniah=mm)
-            if p is not None:
-                written[f"{kind}_{stride}"] = p
-        agg = mmniah_scores(srows)
-        if agg["tasks"]:
-            parts.append(f"\n## MM-NIAH aggregation, stride {stride}\n\noverall {100 * agg['overall']:.1f} "
-                         "(per task: per length bin, mean over 5 depth cells, empty = 0)\n")
-            for task, scores in agg["tasks"].items():
-                cells = ", ".join(f"{k}: {100 * v:.1f}" for k, v in scores.items())
-                parts.append(f"- {task}: {cells}\n")
-    md = out_dir / "REPORT.md"
-    md.write_text("".join(parts))
-    written["markdown"] = md
-    return written
+        p = heatmap(srows, out_dir / f"heatmap_{stride}.png", f"stride {stride}")
+        if p is not None:
+            written[f"heatmap_{stride}"] = p
+    mm_rows = [r for r in rows if "mmniah_task" in r]
+    warnings: list[str] = []
+    if mm_rows:
+        mm_written, md, warnings = mmniah_report.write(mm_rows, out_dir)
+        written.update(mm_written)
+        parts += md + [f"\n{w}\n" for w in warnings]
+    md_path = out_dir / "REPORT.md"
+    md_path.write_text("".join(parts))
+    written["markdown"] = md_path
+    return written, warnings

@@ -3,22 +3,24 @@
 What is looked up, per kind of input:
 
 - our Long-VQA records (`task: long_vqa`, `subset: <source>_concat | <source>_paste`): by source name,
-  V2PE's Long-VQA metric for that dataset, both sides `rectify`-ed, best over `meta.answers` (else
-  `answer`); a source name V2PE does not list (a `generic` source named by the user) gets `DEFAULT_SOURCE`.
-- our Long-MR records (`task: long_mr`): by subset, MM-NIAH's rule for the subset's answer type (an int is
-  an option letter, A = 0; a list a JSON list; a str, "not mentioned" included, normalised containment).
-- MM-NIAH lines (no `task`; `images_list`, `context`, `question`, `answer`, `meta`): by answer type; a
-  counting file's answer stored as a JSON string is parsed first (as MM-NIAH's scorer does), which needs
-  the file's task name (`mmniah_task="counting-text"`).
+  V2PE's Long-VQA metric for that dataset, reply and answers normalised per source as V2PE's `rectify`
+  does (`rectify.py`), best over `meta.answers` (else `answer`); a source name V2PE does not list (a
+  `generic` source named by the user, our `synthetic`) gets V2PE's default: relaxed accuracy, strip only.
+- our Long-MR records (`task: long_mr`): MM-NIAH's rule for the answer's type (an int is an option
+  letter, A = 0; a list a JSON list; a str normalised containment), in the chosen style.
+- MM-NIAH lines (no `task`; `images_list`, `context`, `question`, `answer`, `meta`) and MM-NIAH answer
+  files' lines: by answer type; a counting file's answer stored as a JSON string is parsed first (as
+  MM-NIAH's scorer does), which needs the file's task name (`mmniah_task="counting-text"`).
 - MileBench records (`task: milebench`, `subset`: the MileBench task name, `answer`: its `response`,
   `meta.question_type`: "open-ended" | "multi-choice", `meta.choices`: the choice list): needle tasks and
   MMCoQA by name, the rest by question type.
 - single-image DocVQA / InfoVQA / ChartQA (`task: vqa`, `subset: docvqa | infovqa | chartqa`): the official
-  ANLS and ChartQA's relaxed accuracy on the raw reply, 100 new tokens.
+  ANLS and ChartQA's relaxed accuracy on the raw reply (argument order by style), 100 new tokens.
 
-Token budgets: Long-VQA per dataset as V2PE's `eval_longvqa.py`; MM-NIAH and Long-MR as MM-NIAH's
-official evaluation (32, 96 for list answers) or, with `style="v2pe"`, as V2PE's (16, 320), which is what
-V2PE's published MM-NIAH numbers used; MileBench 32.
+`style` (`official` | `v2pe`) picks between a benchmark's own code and V2PE's fork of it where they differ:
+MM-NIAH's str rule and reply budgets (`mmniah.py`) and the ChartQA argument order. Token budgets: Long-VQA
+per dataset as V2PE's `eval_longvqa.py`; MM-NIAH and Long-MR 16, counting 32 (official) or 320 (v2pe);
+MileBench 32.
 """
 
 from __future__ import annotations
@@ -29,23 +31,27 @@ from dataclasses import dataclass
 
 from v2pe_common.tiling import IMAGE_PLACEHOLDER
 
+from . import milebench as mb
+from . import mmniah
 from . import scorers as sc
-from .normalize import rectify
+from .rectify import normalise
 
-STYLES = ("official", "v2pe")
+STYLES = mmniah.STYLES
 CHOICE_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 OPEN_SUFFIX = "\nAnswer the question using a single word or phrase."
 MAX_CHOICES = 26  # MM-NIAH letters options chr(ord('A') + i): past Z it would print "[", "\\", ...
+MILEBENCH_TOKENS = 32
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A table row: the reported name, the scoring function (input, cleaned reply) -> [0, 1], and the
-    reply budget. `fn` is None for a published metric we do not implement (named in `name`)."""
+    """A table row: the reported name, the scoring function (input, cleaned reply, style) -> [0, 1], and
+    the reply budget (None: decided by the MM-NIAH task name and style). `fn` is None for a published
+    metric we do not implement (named in `name`)."""
 
     name: str
-    fn: Callable[[dict, str], float] | None
-    max_new_tokens: int
+    fn: Callable[[dict, str, str], float] | None
+    max_new_tokens: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,63 +68,66 @@ def _accepted(record: dict) -> list[str]:
     return [str(a) for a in answers] if isinstance(answers, list) and answers else [str(record["answer"])]
 
 
-def _rectified(metric: Callable) -> Callable[[dict, str], float]:
-    return lambda record, reply: metric(rectify(reply), [rectify(a) for a in _accepted(record)])
+def _longvqa(metric: Callable, source: str) -> Callable[[dict, str, str], float]:
+    return lambda record, reply, style: metric(normalise(source, reply),
+                                               [normalise(source, a) for a in _accepted(record)])
 
 
-def _raw(metric: Callable) -> Callable[[dict, str], float]:
-    return lambda record, reply: metric(reply, _accepted(record))
+def _raw(metric: Callable) -> Callable[[dict, str, str], float]:
+    return lambda record, reply, style: metric(reply, _accepted(record))
 
 
-def _answer_rule(metric: Callable) -> Callable[[dict, str], float]:
-    return lambda record, reply: metric(reply, record["answer"])
+def _answer_rule(metric: Callable) -> Callable[[dict, str, str], float]:
+    return lambda record, reply, style: metric(reply, record["answer"])
 
 
-def _milebench_choice(record: dict, reply: str) -> float:
+def _mmniah(record: dict, reply: str, style: str) -> float:
+    return mmniah.score(reply, record["answer"], style)
+
+
+def _chartqa(record: dict, reply: str, style: str) -> float:
+    return sc.chartqa_relaxed(reply, _accepted(record), style)
+
+
+def _milebench_choice(record: dict, reply: str, style: str) -> float:
     choices = (record.get("meta") or {}).get("choices")
     if not isinstance(choices, list) or not choices:
         raise ValueError("meta.choices: a multi-choice MileBench record needs its choice list")
-    return sc.milebench_choice(reply, choices, str(record["answer"]))
+    return mb.milebench_choice(reply, choices, str(record["answer"]))
 
 
-_RELAXED = _rectified(sc.relaxed_accuracy)
-_EXACT = _rectified(sc.exact_match)
-_ANLS = _rectified(sc.anls_longvqa)
-_VQA = _rectified(sc.vqa_accuracy)
-_MMNIAH = _answer_rule(sc.mmniah_score)
 DEFAULT_SOURCE = "*"
-# MM-NIAH's rule and budget per answer type; Long-MR records are scored as their MM-NIAH lines would be
-MMNIAH_RULES = {"int": Rule("mmniah_option", _MMNIAH, 32), "list": Rule("mmniah_list", _MMNIAH, 96),
-                "str": Rule("mmniah_text", _MMNIAH, 32)}
-V2PE_TOKENS = {"list": 320, "int": 16, "str": 16}  # V2PE's `eval_mm_niah.py`: 320 for counting, else 16
+MMNIAH_RULES = {t: Rule(f"mmniah_{n}", _mmniah, None) for t, n in (("int", "option"), ("list", "list"), ("str", "text"))}
 LONG_MR_ANSWERS = {"text_retrieval": str, "text_retrieval_fake": str, "text_reasoning": str, "image_retrieval": int,
                    "image_reasoning_colour_pair": int, "text_counting": list, "image_counting": list,
                    "image_reasoning_jigsaw": list}
+_LONGVQA = (
+    # V2PE's metric and max_new_tokens per dataset (`calculate_scores.py:decide_metric`, `eval_longvqa.py`)
+    *((s, "relaxed_accuracy", sc.longvqa_relaxed, n) for s, n in (("chartqa", 32), ("clevr", 8), ("dvqa", 8),
+                                                                   ("gqa", 8), ("ocrvqa", 128))),
+    *((s, "exact_match", sc.exact_match, 8) for s in ("svqa", "tabfact")),
+    *((s, "anls_longvqa", sc.anls_longvqa, 32) for s in ("docvqa", "infovqa")),
+    *((s, "vqa_accuracy", sc.vqa_accuracy, n) for s, n in (("okvqa", 16), ("textvqa", 64), ("vizwiz", 32))),
+    # sources V2PE does not list: its default metric (relaxed accuracy) after a strip-only rectify
+    ("synthetic", "relaxed_accuracy", sc.longvqa_relaxed, 32), (DEFAULT_SOURCE, "relaxed_accuracy", sc.longvqa_relaxed, 32),
+)
 
 TABLE: dict[tuple[str, str], Rule] = {
-    # Long-VQA: V2PE's metric and max_new_tokens per dataset (`calculate_scores.py`, `eval_longvqa.py`)
-    **{("long_vqa", s): Rule("relaxed_accuracy", _RELAXED, n)
-       for s, n in (("chartqa", 32), ("clevr", 8), ("dvqa", 8), ("gqa", 8), ("ocrvqa", 128))},
-    **{("long_vqa", s): Rule("exact_match", _EXACT, 8) for s in ("svqa", "tabfact")},
-    **{("long_vqa", s): Rule("anls_longvqa", _ANLS, 32) for s in ("docvqa", "infovqa")},
-    **{("long_vqa", s): Rule("vqa_accuracy", _VQA, n) for s, n in (("okvqa", 16), ("textvqa", 64), ("vizwiz", 32))},
+    **{("long_vqa", s): Rule(name, _longvqa(metric, s), n) for s, name, metric, n in _LONGVQA},
     **{("long_vqa", s): Rule(m, None, n)
        for s, m, n in (("deepform", "DUE F1", 32), ("kleistercharity", "DUE F1", 32), ("textcaps", "BLEU-4", 64),
                        ("visualmrc", "BLEU-4", 256), ("wikitablequestions", "WTQ accuracy", 128))},
-    # our synthetic documents and charts: printed values, numbers with units; several accepted forms
-    ("long_vqa", "synthetic"): Rule("relaxed_accuracy", _RELAXED, 32),
-    ("long_vqa", DEFAULT_SOURCE): Rule("relaxed_accuracy", _RELAXED, 32),
     **{("long_mr", s): MMNIAH_RULES[t.__name__] for s, t in LONG_MR_ANSWERS.items()},
     **{("mmniah", t): rule for t, rule in MMNIAH_RULES.items()},
     # MileBench, by task name then question type
-    ("milebench", "needle"): Rule("milebench_needle", _answer_rule(sc.milebench_needle), 32),
-    ("milebench", "substring"): Rule("milebench_substring", _answer_rule(sc.milebench_substring), 32),
-    ("milebench", "open-ended"): Rule("rouge_l", _answer_rule(sc.milebench_rouge), 32),
-    ("milebench", "multi-choice"): Rule("milebench_choice", _milebench_choice, 32),
+    ("milebench", "needle"): Rule("milebench_needle", _answer_rule(mb.milebench_needle), MILEBENCH_TOKENS),
+    ("milebench", "substring"): Rule("milebench_substring", _answer_rule(mb.milebench_substring), MILEBENCH_TOKENS),
+    ("milebench", "open-ended"): Rule("rouge_l", _answer_rule(mb.milebench_rouge), MILEBENCH_TOKENS),
+    ("milebench", "multi-choice"): Rule("milebench_choice", _milebench_choice, MILEBENCH_TOKENS),
     # single-image benchmarks (`eval/vqa`)
     ("vqa", "docvqa"): Rule("anls_official", _raw(sc.anls_official), 100),
     ("vqa", "infovqa"): Rule("anls_official", _raw(sc.anls_official), 100),
-    ("vqa", "chartqa"): Rule("relaxed_accuracy", _raw(sc.relaxed_accuracy), 100),
+    ("vqa", "chartqa"): Rule("relaxed_accuracy", _chartqa, 100),
 }
 
 
@@ -191,7 +200,8 @@ def _mmniah_answer(line: dict, mmniah_task: str | None, where: str) -> dict:
 
 def lookup(obj: dict, *, style: str = "official", mmniah_task: str | None = None) -> Entry:
     """The rule for `obj` (a record or an MM-NIAH line), bound to it. ValueError, naming the input's id and
-    the field, when `obj` has no rule or its answer cannot be scored."""
+    the field, when `obj` has no rule or its answer cannot be scored. `mmniah_task` is an MM-NIAH line's
+    task file name ("counting-text"): it decides the counting budget and the parsing of string answers."""
     if style not in STYLES:
         raise ValueError(f"style: choose one of {list(STYLES)}, got {style!r}")
     key, where = _key(obj)
@@ -201,18 +211,17 @@ def lookup(obj: dict, *, style: str = "official", mmniah_task: str | None = None
                          f"implemented")
     if key[0] == "mmniah":
         obj = _mmniah_answer(obj, mmniah_task, where)
-        key = ("mmniah", _type_name(obj["answer"]))
-        rule = TABLE[key]
+        rule = TABLE[("mmniah", _type_name(obj["answer"]))]
     tokens = rule.max_new_tokens
-    if style == "v2pe" and key[0] in ("mmniah", "long_mr"):
-        tokens = V2PE_TOKENS[_type_name(obj["answer"])]
+    if tokens is None:  # MM-NIAH's budget goes by the task's name: its file, or our Long-MR subset
+        tokens = mmniah.max_new_tokens(mmniah_task or str(obj.get("subset", "")), style)
     fn = rule.fn
 
     def score(reply: str) -> float:
         if not isinstance(reply, str):
             raise ValueError(f"{where}: prediction: expected the reply text, got {type(reply).__name__}")
         try:
-            return fn(obj, sc.clean_reply(reply))
+            return fn(obj, sc.clean_reply(reply), style)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
 

@@ -1,18 +1,21 @@
-"""The turns of a MileBench record, rendered as MileBench's loader renders its prompt.
+"""The turns of a MileBench record, rendered as MileBench's loader (`utils.py:MileBenchDataset`) and V2PE's copy
+of it (`eval/milebench/utils.py`) render a row.
 
-Human turn: `task_instruction[id] + "\\n" + context`, each `{image#k}` / `{table#k}` placeholder replaced
-by `<image>`. Both kinds share one numbering: MileBench's loader replaces `{image#k}` and `{table#k}`
-alike with the k-th entry of `images_path` (its tables are images of tables), so the record's images are
-`images_path[k - 1]` in placeholder order. A multi-choice row appends `"\\nChoice list: \\n"`, one
-`"A. option"` line per choice (letters A..Z, AA, AB, ... as the scorer reads them) and V2PE's instruction
-`"\\nAnswer with the option's letter from the given choices directly."` (MileBench's own loader ends with
-`"\\nYour answer is: "`; V2PE's evaluation, which scores the models trained on these records, uses the
-instruction). GPR1200's options carry no letters (MileBench prints them bare: its 1200-way lists would
-run past Z), so its lines are the options alone.
+Human turn: `task_instruction[id] + "\n" + context`, where every `{image#k}` and `{table#k}` with k in 1..n
+(n = len(images_path)) becomes `<image>`. Both references then attach `images_path` **in list order** to the
+placeholders **in text order**, whatever their numbers: "{image#2} ... {image#1}" shows images_path[0] first.
+So `{table#1}` and `{image#1}` in one row are two placeholders taking two images. A row with one image more
+than placeholders gets its first image in front of the context (the references' reverse walk prepends it). A
+multi-choice row appends `"\nChoice list: \n"`, one `"A. option"` line per choice (letters A..Z, AA, AB, ...
+as the scorer reads them) and V2PE's instruction `"\nAnswer with the option's letter from the given choices
+directly."` (MileBench's own loader ends with `"\nYour answer is: "`; V2PE's evaluation, which scores the
+models trained on these records, uses the instruction). GPR1200's options carry no letters (MileBench prints
+them bare: its 1200-way lists would run past Z), so its lines are the options alone.
 
-With MileBench's combined images (`combined: N`) the grids come first, one `<image>` each, then a newline,
-the instruction and the context, whose placeholders become the grid captions `<Image k> ` (MileBench's
-combined mode).
+With MileBench's combined images (`combined: N`) both references read exactly one combined image per row
+(they assert it); V2PE's fork renders `<image>\n` + instruction + `\n` + context. V2PE turns each in-context
+placeholder into the literal text "<image> ", which a record cannot hold (there `<image>` is an image slot);
+we write MileBench's caption `<Image k> ` in its place.
 
 Gpt turn: the option's letter for a lettered multi-choice row (what the instruction asks for; the scorer's
 `match_option` reads a bare letter), the option text for GPR1200 (no letters were shown), the `response`
@@ -31,15 +34,23 @@ UNLETTERED = ("GPR1200",)
 
 
 def option_letter(index: int) -> str:
-    """A..Z, then AA..AZ, BA..BZ, ...: the letters the MileBench scorer matches replies against."""
+    """The letters MileBench's scorer (`evaluate.py:Eval.char`) matches replies against: A..Z, "A" + A..Z, then
+    "B" + chr(65 + index - 52) (past BZ no longer letters). Its prompt prints chr(65 + index) instead, which
+    past Z gives "[", "\\", ...: a record asking for one letter and scored on another would teach nothing, so
+    the prompt prints the scorer's letters."""
     if index < 26:
-        return chr(ord("A") + index)
-    return option_letter(index // 26 - 1) + chr(ord("A") + index % 26)
+        return chr(65 + index)
+    return ("A" + chr(index + 65 - 26)) if index < 52 else ("B" + chr(index + 65 - 52))
 
 
 def placeholders(context: str) -> list[int]:
     """The image numbers k of the context's `{image#k}` / `{table#k}` placeholders, in text order."""
     return [int(m.group(2)) for m in PLACEHOLDER.finditer(context)]
+
+
+def _replace(context: str, n: int, by) -> str:
+    """Placeholders numbered 1..n replaced (the references loop k over 1..n); others stay text."""
+    return PLACEHOLDER.sub(lambda m: by(m) if 1 <= int(m.group(2)) <= n else m.group(0), context)
 
 
 def choice_block(task: str, choices: list[str]) -> str:
@@ -48,13 +59,13 @@ def choice_block(task: str, choices: list[str]) -> str:
     return CHOICE_HEAD + "\n".join(lines) + CHOICE_SUFFIX
 
 
-def human_turn(task: str, instruction: str, context: str, choices: list[str] | None,
-               combined_images: int | None = None) -> str:
+def human_turn(task: str, instruction: str, context: str, choices: list[str] | None, n_images: int, *,
+               leading_image: bool = False, combined: bool = False) -> str:
+    """`n_images` is len(images_path); `leading_image`: the row has one image more than placeholders."""
     tail = choice_block(task, choices) if choices is not None else ""
-    if combined_images is None:
-        return instruction + "\n" + PLACEHOLDER.sub(IMAGE, context) + tail
-    captioned = PLACEHOLDER.sub(lambda m: f"<Image {m.group(2)}> ", context)
-    return IMAGE * combined_images + "\n" + instruction + "\n" + captioned + tail
+    if combined:
+        return IMAGE + "\n" + instruction + "\n" + _replace(context, n_images, lambda m: f"<Image {m.group(2)}> ") + tail
+    return instruction + "\n" + (IMAGE if leading_image else "") + _replace(context, n_images, lambda m: IMAGE) + tail
 
 
 def gpt_turn(task: str, response: str, choices: list[str] | None, answer_index: int | None) -> str:

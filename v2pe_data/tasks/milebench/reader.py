@@ -9,9 +9,12 @@ Layout (MileBench's release): `<root>/<Task>/<Task>.json` with `meta_data` {`tas
 Each row is checked in this order (the first failure is its reason): text that is not valid Unicode
 (`bad_encoding`); a missing or empty field (`missing_field`) or one of the wrong type (`bad_type`); an id an
 earlier row has (`duplicate_id`); a multi-choice answer that is none of the choices (`answer_not_in_choices`;
-compared after stripping surrounding whitespace); placeholders that do not number the images 1..n once each,
-or a literal `<image>` in the text (`placeholder_mismatch`); a control token of the build's tokenizer or template
-in the instruction, context, choices or response (`special_token`, unless the build neutralises them); each image: a path leaving the task folder
+compared after stripping surrounding whitespace); `placeholder_mismatch`: placeholders (numbered 1..n, n images,
+in any order, `{table#k}` and `{image#k}` alike) that are neither n nor n - 1 in number (the references would
+drop images or leave placeholders without one), a placeholder numbered past n (they would leave it as text), a
+literal `<image>` in the text, or, with combined images, more than one combined image (both references read
+exactly one); a control token of the build's tokenizer or template in the instruction, context, choices or
+response (`special_token`, unless the build neutralises them); each image: a path leaving the task folder
 (`path_escape`), a missing file (`missing_image`), an unreadable or truncated one (`corrupt_image`), too many
 pixels or a format other than JPEG/PNG/WebP (`too_many_pixels`, `bad_type`). A bad row is skipped and
 recorded in `rejected` as {reason, source, task, id, detail, where} (`where` = `<Task>/<file> data[I]`);
@@ -34,9 +37,12 @@ from ...sources.errors import BadRow
 from . import prompt
 
 QUESTION_TYPES = ("open-ended", "multi-choice")
+BENCHMARK = "MileBench"  # an evaluation benchmark: records built from it say so (see v2pe-train's allow_eval_data)
+EVAL_SPLIT = "test"
 # Our reasons beyond the real sources' (`sources.errors.REASONS`); out_of_bin is counted by the task.
 REASONS = ("missing_field", "bad_type", "bad_encoding", "duplicate_id", "answer_not_in_choices",
-           "placeholder_mismatch", "special_token", "path_escape", "missing_image", "corrupt_image", "too_many_pixels", "out_of_bin")
+           "placeholder_mismatch", "special_token", "path_escape", "missing_image", "corrupt_image", "too_many_pixels",
+           "out_of_bin")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -95,7 +101,8 @@ class TaskSource:
     def item(self, k: int) -> Item:
         im = self._images[k]
         load = read_8bit_png if im.high_depth else read_bytes
-        return Item(dataset=f"MileBench/{self.name}", split=self.split, id=im.sample_id, doc_id=im.rel,
+        # MileBench is a test set, whatever split the build calls its output
+        return Item(dataset=f"MileBench/{self.name}", split=EVAL_SPLIT, id=im.sample_id, doc_id=im.rel,
                     width=im.width, height=im.height, ext="png" if im.high_depth else im.ext, question="",
                     answers=("",), load=functools.partial(load, ("file", str(im.path))))
 
@@ -104,7 +111,8 @@ class TaskSource:
         for row in self.rejected:
             counts[row["reason"]] += 1
         return {"kind": self.kind, "dataset": f"MileBench/{self.name}", "task": self.name, "path": self.path,
-                "file": self.file.name, "question_type": self.question_type, "split": self.split,
+                "file": self.file.name, "question_type": self.question_type, "split": EVAL_SPLIT,
+                "eval_benchmark": BENCHMARK,
                 "rows_seen": self.rows_seen, "rows_valid": len(self.rows), "samples_in_bin": self.in_bin,
                 "rejected": counts, "max_pixels": self.max_pixels}
 
@@ -198,7 +206,7 @@ class _Parser:
             if answer_index is None:
                 raise BadRow("answer_not_in_choices", f"response {response!r} is none of the {len(choices)} choices")
         refs = prompt.placeholders(context)
-        if sorted(refs) != list(range(1, len(paths) + 1)):
+        if any(not 1 <= r <= len(paths) for r in refs) or len(refs) not in (len(paths), len(paths) - 1):
             raise BadRow("placeholder_mismatch", f"context placeholders number images {refs} but images_path "
                                                  f"holds {len(paths)} image(s)")
         text = [self.instructions[k], context, *(choices or [])]
@@ -210,17 +218,18 @@ class _Parser:
         if self.combined:
             key = f"combined_{self.combined}_images"
             ordered = _str_list(inst, key, where="task_instance.")
-            if not ordered:
-                raise Reject("missing_field", f"task_instance.{key} is empty")
+            if len(ordered) != 1:
+                raise BadRow("placeholder_mismatch", f"task_instance.{key} holds {len(ordered)} images; MileBench "
+                                                     "and V2PE read exactly one combined image per row")
             base = src.folder / key
         else:
-            ordered, base = [paths[r - 1] for r in refs], src.folder / "images"
+            ordered, base = paths, src.folder / "images"  # list order, as the references attach them
         found = [self._image(rel, base, sid) for rel in ordered]  # all checked before any is kept
         images = tuple(range(len(src._images), len(src._images) + len(found)))
         src._images.extend(found)
         task = src.name
-        human = prompt.human_turn(task, instruction, context, choices,
-                                  len(ordered) if self.combined else None)
+        human = prompt.human_turn(task, instruction, context, choices, len(paths),
+                                  leading_image=len(refs) == len(paths) - 1, combined=bool(self.combined))
         extra = {key: raw[key] for key in ("image_quantity_level",) if isinstance(raw.get(key), str)}
         self.seen[key_part(sid)] = where
         return Row(sample_id=sid, where=where, human=human, gpt=prompt.gpt_turn(task, response, choices, answer_index),

@@ -23,7 +23,7 @@ from ...sources.base import SourceError
 from ...sources.registry import ExplainedLoads
 from ..base import Input, control_of
 from .options import MileBenchOptions
-from .reader import Row, TaskSource, key_part, read_task, task_file
+from .reader import BENCHMARK, Row, TaskSource, key_part, read_task, task_file
 
 TASK = "milebench"
 _SYNTHETIC_ENTRY = {"kind": "synthetic", "name": "synthetic", "mode": "concat", "share": 1.0}
@@ -82,6 +82,19 @@ class MileBenchTask:
             self.inputs.append(Input(entry, source, "available"))
         if not self.sources:
             raise ConfigError("no MileBench task is available: " + "; ".join(i.status for i in self.inputs))
+        self._check_ids()
+
+    def _check_ids(self) -> None:
+        """Record ids are keys: two rows of different tasks that map to one id ("T.1" and "T_1" both become
+        T_1) would overwrite each other in every format. Refused, naming both."""
+        owner: dict[str, str] = {}
+        for s in self.samples:
+            row, task = s.row, self.sources[s.source].name
+            rid = record_id(task, row.sample_id)
+            where = f"{task}:{row.sample_id} ({row.where})"
+            if owner.setdefault(rid, where) != where:
+                raise ConfigError(f"milebench: {where} and {owner[rid]} both become record id {rid!r}; rename one "
+                                  "task folder or build the tasks separately")
 
     def _admit(self, source: TaskSource) -> None:
         """Count each valid row; keep those in the bin, record the others as out_of_bin."""
@@ -143,7 +156,8 @@ class MileBenchTask:
             "num_tokens": s.text_tokens + s.image_tokens, "text_tokens": s.text_tokens,
             "image_tokens": s.image_tokens, "tiles": list(s.tiles),
             "image_sizes": [[it.width, it.height] for it in items],
-            "sources": [it.provenance("context") for it in items],
+            "sources": [{**it.provenance("context"), "benchmark": BENCHMARK} for it in items],
+            "eval_benchmark": BENCHMARK,
             "question_type": row.question_type, "choices": row.choices, "sample_id": row.sample_id,
             "milebench_task": source.name, "source_file": row.where, "combined": self.options.combined,
             **row.extra, **self.acc.meta(),
