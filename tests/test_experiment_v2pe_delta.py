@@ -86,9 +86,9 @@ def test_a_second_loan_resumes_from_the_packed_state_without_training_again(loan
 
 def test_other_settings_in_the_same_folder_are_refused(loan):
     root, _ = loan
-    proc = _run(root / "work", "--set", "steps=5", timeout=120)
+    proc = _run(root / "work", "--set", "lr=0.01", timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error:") and "steps" in proc.stderr
+    assert proc.stderr.startswith("error:") and "(lr)" in proc.stderr
 
 
 def test_scale_keys_are_checked_by_name():
