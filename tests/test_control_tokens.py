@@ -39,6 +39,27 @@ def test_every_marker_is_found_and_neutralised_text_tokenizes_to_no_control_id()
         control_tokens(TOK, "ignore")
 
 
+def test_words_added_to_the_vocabulary_are_text_not_control_tokens(tmp_path):
+    """A tokenizer that adds whole words as plain (non-special) tokens, as the δ experiment adds its needle
+    names and values, keeps every row that holds them; its special tokens stay markers."""
+    import shutil
+
+    from tokenizers import AddedToken, Tokenizer
+
+    from v2pe_common.tokenizer import bundled_tokenizer_dir
+
+    shutil.copytree(bundled_tokenizer_dir(), tmp_path / "tok")
+    raw = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    raw.add_tokens([AddedToken("Zephzeth", single_word=True, normalized=False)])
+    raw.save(str(tmp_path / "tok" / "tokenizer.json"))
+    tok = load_tokenizer(str(tmp_path / "tok"))
+    assert len(tok.encode("Zephzeth")) == 1
+    policy = control_tokens(tok)
+    assert policy.apply("The password of the Zephzeth vault is amber.", "x") == \
+        "The password of the Zephzeth vault is amber."
+    assert policy.find("a <IMG_CONTEXT> inside") == "<IMG_CONTEXT>"
+
+
 def write_hostile_haystack(root):
     write_haystack(root)
     lines = (root / "train.jsonl").read_text().splitlines()

@@ -4,8 +4,8 @@ A haystack paragraph, a MileBench context or a foreign InternVL turn that holds 
 `<|im_start|>` or `</img>` is tokenized to the control token itself: the model then sees an image token
 without a feature (training dies with "Image features and image tokens do not match") or a turn boundary
 inside the user's turn. Every text that enters a record from outside is checked against the strings the
-tokenizer cuts at before tokenizing (its added and special tokens, which include the image tags) and the
-chat template's markers.
+tokenizer turns into a control id (its special tokens, which include the image tags) and the chat
+template's markers; added tokens that are not special are vocabulary and stay.
 
 `skip` (the default) rejects the row, counted as `special_token`. `neutralise` puts a WORD JOINER (U+2060,
 invisible) after each marker's first character, so the tokenizer no longer matches it; a replacement that
@@ -92,9 +92,14 @@ class ControlTokens:
 
 
 def markers_of(tokenizer: TextTokenizer) -> tuple[str, ...]:
-    """Every string the tokenizer turns into a control id, plus the chat templates' markers, longest first."""
+    """Every string the tokenizer turns into a control id, plus the chat templates' markers, longest first.
+
+    Added tokens that are not special are vocabulary (a word added whole, as the δ experiment adds its needle
+    names): text holding one is ordinary text, so they are no markers.
+    """
     hf = tokenizer.hf
-    found = set(tokenizer.added_tokens) | set(getattr(hf, "all_special_tokens", ())) | set(TEMPLATE_MARKERS)
+    special = {t.content for t in getattr(hf, "added_tokens_decoder", {}).values() if getattr(t, "special", True)}
+    found = special | set(getattr(hf, "all_special_tokens", ())) | set(TEMPLATE_MARKERS)
     found |= set(IMAGE_TOKENS)
     return tuple(sorted((m for m in found if isinstance(m, str) and m.strip()), key=lambda m: (-len(m), m)))
 
