@@ -128,7 +128,7 @@ def test_asking_for_more_samples_than_fall_in_the_bin_names_how_many_there_are(f
     with pytest.raises(BuildError, match=r"--num-samples 99: only 10 MileBench samples .* use --num-samples 10") as err:
         build(config(fx, tmp_path / "o", num_samples=99), show_progress=False)
     assert err.value.usage and not (tmp_path / "o").exists()
-    with pytest.raises(BuildError, match=r"no MileBench sample of \['GPR1200'\] falls in \[0, 300\]"):
+    with pytest.raises(BuildError, match=r"no MileBench sample of \['GPR1200'\] can be built in \[0, 300\] tokens: 1 rows skipped \(out_of_bin 1\)"):
         build(config(fx, tmp_path / "p", tasks=["GPR1200"], length=300, num_samples=1), show_progress=False)
 
 

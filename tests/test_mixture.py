@@ -116,7 +116,7 @@ def test_bad_mixture_specs_are_refused_naming_the_key(sets):
     a = str(sets / "a.jsonl")
     for datasets, message in [
         ([{"path": a, "weight": 1}, {"path": a}], "give a weight to every dataset or to none"),
-        ([{"path": a, "weight": -1}], r"datasets\[0\]\.weight: must be a finite number > 0"),
+        ([{"path": a, "weight": -1}], r"datasets\[0\]\.weight: must be a finite number in \(0, 1000000\.0\], got -1"),
         ([{"path": a, "repeat": 2}], r"datasets\[0\]: unknown key\(s\) \['repeat'\]"),
         ([{"path": str(sets / "none*.jsonl")}], r"datasets\[0\]\.path: data: .* matches no file"),
     ]:
@@ -151,7 +151,7 @@ def test_a_recipe_trains_on_a_mixture_and_names_a_bad_dataset_key(sets, tmp_path
     cfg = TrainConfig(model="tiny", datasets=mix, out=str(tmp_path / "run"), max_seq_len=1024, max_steps=3,
                       save_every=100, warmup_ratio=0.0, lr=1e-3, precision="fp32", seed=1)
     assert len(train(cfg, progress=False).losses) == 3
-    with pytest.raises(ConfigError, match=r"datasets\[1\]\.repeat_time: must be a finite number >= 0"):
+    with pytest.raises(ConfigError, match=r"datasets\[1\]\.repeat_time: must be a finite number in \[0, 1000\]"):
         TrainConfig.from_dict({"datasets": [{"path": "x"}, {"path": "y", "repeat_time": "2"}]})
 
 
