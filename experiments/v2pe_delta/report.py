@@ -126,8 +126,7 @@ def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str
     ms = sorted(set(cfg.eval_multiples))
     head = ("CONTROL PASSED: both models are accurate at the training length; the table can be read."
             if passed else "CONTROL FAILED: a model is not accurate at the training length L, so the task was not "
-            "learned at this scale and the accuracy table says nothing about longer lengths (the target-loss table "
-            "below does not depend on the task being learned).")
+            "learned at this scale and the accuracy table says nothing about longer lengths.")
     parts = [f"# V2PE δ experiment, scale `{cfg.name}`\n\n**{head}**\n\n"]
     parts += [f"- {line}\n" for line in lines]
     if missing:
