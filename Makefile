@@ -15,7 +15,7 @@ DATA ?=
 GPUS ?= 1
 OUT ?= runs
 
-.PHONY: install test test-slow test-gpu gpu-check bench smoke train-tiny train-32k train-256k clean tokenizer experiment-v2pe
+.PHONY: install test test-slow test-gpu gpu-check bench smoke train-tiny train-32k train-256k clean tokenizer experiment-v2pe ladder
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,10 +52,18 @@ clean:
 
 # --- experiments -------------------------------------------------------------------------------
 # Small delta (v2pe_rnd) against delta = 1 beyond the training length (docs/experiments/v2pe_delta.md).
-# SCALE=cpu: ~45 min on 2 cores; SCALE=gpu on one lent GPU; SCALE=toy: the 2-minute code path. Resumable.
+# SCALE=cpu on 2 cores; SCALE=gpu on one lent GPU (experiments/v2pe_delta/device.sh runs it within a loan);
+# DRY_RUN=1: every stage of the scale at toy size on the CPU. Resumable.
 SCALE ?= cpu
+DRY_RUN ?=
 experiment-v2pe:
-	$(PY) -m experiments.v2pe_delta run --scale $(SCALE) --out $(OUT)/v2pe_delta_$(SCALE)
+	$(PY) -m experiments.v2pe_delta run --scale $(SCALE) --out $(OUT)/v2pe_delta_$(SCALE)$(if $(DRY_RUN),_dry --dry-run)
+
+# The learning ladder (docs/experiments/learning.md): RUNG=a (~3 min, also in make test) ... d; SEEDS=0,1.
+RUNG ?= a
+SEEDS ?=
+ladder:
+	$(PY) -m experiments.ladder run --rung $(RUNG) --out $(OUT)/ladder $(if $(SEEDS),--seeds $(SEEDS))
 
 # --- training ----------------------------------------------------------------------------------
 TINY_DATA ?= out/tiny_8k

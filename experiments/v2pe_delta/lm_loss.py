@@ -1,10 +1,11 @@
-"""Language-modelling loss by evaluation length: the position effect seen without the retrieval task.
+"""Loss of the training targets by evaluation length: the position effect, continuous and seen per token.
 
 For each trained run and each evaluation set, one teacher-forced forward per sample at each of the run's
 strides, with V2PE positions (`v2pe_fix` at stride S, or `default`; each sample decoded once), gives the
-mean cross-entropy of every text token of the prompt and the reply (what `train_on_prompt` trains). A model
-whose positions leave the range it was trained on predicts its own kind of text worse; one whose positions
-stay in range does not. Written to `OUT/eval/<run>/<m>x/lm_loss.json` (resumable per file).
+mean cross-entropy of the tokens the run was trained to predict, with its own `train_on_prompt` and
+`train_on_eos`: for the documented scales the answer and its end-of-turn marker. A model whose positions
+leave the range it was trained on predicts them worse; one whose positions stay in range does not. Written
+to `OUT/eval/<run>/<m>x/lm_loss.json` (resumable per file).
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def measure(cfg: ExperimentConfig, out: Path, say: Callable[[str], None]) -> Non
             if model is None:
                 model = build_model(latest_checkpoint(out / "runs" / run), tokenizer).to(cfg.device).eval()
             loader = PackedLoader(LoaderConfig(data=[str(out / "data" / eval_dir_name(m))], shuffle=False,
-                                               num_epochs=1, pixel_dtype="fp32", train_on_prompt=True,
-                                               tiling_backend="fast"), tokenizer)
+                                               num_epochs=1, pixel_dtype="fp32", train_on_prompt=cfg.train_on_prompt,
+                                               train_on_eos=cfg.train_on_eos, tiling_backend="fast"), tokenizer)
             result = text_loss(model, loader, cfg.strides[mode], tokenizer.img_start_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=1) + "\n")

@@ -126,8 +126,7 @@ def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str
     ms = sorted(set(cfg.eval_multiples))
     head = ("CONTROL PASSED: both models are accurate at the training length; the table can be read."
             if passed else "CONTROL FAILED: a model is not accurate at the training length L, so the task was not "
-            "learned at this scale and the accuracy table says nothing about longer lengths (the text-loss table "
-            "below does not depend on the task being learned).")
+            "learned at this scale and the accuracy table says nothing about longer lengths.")
     parts = [f"# V2PE δ experiment, scale `{cfg.name}`\n\n**{head}**\n\n"]
     parts += [f"- {line}\n" for line in lines]
     if missing:
@@ -153,14 +152,16 @@ def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str
             cells = summary[f"{mode}@{stride}"]["lengths"]
             parts.append(f"| {mode} ({stride}) | " + " | ".join(_cell(cells.get(str(m))) for m in ms) + " |\n")
     if nll:
-        parts.append("\nLanguage-modelling loss of the text tokens (mean cross-entropy, nats; mean over seeds), "
-                     "teacher forced with the same positions:\n\n")
+        what = "every text token" if cfg.train_on_prompt else "the answer" + (
+            " and its end-of-turn marker" if cfg.train_on_eos else "")
+        parts.append(f"\nLoss of the training targets ({what}; mean cross-entropy per target, nats; mean over "
+                     "seeds), teacher forced with the same positions:\n\n")
         parts.append("| model @ eval stride | " + " | ".join(f"{m}L" for m in ms) + " |\n")
         parts.append("| --- | " + " | ".join("---:" for _ in ms) + " |\n")
         for key, cells in nll.items():
             parts.append(f"| {key} | " + " | ".join(f"{cells[str(m)]['mean']:.3f}" if str(m) in cells else ""
                                                    for m in ms) + " |\n")
-        parts.append("\n![text loss by length](lm_loss.png)\n")
+        parts.append("\n![loss of the training targets by length](lm_loss.png)\n")
     parts.append("\n![length x depth accuracy](heatmaps.png)\n")
     if timings:
         parts.append("\nWall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "\n")
@@ -198,7 +199,7 @@ def heatmaps(cfg: ExperimentConfig, summary: dict, path: Path) -> Path:
 
 
 def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
-    """Text loss against evaluation length, one line per model @ stride (solid: default, dashed: V2PE)."""
+    """Loss of the training targets against evaluation length, one line per model @ stride (solid: default, dashed: V2PE)."""
     if not nll:
         return None
     import matplotlib
@@ -215,7 +216,7 @@ def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(ms, [f"{m}L" for m in ms])
     ax.set_xlabel(f"evaluation length (L = {cfg.train_len} tokens)")
-    ax.set_ylabel("text loss (nats / token)")
+    ax.set_ylabel("loss of the training targets (nats / token)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

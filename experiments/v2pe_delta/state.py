@@ -1,6 +1,6 @@
 """Which runs are finished, and the small state that carries finished work from one machine to the next.
 
-A run is complete when every evaluation length holds its scores at every stride and its text loss: then its
+A run is complete when every evaluation length holds its scores at every stride and its target loss: then its
 model is needed no more, its training and pretraining are skipped on a rerun, and its results are all the
 report reads. `pack` writes those results (plus the settings and timings) into one tar of a few hundred KB;
 `unpack` puts them into a fresh experiment folder. A GPU loan ends after minutes: the data (deterministic
