@@ -43,3 +43,29 @@ def test_the_shipped_tables_equal_what_the_script_makes_from_the_installed_packa
     for name in ("wordnet_nouns.json.gz", "wordnet_nouns.LICENSE.txt"):
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
 
+
+def test_scoring_without_the_word_list_package_is_one_line(tmp_path):
+    """A Long-VQA source V2PE lemmatises (chartqa) needs web2 from the `eval` extra: without it, `score` says
+    so in one line (exit 2), never a traceback."""
+    from tests.fixtures.sources import write_generic
+    from v2pe_data.build import build
+    from v2pe_data.config import BuildConfig
+
+    written = write_generic(tmp_path / "src", fmt="parquet")
+    out = tmp_path / "build"
+    build(BuildConfig(length=8192, min_length=2048, num_samples=1, shard_size=1, split="val", out=str(out),
+                      sources=[{"kind": "generic", "path": str(written.root), "name": "chartqa"}]),
+          show_progress=False)
+    rid = json.loads((out / "manifest.json").read_text())["shards"][0]["path"]
+    from v2pe_common.formats import read_records, wds
+
+    key = next(k for k, rec, _ in read_records(wds.iter_samples(out / rid)) if rec is not None)
+    (tmp_path / "p.jsonl").write_text(json.dumps({"id": key, "stride": "default", "prediction": "running"}) + "\n")
+    code = ("import sys; sys.modules['english_words'] = None\n"
+            "from v2pe_train.cli import app\n"
+            f"app(['score', {str(tmp_path / 'p.jsonl')!r}, '--data', {str(out)!r}, '--out', {str(tmp_path / 's')!r}])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.strip().splitlines() if not x.startswith("warning: counting")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "english-words" in lines[0], r.stderr
