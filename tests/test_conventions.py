@@ -265,3 +265,10 @@ def test_the_attention_summary_names_ring_kernels_and_layout():
     assert attention_summary(TrainConfig(ring_backend="auto"), 2, True, cpu) == "ring torch kernels (cp=2, zigzag)"
     assert attention_summary(TrainConfig(ring_backend="torch"), 1, True, cpu) == \
         "ring torch kernels (cp=1, varlen, one rank)"
+
+
+def test_package_files_stay_under_500_lines():
+    """The project's rule: a package module over 500 lines is split by concern."""
+    long = {str(p.relative_to(ROOT)): n for pkg in ("v2pe_common", "v2pe_data", "v2pe_train")
+            for p in sorted((ROOT / pkg).rglob("*.py")) if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
