@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from v2pe_common.control import MODES as CONTROL_MODES
 from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
 from v2pe_common.lengths import parse_length
 
@@ -60,6 +61,9 @@ class TrainConfig:
     # "reference": transformers' processor, pixel-exact with the data side; "fast": torch resize, ~4.4x the
     # tiles/s per worker, within 2 levels of the reference on almost every tile (data/fast_tiling.py).
     tiling_backend: str = "reference"
+    # A turn holding a control token (<IMG_CONTEXT>, <|im_start|>, ...; foreign InternVL lines are read here, not
+    # by v2pe-data): skip the sample (counted as special_token) or neutralise the token (v2pe_common.control).
+    control_tokens: str = "skip"
     # parallelism
     cp: int = 1  # context-parallel degree; world size = dp * cp
     # Kernels of the ring (and of cp = 1 varlen): auto / torch = torch's own (flash on sm80+ in bf16/fp16, else
@@ -105,6 +109,8 @@ class TrainConfig:
             need(not self.data, "datasets", "give data (each source read once) or datasets (a mixture), not both")
         need(self.max_seq_len > 0, "max_seq_len", "must be positive")
         need(self.tiling_backend in ("reference", "fast"), "tiling_backend", "choose reference or fast")
+        need(self.control_tokens in CONTROL_MODES, "control_tokens",
+             f"choose one of {list(CONTROL_MODES)}, got {self.control_tokens!r}")
         need(self.data_format in ("wds", "parquet", "internvl"), "data_format", "choose wds, parquet or internvl")
         need(self.position_mode in POSITION_MODES, "position_mode", f"choose one of {list(POSITION_MODES)}")
         need(self.position_mode != "v2pe_fix" or self.stride in (1, 2, 4, 8, 16, 32, 64, 128, 256), "stride",

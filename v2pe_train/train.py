@@ -233,7 +233,8 @@ def loader_config(cfg: TrainConfig, topo: Topology, device: torch.device) -> Loa
                         template=cfg.template, position_mode=cfg.position_mode, stride=cfg.stride,
                         pixel_dtype="bf16" if device.type == "cuda" else "fp32", strict=cfg.strict,
                         verify=cfg.verify_shards, data_augment=cfg.data_augment, train_on_prompt=cfg.train_on_prompt,
-                        train_on_eos=cfg.train_on_eos, tiling_backend=cfg.tiling_backend)
+                        train_on_eos=cfg.train_on_eos, tiling_backend=cfg.tiling_backend,
+                        control_tokens=cfg.control_tokens)
 
 
 class Trainer:
