@@ -102,6 +102,9 @@ class LoaderConfig:
     # fast: torch resize, several times faster, pixels within 2 of 255 levels of it (bench/RESULTS.md, loader)
     tiling_backend: str = "reference"
     control_tokens: str = "skip"  # a turn holding <IMG_CONTEXT>, <|im_start|>...: skip | neutralise (v2pe_common.control)
+    # A record built from an evaluation benchmark (meta.eval_benchmark: MileBench) stops the loader with
+    # LoaderError unless this is set: training on it contaminates the benchmark's scores.
+    allow_eval_data: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
@@ -170,6 +173,7 @@ class PackedLoader:
             tiling_backend=config.tiling_backend,
             defer_pixels=config.cp_size > 1,
             control_tokens=config.control_tokens,
+            allow_eval_data=config.allow_eval_data,
         )
         self.packer = Packer(config.max_seq_len, max_tiles_per_pack=config.max_tiles_per_pack, buffer_size=config.buffer_size)
         self._fingerprint = fingerprint(self.shards)
