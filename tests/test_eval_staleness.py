@@ -114,6 +114,20 @@ def test_a_cut_inside_a_utf8_character_resumes_and_the_file_is_rewritten(mr, tmp
     assert not list(out.glob(".predictions.jsonl.*"))  # the atomic rewrite leaves no temporary file
 
 
+
+def test_a_last_line_without_its_newline_is_not_glued_to_the_next(mr, tmp_path):
+    """A kill between a reply's text and its newline, or an editor saving without a final newline, leaves a whole
+    last line without "\n": the next reply appended after it must still be a line of its own."""
+    out = tmp_path / "ev"
+    code, text = evaluate(mr, out, "--limit", "2")
+    assert code == 0, text
+    path = out / er.PREDICTIONS
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    code, text = evaluate(mr, out)  # the third item's reply goes after the second's
+    assert code == 0 and "malformed" not in text, text
+    rows = [json.loads(x) for x in path.read_bytes().splitlines()]
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+
 def test_limit_scores_the_evaluated_items_and_exits_0(mr, tmp_path):
     out = tmp_path / "ev"
     code, text = evaluate(mr, out, "--limit", "2", "--stride", "16,default")

@@ -82,11 +82,13 @@ def parse_strides(text: str | Sequence) -> list[int | str]:
 
 def read_done(path: Path) -> set[tuple[str, str]]:
     """(id, stride) pairs already predicted. A line cut by a kill (unparsable, or cut inside a UTF-8
-    character) is dropped, and the file is rewritten without it atomically (temporary file, then rename)."""
+    character) is dropped, and the file is rewritten without it atomically (temporary file, then rename); so is
+    a whole last line that lacks its newline, which the next appended reply would otherwise join."""
     done: set[tuple[str, str]] = set()
     if not path.exists():
         return done
-    lines = path.read_bytes().splitlines()
+    data = path.read_bytes()
+    lines = data.splitlines()
     keep = []
     for raw in lines:
         try:
@@ -95,7 +97,7 @@ def read_done(path: Path) -> set[tuple[str, str]]:
             keep.append(raw)
         except (ValueError, KeyError, TypeError):
             continue  # a half-written line: rewritten below, its item predicted again
-    if len(keep) != len(lines):
+    if len(keep) != len(lines) or (data and not data.endswith(b"\n")):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(b"".join(k + b"\n" for k in keep))
         os.replace(tmp, path)
