@@ -138,3 +138,24 @@ def test_limit_scores_the_evaluated_items_and_exits_0(mr, tmp_path):
     assert code == 0, text
     code, text = cli("score", out / er.PREDICTIONS, "--data", mr, "--out", tmp_path / "s2")
     assert code == 1 and text.count("missing:") == 2  # without --limit, the third item is missing at both strides
+
+
+def test_model_identity_names_a_preset_a_run_step_or_the_weights(tmp_path):
+    from v2pe_train.eval.inputs import EvalInputError
+
+    assert er.model_identity("tiny") == {"preset": "tiny"}
+    ckpt = tmp_path / "run" / "checkpoints" / "step_5"
+    ckpt.mkdir(parents=True)
+    (ckpt / "meta.json").write_text(json.dumps({"run_id": "abc", "step": 5}))
+    (ckpt / "model.safetensors").write_bytes(b"w")
+    assert er.model_identity(ckpt) == {"run_id": "abc", "step": 5}
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model-00001.safetensors").write_bytes(b"a")
+    (folder / "config.json").write_text("{}")
+    assert er.model_identity(folder) == {"weights": {
+        "model-00001.safetensors": "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"}}
+    for bad in ("{not json", "[1, 2]"):
+        (ckpt / "meta.json").write_text(bad)
+        with pytest.raises(EvalInputError, match=r"step_5/meta\.json"):
+            er.model_identity(ckpt)

@@ -119,7 +119,12 @@ def model_identity(spec: str | Path) -> dict:
         path = found
     meta = path / "meta.json"
     if meta.is_file():
-        info = json.loads(meta.read_text())
+        try:
+            info = json.loads(meta.read_text())
+        except ValueError as exc:
+            raise EvalInputError(f"--model: {meta}: not JSON ({exc})") from None
+        if not isinstance(info, dict):
+            raise EvalInputError(f"--model: {meta}: expected an object (a checkpoint's meta), got {type(info).__name__}")
         run_id = info.get("run_id") or (info.get("config") or {}).get("run_id")
         if run_id is not None and "step" in info:
             return {"run_id": run_id, "step": info["step"]}
