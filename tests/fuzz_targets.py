@@ -194,6 +194,34 @@ def shard_markers(marker) -> None:
         assert why is None or isinstance(why, str)
 
 
+def contamination_inputs(data, rows: list, lines: list) -> None:
+    """`v2pe-data contamination` reads MileBench and MM-NIAH folders it did not make: every entry comes out or
+    is skipped with a reason, a whole file that is no task file is one ContaminationError."""
+    from v2pe_data.contamination import ContaminationError, entries
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        name = _png(root / "mb" / "T" / "images")
+        good = {"sample_id": "good", "response": "yes", "task_instance": {"context": "look", "images_path": [name]}}
+        (root / "mb" / "T" / "T.json").write_bytes(_dump({"meta_data": {}, "data": data if data is not None
+                                                          else [*rows, good]}))
+        (root / "mm" / "annotations").mkdir(parents=True)
+        _png(root / "mm" / "images")
+        good_line = {"id": 9, "images_list": ["a.png"], "question": "q", "answer": "yes"}
+        (root / "mm" / "annotations" / "a.jsonl").write_bytes(
+            b"".join(_dump(x).replace(b"\n", b" ") + b"\n" for x in [*lines, good_line]))
+        for folder, where in ((root / "mb", "T/T.json data["), (root / "mm", "a.jsonl:")):
+            try:
+                found = list(entries(folder))
+            except ContaminationError:
+                assert data is not None and folder.name == "mb", "a valid file was refused whole"
+                continue
+            kept = [e for e in found if not e.skipped]
+            assert all(e.where.startswith(where) for e in found)
+            if data is None or folder.name == "mm":
+                assert any(len(e.images) == 1 and e.answer == "yes" for e in kept), "the valid row was lost"
+
+
 # The strategy of each target's arguments: fields a parser reads, filled with anything.
 def _obj(keys: dict) -> st.SearchStrategy:
     return st.fixed_dictionaries({}, optional={k: st.one_of(v, json_values) for k, v in keys.items()})
@@ -238,6 +266,15 @@ TARGETS = {
         "num_needles": json_values, "subset": json_values,
         "haystack": st.one_of(text, _obj({"kind": st.just("synthetic"), "paragraphs": st.lists(
             st.integers(-1, 2**40), min_size=2, max_size=2)}))}))),
+    "contamination_inputs": (contamination_inputs, dict(
+        data=st.one_of(st.none(), json_values),
+        rows=st.lists(st.one_of(json_values, _obj({"sample_id": text, "response": json_values, "task_instance": _obj(
+            {"context": json_values, "images_path": st.lists(st.one_of(text, st.just("a.png")), max_size=2)})})),
+            max_size=3),
+        lines=st.lists(st.one_of(json_values, _obj({"id": json_values, "question": json_values, "answer": json_values,
+                                                    "images_list": st.lists(text, max_size=2),
+                                                    "meta": _obj({"choices_image_path": st.lists(text, max_size=2)})})),
+                       max_size=3))),
     "shard_markers": (shard_markers, dict(marker=st.one_of(json_values, _obj({
         "task": st.just({"index": 0, "start": 0, "stop": 2}), "files": st.lists(json_values, max_size=2),
         "tokens": st.lists(st.lists(st.integers(-1, 5), max_size=4), max_size=3),

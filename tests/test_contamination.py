@@ -107,3 +107,13 @@ def test_unreadable_inputs_and_escaping_paths_are_named(docvqa_build, tmp_path):
     assert against["skipped"] == 1 and "retrieval-image.jsonl:1: image '../../outside.png'" in \
         against["skipped_examples"][0] and "escapes" in against["skipped_examples"][0]
     shutil.rmtree(mm)
+
+
+def test_a_milebench_task_file_whose_data_is_no_list_is_one_line(docvqa_build, tmp_path):
+    """Found by the contamination_inputs fuzz target: `"data": 5` raised TypeError from the row loop."""
+    _, _, out = docvqa_build
+    (tmp_path / "mb" / "T").mkdir(parents=True)
+    (tmp_path / "mb" / "T" / "T.json").write_text(json.dumps({"meta_data": {}, "data": 5}))
+    code, text = cli("contamination", out, "--against", tmp_path / "mb")
+    assert code == 1 and "Traceback" not in text
+    assert "T.json: not a MileBench task file: data is int, not a list" in text

@@ -195,3 +195,28 @@ def test_the_trainer_names_the_samples_and_shards_of_a_pack_the_model_refuses():
         with _naming(b, 7):
             raise ValueError("other")
     assert np.array_equal(b.input_ids.numpy(), np.zeros((1, 3)))
+
+
+def test_a_training_recipe_can_opt_in_to_neutralising_control_tokens(foreign_meta, tmp_path):
+    """`control_tokens` is a training recipe key too (foreign InternVL lines enter at training time): it reaches
+    the run's loader, and a bad value is one error naming the key."""
+    import dataclasses
+
+    import torch
+
+    from v2pe_common.recipe import ConfigError
+    from v2pe_train.config import TrainConfig
+    from v2pe_train.data import PackedLoader
+    from v2pe_train.distributed import Topology
+    from v2pe_train.train import loader_config
+
+    (tmp_path / "r.yaml").write_text(f"data: [{foreign_meta}]\ncontrol_tokens: neutralise\nout: {tmp_path / 'run'}\n")
+    cfg = TrainConfig.from_yaml(tmp_path / "r.yaml")
+    lc = loader_config(cfg, Topology(rank=0, world=1, cp=1), torch.device("cpu"))
+    assert lc.control_tokens == "neutralise"
+    loader = PackedLoader(dataclasses.replace(lc, num_epochs=1, shuffle=False), TOK)  # the trainer's is endless
+    assert [i for b in loader for i in b.ids] == ["ok", "ctx", "turn"] and loader.stats.counts == {}
+    assert loader_config(TrainConfig(data=[str(foreign_meta)]), Topology(rank=0, world=1, cp=1),
+                         torch.device("cpu")).control_tokens == "skip"
+    with pytest.raises(ConfigError, match="control_tokens: choose one of"):
+        TrainConfig(data=[str(foreign_meta)], control_tokens="ignore")

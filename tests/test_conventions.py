@@ -265,3 +265,36 @@ def test_the_attention_summary_names_ring_kernels_and_layout():
     assert attention_summary(TrainConfig(ring_backend="auto"), 2, True, cpu) == "ring torch kernels (cp=2, zigzag)"
     assert attention_summary(TrainConfig(ring_backend="torch"), 1, True, cpu) == \
         "ring torch kernels (cp=1, varlen, one rank)"
+
+
+def test_package_files_stay_under_500_lines():
+    """The project's rule: a package module over 500 lines is split by concern."""
+    long = {str(p.relative_to(ROOT)): n for pkg in ("v2pe_common", "v2pe_data", "v2pe_train")
+            for p in sorted((ROOT / pkg).rglob("*.py")) if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
+
+
+def test_library_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """A notebook's backend must survive writing a report: library code draws on Figure objects and never calls
+    matplotlib.use (which switches the whole process)."""
+    code = f"""
+import matplotlib
+matplotlib.use("svg")
+from pathlib import Path
+from v2pe_train.eval.report import write_report
+from v2pe_data.stats import plot
+row = {{"id": "a", "task": "mm_niah", "subset": "retrieval-text", "num_tokens": 1500, "depth": 0.5,
+        "stride": "default", "score": 1.0, "group": "m", "mmniah_task": "retrieval-text-val", "mmniah_split": "val"}}
+written, _ = write_report([row], Path({str(tmp_path)!r}))
+plot({{"_raw": {{"lengths": [1, 2], "depths": [0.5], "tiles": [1]}}, "tiles_per_image": {{1: 2}}}},
+     Path({str(tmp_path / 'stats.png')!r}))
+print(matplotlib.get_backend(), sorted(k for k in written if k != "markdown"))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=CLI_DEADLINE)
+    assert r.returncode == 0, r.stderr
+    backend, _, names = r.stdout.strip().partition(" ")
+    assert backend == "svg", r.stdout
+    assert "heatmap_default" in names and "mmniah_m_retrieval-text-val" in names
+    for png in [*tmp_path.rglob("*.png")]:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert (tmp_path / "stats.png").is_file() and (tmp_path / "heatmap_default.png").is_file()

@@ -114,6 +114,20 @@ def test_a_cut_inside_a_utf8_character_resumes_and_the_file_is_rewritten(mr, tmp
     assert not list(out.glob(".predictions.jsonl.*"))  # the atomic rewrite leaves no temporary file
 
 
+
+def test_a_last_line_without_its_newline_is_not_glued_to_the_next(mr, tmp_path):
+    """A kill between a reply's text and its newline, or an editor saving without a final newline, leaves a whole
+    last line without "\n": the next reply appended after it must still be a line of its own."""
+    out = tmp_path / "ev"
+    code, text = evaluate(mr, out, "--limit", "2")
+    assert code == 0, text
+    path = out / er.PREDICTIONS
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    code, text = evaluate(mr, out)  # the third item's reply goes after the second's
+    assert code == 0 and "malformed" not in text, text
+    rows = [json.loads(x) for x in path.read_bytes().splitlines()]
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+
 def test_limit_scores_the_evaluated_items_and_exits_0(mr, tmp_path):
     out = tmp_path / "ev"
     code, text = evaluate(mr, out, "--limit", "2", "--stride", "16,default")
@@ -124,3 +138,24 @@ def test_limit_scores_the_evaluated_items_and_exits_0(mr, tmp_path):
     assert code == 0, text
     code, text = cli("score", out / er.PREDICTIONS, "--data", mr, "--out", tmp_path / "s2")
     assert code == 1 and text.count("missing:") == 2  # without --limit, the third item is missing at both strides
+
+
+def test_model_identity_names_a_preset_a_run_step_or_the_weights(tmp_path):
+    from v2pe_train.eval.inputs import EvalInputError
+
+    assert er.model_identity("tiny") == {"preset": "tiny"}
+    ckpt = tmp_path / "run" / "checkpoints" / "step_5"
+    ckpt.mkdir(parents=True)
+    (ckpt / "meta.json").write_text(json.dumps({"run_id": "abc", "step": 5}))
+    (ckpt / "model.safetensors").write_bytes(b"w")
+    assert er.model_identity(ckpt) == {"run_id": "abc", "step": 5}
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model-00001.safetensors").write_bytes(b"a")
+    (folder / "config.json").write_text("{}")
+    assert er.model_identity(folder) == {"weights": {
+        "model-00001.safetensors": "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"}}
+    for bad in ("{not json", "[1, 2]"):
+        (ckpt / "meta.json").write_text(bad)
+        with pytest.raises(EvalInputError, match=r"step_5/meta\.json"):
+            er.model_identity(ckpt)

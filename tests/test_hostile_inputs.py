@@ -278,3 +278,17 @@ def test_an_mmniah_choice_holding_an_image_placeholder_is_one_line(tmp_path):
                                 "meta": {"choices": ["<image>", "b"], "choices_image_path": None}}) + "\n")
     with pytest.raises(EvalInputError, match="retrieval-text-val.jsonl:1: .*placeholders but 0 images"):
         list(mmniah_items(path, tmp_path, load_tokenizer(), get_template("internlm2-chat"), TilingConfig()))
+
+
+@pytest.mark.parametrize("key,value", [("num_workers", 10**6), ("num_workers", -1), ("seed", -1), ("seed", 2**70),
+                                       ("max_seq_len", 2**40), ("cp", 10**9), ("max_steps", 10**30),
+                                       ("grad_accum", 10**9), ("max_tiles_per_pack", 10**12)])
+def test_training_numbers_have_documented_ranges(key, value, tmp_path):
+    """The training recipe's numbers too (a million loader workers fork the machine to death; a negative seed
+    failed inside numpy at the first epoch without naming the key)."""
+    from v2pe_train.config import LIMITS, TrainConfig
+
+    (tmp_path / "r.yaml").write_text(f"{key}: {value}\n")
+    lo, hi = LIMITS[key]
+    with pytest.raises(ConfigError, match=rf"{key}: must lie in \[{lo}, {hi}\], got {value}"):
+        TrainConfig.from_yaml(tmp_path / "r.yaml")

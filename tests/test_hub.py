@@ -309,3 +309,36 @@ def test_push_never_follows_a_link_in_the_build_folder(copy_of_built, hub, tmp_p
     with pytest.raises(PushError, match="is a symbolic link"):
         push(out, REPO, echo=lambda s: None)
     assert not hub.commits and all(b"hf_secret" not in d for d in hub.files.get("main", {}).values())
+
+
+def test_push_of_the_internvl_and_mmniah_layouts_sends_what_their_lines_name_not_stray_files(copy_of_built, tmp_path):
+    """The layouts' images are not hashed in the manifest: they are the files the layout's verified annotation
+    lines name (plus its meta.json and merged annotations), never whatever else lies in the folder."""
+    from v2pe_data.hub import local_files
+
+    out = copy_of_built
+    image = next(p for p in (out / "internvl" / "images").rglob("*") if p.is_file())
+    (out / "internvl" / "hf_token").write_text("hf_secret")
+    (image.parent / "99.jpg").write_bytes(image.read_bytes())
+    names = {f.path_in_repo for f in local_files(out, ("parquet", "internvl"))}
+    lines = [json.loads(x) for p in (out / "internvl" / "annotations").glob("*.jsonl") for x in p.read_text().splitlines()]
+    named = {f"internvl/{i}" for line in lines for i in ([line["image"]] if isinstance(line["image"], str)
+                                                           else line["image"])}
+    assert named and named <= names
+    assert {"internvl/meta.json", "internvl/long_vqa_train.jsonl"} <= names
+    assert not {n for n in names if n.startswith("internvl/")} - named - {"internvl/meta.json",
+                                                                          "internvl/long_vqa_train.jsonl"} - {
+        f"internvl/annotations/{p.name}" for p in (out / "internvl" / "annotations").glob("*.jsonl")}
+    image.unlink()
+    with pytest.raises(PushError, match=f"{image.name}: named by .* but missing"):
+        local_files(out, ("parquet", "internvl"))
+
+    mm = tmp_path / "mm"
+    build(BuildConfig(task="long_mr", length=4096, min_length=3584, max_tiles=2, num_samples=2, shard_size=2, seed=5,
+                      formats=["wds", "parquet", "mmniah"], out=str(mm), options={"subset": ["image_retrieval"]}),
+          show_progress=False)
+    (mm / "mmniah" / "images" / "stray.png").write_bytes(b"x")
+    names = {f.path_in_repo for f in local_files(mm, ("parquet", "mmniah"))}
+    assert "mmniah/images/stray.png" not in names
+    assert any(n.startswith("mmniah/annotations/") for n in names) and any(n.startswith("mmniah/images/")
+                                                                          for n in names)

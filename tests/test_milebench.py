@@ -308,3 +308,38 @@ def test_v2pe_style_evaluates_milebench_records_at_one_tile_an_image(fx, tmp_pat
     assert one["meta"]["tiles"] == [1, 1] and one["meta"]["tiling"]["max_tiles"] == 1
     assert one["meta"]["num_tokens"] < record["meta"]["num_tokens"]
     assert gen.prepare(one, images).tiles == [1, 1]  # the loader's own checks accept the recount
+
+
+def test_milebench_records_are_refused_however_the_trainer_is_pointed_at_them(fx, tmp_path):
+    """The InternVL copy's own annotation files, and a copy of that folder away from its build (no manifest to
+    read), are refused too: the preflight finds the build three levels up, the loader refuses each record that
+    says it comes from an evaluation benchmark, unless the recipe allows it."""
+    import dataclasses
+    import shutil
+
+    import torch
+
+    from v2pe_train.config import TrainConfig
+    from v2pe_train.data import LoaderError, PackedLoader
+    from v2pe_train.distributed import Topology
+    from v2pe_train.train import UsageError, loader_config, preflight
+
+    out = tmp_path / "mb"
+    cfg = config(fx, out, tasks=["GPR1200"], num_samples=1)
+    cfg.formats = ["wds", "internvl"]
+    build(cfg, show_progress=False)
+    glob = str(out / "internvl" / "annotations" / "*.jsonl")
+    with pytest.raises(UsageError, match="MileBench/GPR1200"):
+        preflight(TrainConfig(model="tiny", datasets=[{"path": glob}], out=str(tmp_path / "run")))
+    shutil.copytree(out / "internvl", tmp_path / "copy")
+    topo, cpu = Topology(rank=0, world=1, cp=1), torch.device("cpu")
+    for allow in (False, True):
+        train = TrainConfig(model="tiny", datasets=[{"path": str(tmp_path / "copy" / "meta.json")}],
+                            out=str(tmp_path / "run"), allow_eval_data=allow)
+        preflight(train)  # nothing above the copy says where it came from
+        loader = PackedLoader(dataclasses.replace(loader_config(train, topo, cpu), num_epochs=1), None)
+        if allow:
+            assert sum(b.num_samples for b in loader) == 1
+        else:
+            with pytest.raises(LoaderError, match=r"milebench-GPR1200-.*evaluation benchmark MileBench.*allow_eval_data"):
+                list(loader)

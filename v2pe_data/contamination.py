@@ -125,10 +125,13 @@ def _mmniah(path: Path) -> Iterator[Entry]:
 
 def _milebench(path: Path) -> Iterator[Entry]:
     for task in sorted(p for p in path.iterdir() if p.is_dir() and (p / f"{p.name}.json").is_file()):
+        file = task / f"{task.name}.json"
         try:
-            rows = json.loads((task / f"{task.name}.json").read_text(encoding="utf-8", errors="replace"))["data"]
+            rows = json.loads(file.read_text(encoding="utf-8", errors="replace"))["data"]
         except (ValueError, KeyError, TypeError, OSError) as exc:
-            raise ContaminationError(f"{task / (task.name + '.json')}: not a MileBench task file: {exc}") from None
+            raise ContaminationError(f"{file}: not a MileBench task file: {exc}") from None
+        if not isinstance(rows, list):
+            raise ContaminationError(f"{file}: not a MileBench task file: data is {type(rows).__name__}, not a list")
         root = (task / "images").resolve()
         for i, row in enumerate(rows):
             where = f"{task.name}/{task.name}.json data[{i}]"

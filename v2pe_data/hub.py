@@ -72,8 +72,9 @@ def local_files(out: Path, include: tuple[str, ...]) -> list[LocalFile]:
 
     A listed file that is missing, changed or a symbolic link refuses the push (exit 1, naming it); stray
     files beside the shards are not sent. The InternVL and MM-NIAH layouts also need their images and
-    finalized files (meta.json, merged annotations), which the manifest does not hash: those go as the
-    regular files under the layout's folder, and a link anywhere there refuses the push.
+    finalized files (meta.json, merged annotations), which the manifest does not hash: those are the files the
+    layout's verified annotation lines name and its finalize step writes (`_layout_files`), nothing else in
+    the folder; a link anywhere in the folder refuses the push.
     """
     from v2pe_common.schema import load_manifest
 
@@ -97,23 +98,25 @@ def local_files(out: Path, include: tuple[str, ...]) -> list[LocalFile]:
             files.append(_verified(out, shard["path"], shard))
         if layout in ("internvl", "mmniah"):
             done = {f.path_in_repo for f in files}
-            files.extend(_verified(out, rel) for rel in _layout_files(out, LAYOUTS[layout]) if rel not in done)
+            files.extend(_verified(out, rel, named_by=where) for rel, where in _layout_files(out, layout, listed)
+                         if rel not in done)
     files.extend(_verified(out, name) for name in METADATA_FILES if (out / name).exists() or (out / name).is_symlink())
     return files
 
 
-def _verified(out: Path, rel: str, listed: dict | None = None) -> LocalFile:
+def _verified(out: Path, rel: str, listed: dict | None = None, named_by: str = "the manifest") -> LocalFile:
     """A file to publish, hashed; refused when it is a link (or lies under one), or differs from `listed`."""
     path = out / rel
     parts = Path(rel).parts
     if Path(rel).is_absolute() or ".." in parts:
-        raise PushError(f"{out}: the manifest lists {rel!r}, which is not a path inside the build folder")
+        raise PushError(f"{out}: {named_by} names {rel!r}, which is not a path inside the build folder")
     for k in range(1, len(parts) + 1):
         if (out.joinpath(*parts[:k])).is_symlink():
             raise PushError(f"{out.joinpath(*parts[:k])} is a symbolic link: push never follows links (its target "
                             "may be any file); replace it with the file the build wrote")
     if not path.is_file():
-        raise PushError(f"{path}: listed in the manifest but missing; rebuild it (rerun the build) before pushing")
+        raise PushError(f"{path}: {'listed in' if listed is not None else 'named by'} {named_by} but missing; "
+                        "rebuild it (rerun the build) before pushing")
     size, sha256, sha1 = hash_file(path)
     if listed is not None and (size, sha256) != (listed["bytes"], listed["sha256"]):
         raise PushError(f"{path}: differs from the manifest (size {size} vs {listed['bytes']}, or its sha256); "
@@ -121,18 +124,49 @@ def _verified(out: Path, rel: str, listed: dict | None = None) -> LocalFile:
     return LocalFile(Path(rel).as_posix(), path, size, sha256, sha1)
 
 
-def _layout_files(out: Path, folder: str) -> list[str]:
-    """Regular files under OUT/FOLDER, hidden ones (temporaries) left out, sorted; links are refused."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(out / folder):  # os.walk never descends into linked folders
+def _layout_files(out: Path, layout: str, listed: list[dict]) -> list[tuple[str, str]]:
+    """(path, who names it) of the InternVL / MM-NIAH layout's files beyond its listed annotation shards: every
+    image their lines name, then what finalize wrote from them (internvl/meta.json and the merged annotation it
+    names; mmniah/annotations/<file>). Refuses a link anywhere in the layout's folder."""
+    import json
+
+    folder = LAYOUTS[layout]
+    _refuse_links(out / folder)
+    named: dict[str, str] = {}
+    for shard in listed:
+        for lineno, raw in enumerate((out / shard["path"]).read_bytes().splitlines(), 1):
+            where = f"{shard['path']}:{lineno}"
+            try:
+                line = json.loads(raw) if raw.strip() else {}
+                if layout == "internvl":
+                    images = [line["image"]] if isinstance(line.get("image"), str) else list(line.get("image") or [])
+                    base = folder
+                else:
+                    choices = (line.get("meta") or {}).get("choices_image_path") or []
+                    images, base = [*(line.get("images_list") or []), *choices], f"{folder}/images"
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise PushError(f"{out / shard['path']}:{lineno}: not a line of the {layout} layout ({exc})") from None
+            for image in images:
+                named.setdefault(f"{base}/{image}", where)
+    if layout == "internvl":
+        named["internvl/meta.json"] = "the internvl layout"
+        try:
+            entries = json.loads((out / "internvl" / "meta.json").read_text()).values()
+            merged = sorted({Path(e["annotation"]).name for e in entries})  # finalize writes it beside meta.json
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise PushError(f"{out / 'internvl' / 'meta.json'}: unreadable ({exc}); rerun the build") from None
+        named.update({f"internvl/{name}": "internvl/meta.json" for name in merged})
+    else:
+        named.update({f"mmniah/annotations/{Path(s['path']).name}": "the mmniah layout" for s in listed})
+    return list(named.items())
+
+
+def _refuse_links(folder: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk never descends into linked folders
         for name in dirnames + filenames:
-            full = Path(dirpath, name)
-            if full.is_symlink():
-                raise PushError(f"{full} is a symbolic link: push never follows links (its target may be any "
-                                "file); replace it with the file the build wrote")
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath, f).relative_to(out).as_posix() for f in filenames if not f.startswith(".")]
-    return sorted(found)
+            if Path(dirpath, name).is_symlink():
+                raise PushError(f"{Path(dirpath, name)} is a symbolic link: push never follows links (its target may "
+                                "be any file); replace it with the file the build wrote")
 
 
 def chunk(files: list[LocalFile], max_files: int, max_bytes: int) -> list[list[LocalFile]]:

@@ -66,13 +66,11 @@ def summarize(out: Path) -> dict:
 
 def plot(summary: dict, path: Path) -> Path:
     """Three panels: token lengths, target depths, tiles per image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend and figures are left alone
 
     raw = summary["_raw"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     axes[0].hist(raw["lengths"], bins=30, color="#3b6ea8")
     axes[0].set(title="tokens per sample", xlabel="tokens", ylabel="samples")
     axes[1].hist(raw["depths"], bins=10, range=(0, 1), color="#c0504d")
@@ -82,5 +80,4 @@ def plot(summary: dict, path: Path) -> Path:
     axes[2].set(title="tiles per image (thumbnail included)", xlabel="tiles", ylabel="images")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

@@ -227,6 +227,7 @@ def _score_and_report(predictions, data, out: Path, *, data_format, images, max_
     import json
 
     from .eval.inputs import EvalInputError
+    from .eval.lemma import WordDataMissing
     from .eval.report import write_report
     from .eval.run import SCORES, score_predictions
 
@@ -234,7 +235,7 @@ def _score_and_report(predictions, data, out: Path, *, data_format, images, max_
         rows, problems = score_predictions(predictions, data, data_format=data_format, tokenizer=tokenizer,
                                            max_tiles=max_tiles, images_root=str(images) if images else None,
                                            style=style, limit=limit)
-    except (EvalInputError, ValueError) as exc:
+    except (EvalInputError, ValueError, WordDataMissing) as exc:  # the last: the eval extra is not installed
         _fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / SCORES, "w", encoding="utf-8") as fh:

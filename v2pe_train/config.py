@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from v2pe_common.control import MODES as CONTROL_MODES
 from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
 from v2pe_common.lengths import parse_length
 
@@ -16,6 +17,20 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Keys a resumed run may change: bookkeeping that leaves every batch, gradient and update as they were.
 # Everything else (lr, seed, data, max_steps, model, num_workers, ...) is the run's identity.
 RESUMABLE_KEYS = frozenset({"out", "log_every", "save_every", "keep_last", "strict", "verify_shards"})
+# The range of every integer key (README, training recipe): wide enough for any real run, narrow enough that no
+# value forks the machine to death (num_workers) or fails deep inside a library without naming the key (seed).
+LIMITS = {
+    "max_seq_len": (1, 2**24),  # 16M tokens, as the data side's `length`
+    "max_tiles_per_pack": (1, 10**6),
+    "max_steps": (1, 10**12),
+    "grad_accum": (1, 10**6),
+    "cp": (1, 4096),
+    "seed": (0, 2**63 - 1),
+    "log_every": (1, 10**12),
+    "save_every": (1, 10**12),
+    "keep_last": (1, 10**6),
+    "num_workers": (0, 256),
+}
 
 
 @dataclass(kw_only=True, slots=True)
@@ -60,6 +75,9 @@ class TrainConfig:
     # "reference": transformers' processor, pixel-exact with the data side; "fast": torch resize, ~4.4x the
     # tiles/s per worker, within 2 levels of the reference on almost every tile (data/fast_tiling.py).
     tiling_backend: str = "reference"
+    # A turn holding a control token (<IMG_CONTEXT>, <|im_start|>, ...; foreign InternVL lines are read here, not
+    # by v2pe-data): skip the sample (counted as special_token) or neutralise the token (v2pe_common.control).
+    control_tokens: str = "skip"
     # parallelism
     cp: int = 1  # context-parallel degree; world size = dp * cp
     # Kernels of the ring (and of cp = 1 varlen): auto / torch = torch's own (flash on sm80+ in bf16/fp16, else
@@ -103,8 +121,12 @@ class TrainConfig:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             need(not self.data, "datasets", "give data (each source read once) or datasets (a mixture), not both")
-        need(self.max_seq_len > 0, "max_seq_len", "must be positive")
+        for key, (lo, hi) in LIMITS.items():
+            value = getattr(self, key)
+            need(value is None or lo <= value <= hi, key, f"must lie in [{lo}, {hi}], got {value!r}")
         need(self.tiling_backend in ("reference", "fast"), "tiling_backend", "choose reference or fast")
+        need(self.control_tokens in CONTROL_MODES, "control_tokens",
+             f"choose one of {list(CONTROL_MODES)}, got {self.control_tokens!r}")
         need(self.data_format in ("wds", "parquet", "internvl"), "data_format", "choose wds, parquet or internvl")
         need(self.position_mode in POSITION_MODES, "position_mode", f"choose one of {list(POSITION_MODES)}")
         need(self.position_mode != "v2pe_fix" or self.stride in (1, 2, 4, 8, 16, 32, 64, 128, 256), "stride",
@@ -112,23 +134,15 @@ class TrainConfig:
         need(self.lr > 0, "lr", "must be positive")
         need(0 <= self.min_lr <= self.lr, "min_lr", "must lie in [0, lr]")
         need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must lie in [0, 1)")
-        need(self.max_steps >= 1, "max_steps", "must be >= 1")
-        need(self.grad_accum >= 1, "grad_accum", "must be >= 1")
         need(self.grad_clip > 0, "grad_clip", "must be positive")
         need(self.eps >= 0, "eps", "must be >= 0")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(0 <= self.drop_path_rate < 1, "drop_path_rate", f"must lie in [0, 1), got {self.drop_path_rate}")
-        need(self.max_tiles_per_pack is None or self.max_tiles_per_pack >= 1, "max_tiles_per_pack",
-             "must be >= 1 (or null: no tile limit)")
         need(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"choose one of {list(LOSS_REDUCTIONS)}")
         need(self.precision in PRECISIONS, "precision", f"choose one of {list(PRECISIONS)}")
-        need(self.cp >= 1, "cp", "must be >= 1")
         need(self.ring_backend in ("auto", "torch", "flash"), "ring_backend", "choose auto, torch or flash")
         need(self.attention in ("auto", "mask", "varlen"), "attention", "choose auto, mask or varlen")
         need(self.data_parallel in ("ddp", "fsdp"), "data_parallel", f"choose ddp or fsdp, got {self.data_parallel!r}")
-        need(self.save_every >= 1, "save_every", "must be >= 1")
-        need(self.log_every >= 1, "log_every", "must be >= 1")
-        need(self.keep_last >= 1, "keep_last", "must be >= 1")
         # A string is a sequence too: "ab" must not pass as two betas.
         betas_ok = isinstance(self.betas, (list, tuple)) and len(self.betas) == 2 and all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and 0 <= b < 1

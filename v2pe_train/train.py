@@ -113,10 +113,11 @@ def resolve_tokenizer(cfg: TrainConfig) -> str | None:
 
 def eval_benchmarks(data: str) -> str:
     """The evaluation benchmarks and their datasets a build's manifest declares (its sources' `eval_benchmark`),
-    as one phrase ("MileBench (MileBench/ALFRED, ...)"), or "" for none. A build's InternVL or parquet copy is
-    looked up through the build folder above it."""
+    as one phrase ("MileBench (MileBench/ALFRED, ...)"), or "" for none. A build's copies and their files
+    (OUT/internvl/annotations/*.jsonl: three levels down) are looked up through the build folder above them;
+    data with no manifest above it is checked record by record by the loader (`allow_eval_data`)."""
     path = Path(data)
-    for folder in (path, *path.parents[:2]):
+    for folder in (path, *path.parents[:3]):
         manifest = folder / "manifest.json"
         if manifest.is_file():
             try:
@@ -233,7 +234,8 @@ def loader_config(cfg: TrainConfig, topo: Topology, device: torch.device) -> Loa
                         template=cfg.template, position_mode=cfg.position_mode, stride=cfg.stride,
                         pixel_dtype="bf16" if device.type == "cuda" else "fp32", strict=cfg.strict,
                         verify=cfg.verify_shards, data_augment=cfg.data_augment, train_on_prompt=cfg.train_on_prompt,
-                        train_on_eos=cfg.train_on_eos, tiling_backend=cfg.tiling_backend)
+                        train_on_eos=cfg.train_on_eos, tiling_backend=cfg.tiling_backend,
+                        control_tokens=cfg.control_tokens, allow_eval_data=cfg.allow_eval_data)
 
 
 class Trainer:

@@ -9,11 +9,12 @@
 Modules: shards (manifests and their sha256 checks; tar, parquet and InternVL JSONL streaming; epoch
 order, dp split), mixture (several datasets interleaved by repeat_time or weight), samples (record ->
 tokens, tiles, positions), foreign (InternVL lines without our meta, counted at load), packing, collate (the Batch), loader
-(PackedLoader, torch wrappers), stats (bad-input counts).
+(PackedLoader), workers (torch's Dataset and the training loop's loader), stats (bad-input counts).
 """
 
 from .collate import Batch, collate
-from .loader import LoaderConfig, LoaderDataset, PackedLoader, TrainDataLoader
+from .loader import LoaderConfig, PackedLoader
+from .workers import LoaderDataset, TrainDataLoader
 from .mixture import DatasetSpec
 from .packing import Packer
 from .samples import IMAGENET_MEAN, IMAGENET_STD, Sample, SampleError, SampleProcessor, stride_rng

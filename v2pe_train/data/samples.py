@@ -39,6 +39,7 @@ from v2pe_common.control import MODES as CONTROL_MODES, ControlTokenError, contr
 
 from . import fast_tiling, foreign
 from .shards import BadMember, InternVLSample, ParquetSample, TarSample
+from .stats import LoaderError
 
 log = logging.getLogger("v2pe_train.data")
 
@@ -132,6 +133,7 @@ class SampleProcessor:
         tiling_backend: str = "reference",
         defer_pixels: bool = False,
         control_tokens: str = "skip",
+        allow_eval_data: bool = True,
     ):
         if pixel_dtype not in PIXEL_DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {pixel_dtype!r}")
@@ -158,6 +160,9 @@ class SampleProcessor:
         # Turn text holding a control token is skipped (special_token) or neutralised; made on first use.
         self.control_mode = control_tokens
         self._control = None
+        # False (the trainer's loader unless the recipe allows it): a record of an evaluation benchmark raises
+        # LoaderError; evaluation reads such records on purpose, so True is the default here.
+        self.allow_eval_data = bool(allow_eval_data)
         self._warned_tokenizer = False
 
     # -- the record alone -------------------------------------------------------------------------
@@ -180,6 +185,11 @@ class SampleProcessor:
         if record["id"] != key:
             raise SampleError("schema", f"$.id {record['id']!r} differs from the sample key {key!r}")
         meta = record["meta"]
+        if meta.get("eval_benchmark") and not self.allow_eval_data:
+            datasets = sorted({str(s.get("dataset")) for s in meta["sources"] if isinstance(s, dict)})
+            raise LoaderError(f"sample {record['id']!r} was built from the evaluation benchmark {meta['eval_benchmark']} "
+                              f"({', '.join(datasets)}): training on it contaminates that benchmark's scores; set "
+                              "allow_eval_data: true in the recipe to train on it anyway")
         meta_tiling = {k: meta["tiling"][k] for k in _TILING_FIELDS if k in meta["tiling"]}
         try:
             tiling = self.tiling or _tiling_from_meta(tuple(sorted(meta_tiling.items())))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from v2pe_common import encoding, formats
+from v2pe_common.choices import option_letter
 from v2pe_common.paths import PathEscape, resolve_inside
 from v2pe_common.template import ChatTemplate
 from v2pe_common.tiling import TilingConfig, num_tiles
@@ -27,7 +28,6 @@ from v2pe_common.tokenizer import TextTokenizer
 
 from ..data.shards import ShardReadError, iter_samples, resolve_sources
 from . import tasks
-from .milebench import option_letter
 
 MMNIAH_FILE = re.compile(r"^(?P<task>[a-z]+-(?:text|image))(?:-\d+subset)?\.jsonl$")
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")

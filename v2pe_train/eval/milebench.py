@@ -19,22 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from v2pe_common.choices import option_letter
+
 from .normalize import milebench_normalize
 
 # MileBench's `preprocess_option_string` escapes these, one after the other, in this order
 _REGEX_CHARS = ("\\", ".", "^", "$", "*", "+", "?", "{", "}", "[", "]", "|", "(", ")")
-
-
-def option_letter(index: int) -> str:
-    """MileBench's `char`: A..Z, then "A" + A..Z, then "B" + the character 65 + index - 52 (so past BZ it
-    runs into "B[", "B\\", ...: MileBench's letters stop being letters there, and so do ours)."""
-    if index < 0:
-        raise ValueError(f"option index must be >= 0, got {index}")
-    if index < 26:
-        return chr(65 + index)
-    if index < 52:
-        return "A" + chr(index + 65 - 26)
-    return "B" + chr(index + 65 - 52)
 
 
 def _escaped(option: str) -> str:

@@ -130,7 +130,7 @@ def scores_json(entry: dict) -> dict:
 def write(rows: Sequence[dict], out_dir: str | Path) -> tuple[dict[str, Path], list[str], list[str]]:
     """`mmniah/<group>/scores_<split>.json` and `mmniah/<group>/heatmaps_png/<task>.png` as MM-NIAH lays them
     out; returns (written files, Markdown lines, warnings)."""
-    from .report import draw_cells
+    from .report import save_heatmap
 
     agg, warnings = aggregate(rows)
     written: dict[str, Path] = {}
@@ -142,29 +142,14 @@ def write(rows: Sequence[dict], out_dir: str | Path) -> tuple[dict[str, Path], l
         path.write_text(json.dumps(scores_json(entry), indent=1) + "\n")
         written[f"mmniah_{group}_{split}"] = path
         for task, grid in entry["grids"].items():
-            written[f"mmniah_{group}_{task}"] = _heatmap(grid, folder / "heatmaps_png" / f"{task}.png", task, draw_cells)
+            written[f"mmniah_{group}_{task}"] = save_heatmap(
+                folder / "heatmaps_png" / f"{task}.png", grid, xticks=CONTEXT_RANGES, xrotation=45,
+                yticks=[f"{j * Y_INTERVAL:.1f}" for j in range(DEPTH_ROWS)], xlabel="context length (lower edge)",
+                ylabel="depth", title=f"{task} (MM-NIAH's aggregation: empty cells count as 0)", figsize=(8, 3.2),
+                colorbar=False)
         md.append(f"\n## MM-NIAH's aggregation ({group}, {split}): score x 100 per length column\n\n")
         md.append("| task | " + " | ".join(CONTEXT_RANGES) + " |\n|---|" + "---:|" * len(CONTEXT_RANGES) + "\n")
         named = [*entry["tasks"].items(), *([("overall", entry["overall"])] if entry["overall"] is not None else [])]
         for task, scores in named:
             md.append(f"| {task} | " + " | ".join(f"{100 * v:.1f}" for v in scores) + " |\n")
     return written, md, warnings
-
-
-def _heatmap(grid: np.ndarray, path: Path, title: str, draw_cells) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    draw_cells(ax, grid)
-    ax.set_xticks(range(len(X_BINS)), CONTEXT_RANGES, rotation=45)
-    ax.set_yticks(range(DEPTH_ROWS), [f"{j * Y_INTERVAL:.1f}" for j in range(DEPTH_ROWS)])
-    ax.set_xlabel("context length (lower edge)")
-    ax.set_ylabel("depth")
-    ax.set_title(f"{title} (MM-NIAH's aggregation: empty cells count as 0)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

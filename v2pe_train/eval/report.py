@@ -99,9 +99,9 @@ def markdown_table(rows: Sequence[dict]) -> str:
 
 def draw_cells(ax, means: np.ndarray, fontsize: int = 8):
     """Accuracies in [0, 1] as a red-to-green grid on `ax`, each cell labelled x 100; NaN cells blank."""
-    import matplotlib.pyplot as plt
+    import matplotlib
 
-    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#ffffff")
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#ffffff")
     im = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     for (i, j), v in np.ndenumerate(means):
         if not math.isnan(v):
@@ -109,29 +109,38 @@ def draw_cells(ax, means: np.ndarray, fontsize: int = 8):
     return im
 
 
+def save_heatmap(path: str | Path, means: np.ndarray, *, xticks: Sequence[str], yticks: Sequence[str], xlabel: str,
+                 ylabel: str, title: str, figsize: tuple[float, float], xrotation: float = 0,
+                 colorbar: bool = True) -> Path:
+    """`means` (rows x columns of accuracies) as a labelled PNG. Drawn on a Figure of its own, not through pyplot:
+    no global figure state, and the caller's matplotlib backend (a notebook's, say) stays as it is."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    ax = fig.subplots()
+    im = draw_cells(ax, means)
+    ax.set_xticks(range(len(xticks)), xticks, rotation=xrotation)
+    ax.set_yticks(range(len(yticks)), yticks)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if colorbar:
+        fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
 def heatmap(rows: Sequence[dict], path: str | Path, title: str) -> Path | None:
     """Accuracy over length (rows) x depth (columns); None when no row has a depth."""
     bins, sums, counts = grid(rows)
     if not bins:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    means = cell_means(sums, counts)
-    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.45 * len(bins)))
-    im = draw_cells(ax, means)
-    ax.set_xticks(range(DEPTH_BINS), [f"{j / DEPTH_BINS:.1f}-{(j + 1) / DEPTH_BINS:.1f}" for j in range(DEPTH_BINS)])
-    ax.set_yticks(range(len(bins)), [length_label(b) for b in bins])
-    ax.set_xlabel("needle / target depth")
-    ax.set_ylabel("context length (tokens)")
-    ax.set_title(f"{title} (ours; blank: no sample)", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_heatmap(path, cell_means(sums, counts),
+                        xticks=[f"{j / DEPTH_BINS:.1f}-{(j + 1) / DEPTH_BINS:.1f}" for j in range(DEPTH_BINS)],
+                        yticks=[length_label(b) for b in bins], xlabel="needle / target depth",
+                        ylabel="context length (tokens)", title=f"{title} (ours; blank: no sample)",
+                        figsize=(6.4, 1.2 + 0.45 * len(bins)))
 
 
 def write_report(rows: Sequence[dict], out_dir: str | Path,

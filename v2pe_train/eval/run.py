@@ -82,11 +82,13 @@ def parse_strides(text: str | Sequence) -> list[int | str]:
 
 def read_done(path: Path) -> set[tuple[str, str]]:
     """(id, stride) pairs already predicted. A line cut by a kill (unparsable, or cut inside a UTF-8
-    character) is dropped, and the file is rewritten without it atomically (temporary file, then rename)."""
+    character) is dropped, and the file is rewritten without it atomically (temporary file, then rename); so is
+    a whole last line that lacks its newline, which the next appended reply would otherwise join."""
     done: set[tuple[str, str]] = set()
     if not path.exists():
         return done
-    lines = path.read_bytes().splitlines()
+    data = path.read_bytes()
+    lines = data.splitlines()
     keep = []
     for raw in lines:
         try:
@@ -95,7 +97,7 @@ def read_done(path: Path) -> set[tuple[str, str]]:
             keep.append(raw)
         except (ValueError, KeyError, TypeError):
             continue  # a half-written line: rewritten below, its item predicted again
-    if len(keep) != len(lines):
+    if len(keep) != len(lines) or (data and not data.endswith(b"\n")):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(b"".join(k + b"\n" for k in keep))
         os.replace(tmp, path)
@@ -117,7 +119,12 @@ def model_identity(spec: str | Path) -> dict:
         path = found
     meta = path / "meta.json"
     if meta.is_file():
-        info = json.loads(meta.read_text())
+        try:
+            info = json.loads(meta.read_text())
+        except ValueError as exc:
+            raise EvalInputError(f"--model: {meta}: not JSON ({exc})") from None
+        if not isinstance(info, dict):
+            raise EvalInputError(f"--model: {meta}: expected an object (a checkpoint's meta), got {type(info).__name__}")
         run_id = info.get("run_id") or (info.get("config") or {}).get("run_id")
         if run_id is not None and "step" in info:
             return {"run_id": run_id, "step": info["step"]}

@@ -26,21 +26,13 @@ from __future__ import annotations
 
 import re
 
+from v2pe_common.choices import option_letter
+
 IMAGE = "<image>"
 PLACEHOLDER = re.compile(r"\{(image|table)#(\d+)\}")
 CHOICE_HEAD = "\nChoice list: \n"
 CHOICE_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 UNLETTERED = ("GPR1200",)
-
-
-def option_letter(index: int) -> str:
-    """The letters MileBench's scorer (`evaluate.py:Eval.char`) matches replies against: A..Z, "A" + A..Z, then
-    "B" + chr(65 + index - 52) (past BZ no longer letters). Its prompt prints chr(65 + index) instead, which
-    past Z gives "[", "\\", ...: a record asking for one letter and scored on another would teach nothing, so
-    the prompt prints the scorer's letters."""
-    if index < 26:
-        return chr(65 + index)
-    return ("A" + chr(index + 65 - 26)) if index < 52 else ("B" + chr(index + 65 - 52))
 
 
 def placeholders(context: str) -> list[int]:
