@@ -199,7 +199,8 @@ def heatmaps(cfg: ExperimentConfig, summary: dict, path: Path) -> Path:
 
 
 def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
-    """Loss of the training targets against evaluation length, one line per model @ stride (solid: default, dashed: V2PE)."""
+    """Loss of the training targets against evaluation length, one line per model @ stride (solid: default,
+    dashed: V2PE)."""
     if not nll:
         return None
     import matplotlib
