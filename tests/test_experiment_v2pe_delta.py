@@ -56,6 +56,9 @@ def test_the_gpu_scale_runs_every_stage_and_reports_a_failed_control(loan):
     assert results["control_passed"] is False
     report = (dest / "REPORT.md").read_text()
     assert "CONTROL FAILED" in report and "| v2pe_rnd@16 |" in report and "best inference stride" in report
+    # text and image needles are reported apart too
+    assert set(results["by_subset"]["default@default"]) == {"text_retrieval", "image_retrieval"}
+    assert "| default@default | image_retrieval |" in report
     assert (dest / "heatmaps.png").stat().st_size > 1000
     assert sorted(results["lm_loss"]) == sorted(results["summary"])
     # both modes of a seed start from the same pretrain rung b model (text only), trained on image needles too
