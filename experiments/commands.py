@@ -191,8 +191,9 @@ def train_recipe(cfg: StageConfig, *, model: Path | str, tokenizer: Path, data: 
         "model": str(model), "tokenizer": str(tokenizer), "data": [str(data)], "out": str(out),
         "max_seq_len": cfg.seq_len, "position_mode": position_mode, "lr": cfg.lr, "warmup_ratio": cfg.warmup_ratio,
         "max_steps": cfg.steps, "weight_decay": 0.0, "loss_reduction": "token", "precision": cfg.precision,
-        "save_every": save_every or cfg.save_every, "keep_last": keep_last, "log_every": 10, "seed": seed, "tiling_backend": "fast",
-        "train_on_prompt": cfg.train_on_prompt, "train_on_eos": cfg.train_on_eos,
+        "save_every": save_every or cfg.save_every, "keep_last": keep_last, "log_every": 10, "seed": seed,
+        "tiling_backend": "fast", "train_on_prompt": cfg.train_on_prompt, "train_on_eos": cfg.train_on_eos,
+        "num_workers": cfg.num_workers,
     }
     if position_mode == "v2pe_fix":
         recipe["stride"] = stride

@@ -66,6 +66,7 @@ class StageConfig:
     save_every: int = 500
     device: str = "cpu"
     threads: int = 1  # torch threads of each training / evaluation process
+    num_workers: int = 0  # loader worker processes of each training run (decoding and tiling images)
     parallel: int = 2  # training or evaluation processes at once
     # --- evaluation
     eval_mode: str = "teacher_forced"
@@ -88,6 +89,8 @@ class StageConfig:
             raise ConfigError(f"min_len_ratio: must be in (0, 1), got {self.min_len_ratio!r}")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds):
             raise ConfigError(f"seeds: expected a list of ints, got {self.seeds!r}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers: must be >= 0, got {self.num_workers!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr: must be positive, got {self.lr!r}")
         if not 0 <= self.warmup_ratio < 1:

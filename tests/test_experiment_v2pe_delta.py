@@ -56,6 +56,9 @@ def test_the_gpu_scale_runs_every_stage_and_reports_a_failed_control(loan):
     assert results["control_passed"] is False
     report = (dest / "REPORT.md").read_text()
     assert "CONTROL FAILED" in report and "| v2pe_rnd@16 |" in report and "best inference stride" in report
+    # text and image needles are reported apart too
+    assert set(results["by_subset"]["default@default"]) == {"text_retrieval", "image_retrieval"}
+    assert "| default@default | image_retrieval |" in report
     assert (dest / "heatmaps.png").stat().st_size > 1000
     assert sorted(results["lm_loss"]) == sorted(results["summary"])
     # both modes of a seed start from the same pretrain rung b model (text only), trained on image needles too
@@ -67,7 +70,8 @@ def test_the_gpu_scale_runs_every_stage_and_reports_a_failed_control(loan):
     assert meta["args"]["options"]["subset"] == "text_retrieval,image_retrieval"
     # the GPU scale's model shape, on the CPU
     config = json.loads((work / "pretrain" / "b" / "final" / "s0" / "config.json").read_text())
-    assert config["text_config"]["hidden_size"] == 256 and config["vision_config"]["num_hidden_layers"] == 2
+    assert config["text_config"]["hidden_size"] == 64 and config["vision_config"]["num_hidden_layers"] == 2
+    assert config["vision_config"]["hidden_size"] == 64
 
 
 def test_a_second_loan_resumes_from_the_packed_state_without_training_again(loan):
@@ -104,7 +108,7 @@ def test_scale_keys_are_checked_by_name():
         assert [r.name for r in load_config(scale).pretrain_chain()] == ["a", "b"]
     # the experiment's seeds and model shape apply to its pretrain rungs
     chain = load_config("gpu").pretrain_chain()
-    assert all(r.seeds == [0, 1, 2] and r.hidden_size == 256 and r.device == "cuda" for r in chain)
+    assert all(r.seeds == [0, 1] and r.vision_hidden_size == 64 and r.device == "cuda" for r in chain)
 
 
 def _rows(mode: str, stride: str, multiple: int, seed: int, score: float) -> list[dict]:

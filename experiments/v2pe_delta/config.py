@@ -73,7 +73,7 @@ class ExperimentConfig(StageConfig):
         """The pretrain rung and those it starts from (first to last), with this experiment's shared keys."""
         if self.pretrain is None:
             return []
-        shared = ("seeds", "device", "precision", "threads", "parallel", "template", *MODEL_KEYS)
+        shared = ("seeds", "device", "precision", "threads", "parallel", "template", "num_workers", *MODEL_KEYS)
         common = {**self.pretrain_set, **{k: getattr(self, k) for k in shared}}
         return chain(self.pretrain, common=common)
 
@@ -98,7 +98,7 @@ def load_config(scale: str, overrides: dict | None = None) -> ExperimentConfig:
 # model shape) at toy size on the CPU, so a GPU scale's code path is checked on a machine without one.
 DRY_RUN = {"train_len": 2048, "train_samples": 8, "eval_samples": 2, "eval_multiples": [1, 2], "steps": 2,
            "save_every": 2, "max_seq_len": None, "device": "cpu", "precision": "fp32", "parallel": 1, "threads": 1,
-           "build_workers": 1}
+           "build_workers": 1, "num_workers": 0}
 DRY_RUN_PRETRAIN = {"train_samples": 8, "eval_samples": 2, "steps": 2, "save_every": 2}
 
 

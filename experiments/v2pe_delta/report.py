@@ -45,7 +45,7 @@ def collect(cfg: ExperimentConfig, out: Path) -> list[dict]:
             for r in read_scores(eval_folder(out, run, m)):
                 rows.append({"run": run, "mode": mode, "seed": int(seed), "stride": str(r["stride"]), "multiple": m,
                              "num_tokens": r["num_tokens"], "depth": _nearest(grid, depth_of(r)),
-                             "score": float(r["score"])})
+                             "subset": r.get("subset"), "score": float(r["score"])})
     return rows
 
 
@@ -99,6 +99,19 @@ def control(cfg: ExperimentConfig, summary: dict) -> tuple[bool, list[str]]:
     return ok, lines
 
 
+def by_subset(cfg: ExperimentConfig, rows: list[dict]) -> dict:
+    """{'<mode>@<stride>': {subset: {multiple: mean score}}} when the sets mix several subsets, else {}."""
+    if len(cfg.subsets) < 2:
+        return {}
+    cells: dict = defaultdict(list)
+    for r in rows:
+        cells[(f"{r['mode']}@{r['stride']}", r["subset"], r["multiple"])].append(r["score"])
+    out: dict = {}
+    for (key, subset, m), scores in sorted(cells.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
+        out.setdefault(key, {}).setdefault(subset, {})[str(m)] = statistics.fmean(scores)
+    return out
+
+
 def best_strides(cfg: ExperimentConfig, summary: dict) -> dict:
     """{mode: stride}: the stride with the best mean accuracy over the lengths beyond L, per mode."""
     beyond = [str(m) for m in sorted(set(cfg.eval_multiples)) if m > 1]
@@ -122,7 +135,8 @@ def _cell(entry: dict | None) -> str:
 
 
 def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str], timings: dict,
-             nll: dict | None = None, *, missing: list[str] | None = None, pretrain: list[dict] | None = None) -> str:
+             nll: dict | None = None, *, missing: list[str] | None = None, pretrain: list[dict] | None = None,
+             subsets: dict | None = None) -> str:
     ms = sorted(set(cfg.eval_multiples))
     head = ("CONTROL PASSED: both models are accurate at the training length; the table can be read."
             if passed else "CONTROL FAILED: a model is not accurate at the training length L, so the task was not "
@@ -142,6 +156,14 @@ def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str
     for key, entry in summary.items():
         parts.append(f"| {key} | " + " | ".join(_cell(entry["lengths"].get(str(m))) for m in ms) + " |\n")
     parts.append("\nStride S: visual tokens advance S/256 a token (δ = S/256); `default` is S = 256 (δ = 1).\n")
+    if subsets:
+        parts.append("\nAccuracy (%) per subset (mean over seeds and depths):\n\n")
+        parts.append("| model @ eval stride | subset | " + " | ".join(f"{m}L" for m in ms) + " |\n")
+        parts.append("| --- | --- | " + " | ".join("---:" for _ in ms) + " |\n")
+        for key, per in subsets.items():
+            for subset, cells in per.items():
+                parts.append(f"| {key} | {subset} | " + " | ".join(
+                    f"{100 * cells[str(m)]:.1f}" if str(m) in cells else "" for m in ms) + " |\n")
     best = best_strides(cfg, summary)
     if best:
         parts.append("\nEach model at its own best inference stride (the stride with the best mean accuracy over "
@@ -199,7 +221,8 @@ def heatmaps(cfg: ExperimentConfig, summary: dict, path: Path) -> Path:
 
 
 def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
-    """Loss of the training targets against evaluation length, one line per model @ stride (solid: default, dashed: V2PE)."""
+    """Loss of the training targets against evaluation length, one line per model @ stride (solid: default,
+    dashed: V2PE)."""
     if not nll:
         return None
     import matplotlib
@@ -227,7 +250,8 @@ def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
 
 def write(cfg: ExperimentConfig, out: Path, timings: dict | None = None) -> tuple[bool, Path]:
     """results.json, REPORT.md, heatmaps.png in OUT; returns (control passed, REPORT.md)."""
-    summary = summarise(cfg, collect(cfg, out))
+    rows = collect(cfg, out)
+    summary, subsets = summarise(cfg, rows), by_subset(cfg, rows)
     nll = lm_loss.collect(cfg, out)
     passed, lines = control(cfg, summary)
     missing = [run for run in cfg.runs() if run not in set(complete_runs(cfg, out))]
@@ -237,10 +261,11 @@ def write(cfg: ExperimentConfig, out: Path, timings: dict | None = None) -> tupl
     (out / "results.json").write_text(json.dumps(
         {"scale": cfg.name, "config": {k: v for k, v in vars(cfg).items()}, "control_passed": passed,
          "control": lines, "incomplete_runs": missing, "best_strides": best_strides(cfg, summary),
-         "pretrain": pretrain, "timings_s": timings, "summary": summary, "lm_loss": nll},
+         "pretrain": pretrain, "timings_s": timings, "summary": summary, "by_subset": subsets, "lm_loss": nll},
         indent=1, default=str) + "\n")
     heatmaps(cfg, summary, out / "heatmaps.png")
     loss_plot(cfg, nll, out / "lm_loss.png")
     report = out / "REPORT.md"
-    report.write_text(markdown(cfg, summary, passed, lines, timings, nll, missing=missing, pretrain=pretrain))
+    report.write_text(markdown(cfg, summary, passed, lines, timings, nll, missing=missing, pretrain=pretrain,
+                               subsets=subsets))
     return passed, report
