@@ -3,10 +3,11 @@ exact image hash and by normalised question + answer."""
 
 import json
 import shutil
+from functools import partial
 
 import pytest
-from typer.testing import CliRunner
 
+from tests.cli_invoke import invoke
 from tests.fixtures.milebench import write_milebench
 from tests.fixtures.sources import write_docvqa_official
 from v2pe_data.build import build
@@ -14,12 +15,7 @@ from v2pe_data.cli import app
 from v2pe_data.config import BuildConfig
 from v2pe_data.contamination import ContaminationError, compare, normalise
 
-RUNNER = CliRunner()
-
-
-def cli(*args):
-    result = RUNNER.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
+cli = partial(invoke, app)
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,19 @@
 MM-NIAH inputs and submissions, and every prediction line that cannot be scored reported one by one."""
 
 import json
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.cli_invoke import invoke
 from v2pe_common.tokenizer import load_tokenizer
 from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
 from v2pe_train.cli import app
 from v2pe_train.eval import run as er
 from v2pe_train.eval.inputs import iter_items
-
-RUNNER = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +30,7 @@ def builds(tmp_path_factory):
     return mr, vqa
 
 
-def cli(*args):
-    result = RUNNER.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output  # stdout and stderr, as a terminal shows them
+cli = partial(invoke, app)  # exit code, and stdout with stderr as a terminal shows them
 
 
 def test_eval_sweeps_strides_writes_report_and_a_rerun_skips_finished_predictions(builds, tmp_path):

@@ -2,22 +2,18 @@
 clash inside one input, resume after a cut inside a UTF-8 character, and `--limit`."""
 
 import json
+from functools import partial
 
 import pytest
-from typer.testing import CliRunner
 
+from tests.cli_invoke import invoke
 from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
 from v2pe_train.cli import app
 from v2pe_train.eval import run as er
 from v2pe_train.eval.inputs import iter_items
 
-RUNNER = CliRunner()
-
-
-def cli(*args):
-    result = RUNNER.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
+cli = partial(invoke, app)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
+from .. import plots
+
 
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}"
@@ -65,12 +67,7 @@ def curves_plot(rows: list[tuple[str, dict, dict]], path: Path) -> Path | None:
     curves = [(name, result) for name, _, result in rows if "curve" in result]
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, (ax,) = plots.figure((6.4, 3.8))
     for name, result in curves:
         per_seed = list(result["curve"].values())
         steps = sorted({int(s) for points in per_seed for s in points})
@@ -80,12 +77,7 @@ def curves_plot(rows: list[tuple[str, dict, dict]], path: Path) -> Path | None:
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy at L (%)")
     ax.set_ylim(-2, 102)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save_lines(fig, ax, path)
 
 
 def write(path: Path, text: str) -> Path:

@@ -22,9 +22,10 @@ import numpy as np
 from v2pe_data.tasks.long_mr.options import parse_grid
 from v2pe_train.eval.report import depth_of, draw_cells
 
+from .. import plots
+from ..commands import read_scores
 from . import lm_loss
 from .config import ExperimentConfig
-from ..commands import read_scores
 from .stages import complete_runs, eval_folder
 
 
@@ -192,16 +193,11 @@ def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str
 
 def heatmaps(cfg: ExperimentConfig, summary: dict, path: Path) -> Path:
     """One panel per model @ stride, side by side: accuracy over length (rows) x needle depth (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     grid = parse_grid(cfg.depth_grid)
     ms = sorted(set(cfg.eval_multiples))
     keys = list(summary)
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.2 + 2.1 * len(keys), 1.4 + 0.45 * len(ms)), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    fig, axes = plots.figure((2.2 + 2.1 * len(keys), 1.4 + 0.45 * len(ms)), ncols=len(keys))
+    for ax, key in zip(axes, keys):
         vals = np.full((len(ms), len(grid)), np.nan)
         for i, m in enumerate(ms):
             for j, d in enumerate(grid):
@@ -213,11 +209,8 @@ def heatmaps(cfg: ExperimentConfig, summary: dict, path: Path) -> Path:
         ax.set_xticks(range(len(grid)), [f"{d:g}" for d in grid], fontsize=7)
         ax.set_yticks(range(len(ms)), [f"{m}L" for m in ms], fontsize=7)
         ax.set_xlabel("needle depth", fontsize=7)
-    axes[0][0].set_ylabel(f"length (L = {cfg.train_len})", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    axes[0].set_ylabel(f"length (L = {cfg.train_len})", fontsize=7)
+    return plots.save(fig, path)
 
 
 def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
@@ -225,13 +218,8 @@ def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
     dashed: V2PE)."""
     if not nll:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ms = sorted(set(cfg.eval_multiples))
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    fig, (ax,) = plots.figure((6.0, 3.6))
     for key, cells in nll.items():
         xs = [m for m in ms if str(m) in cells]
         ax.plot(xs, [cells[str(m)]["mean"] for m in xs], marker="o", label=key,
@@ -240,12 +228,7 @@ def loss_plot(cfg: ExperimentConfig, nll: dict, path: Path) -> Path | None:
     ax.set_xticks(ms, [f"{m}L" for m in ms])
     ax.set_xlabel(f"evaluation length (L = {cfg.train_len} tokens)")
     ax.set_ylabel("loss of the training targets (nats / token)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save_lines(fig, ax, path)
 
 
 def write(cfg: ExperimentConfig, out: Path, timings: dict | None = None) -> tuple[bool, Path]:
