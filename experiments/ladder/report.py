@@ -30,16 +30,21 @@ def _row(result: dict) -> list[str]:
             f"{result['timings_s'].get('train', 0) / 60:.1f}"]
 
 
+def _scored(result: dict) -> str:
+    mode = result.get("settings", {}).get("eval_mode", "teacher_forced")
+    return "by generation" if mode == "generate" else "teacher-forced"
+
+
 def ladder_markdown(results: list[dict]) -> str:
     lines = ["# Learning ladder\n",
-             "Accuracy at the training length L (teacher-forced unless the rung says otherwise, `v2pe-train eval`); "
-             "a rung passes when every seed reaches its threshold.\n",
-             "| rung | what | starts from | L | steps | accuracy % (mean ± sd) | per seed | final loss | "
+             "Accuracy at the training length L (`v2pe-train eval`, teacher-forced or by generation as the rung "
+             "says); a rung passes when every seed reaches its threshold.\n",
+             "| rung | what | starts from | L | steps | scored | accuracy % (mean ± sd) | per seed | final loss | "
              "train min | threshold | verdict |",
-             "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+             "| --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |"]
     for r in results:
         acc, per_seed, loss, minutes = _row(r)
-        lines.append(f"| {r['rung']} | {r['description']} | {r['init']} | {r['train_len']} | {r['steps']} | {acc} | "
+        lines.append(f"| {r['rung']} | {r['description']} | {r['init']} | {r['train_len']} | {r['steps']} | {_scored(r)} | {acc} | "
                      f"{per_seed} | {loss} | {minutes} | {_pct(r['threshold'])} | "
                      f"{'PASS' if r['passed'] else 'fail'} |")
     return "\n".join(lines) + "\n"
@@ -47,9 +52,10 @@ def ladder_markdown(results: list[dict]) -> str:
 
 def ablation_markdown(plan: str, base: str, rows: list[tuple[str, dict, dict]]) -> str:
     """rows: (variant, its overrides, its result)."""
+    scored = " or ".join(sorted({_scored(result) for *_, result in rows}))
     lines = [f"# Ablation `{plan}` over rung `{base}`\n",
              "Each variant changes the listed keys of the rung and nothing else (same data unless a data key "
-             "changes, same initialisation per seed); accuracy at L, teacher-forced.\n",
+             f"changes, same initialisation per seed); accuracy at L, {scored}.\n",
              "| variant | changes | accuracy % (mean ± sd) | per seed | final loss | steps to threshold | train min |",
              "| --- | --- | ---: | --- | ---: | --- | ---: |"]
     for name, overrides, result in rows:
