@@ -166,15 +166,18 @@ def build_command(cfg: StageConfig, folder: Path, tokenizer: Path, *, length: in
 
 
 def build_all(cfg: StageConfig, jobs: list[tuple[Path, list[str]]], root: Path, say: Callable[[str], None]) -> None:
-    """Run each (folder, command) whose folder has no manifest yet (an unfinished build resumes)."""
+    """Run each (folder, command) whose folder has no manifest yet (an unfinished build resumes),
+    `cfg.parallel` builds at a time."""
+    todo = []
     for folder, cmd in jobs:
+        name = str(folder.relative_to(root))
         if (folder / "manifest.json").is_file():
-            say(f"  {folder.relative_to(root)}: built")
+            say(f"  {name}: built")
             continue
         folder.parent.mkdir(parents=True, exist_ok=True)
-        say(f"  {folder.relative_to(root)}: building ({cmd[cmd.index('--num-samples') + 1]} samples, "
-            f"len {cmd[cmd.index('--len') + 1]})")
-        run(cmd, folder.parent / f"{folder.name}.log", f"building {folder}", env(cfg))
+        say(f"  {name}: building ({cmd[cmd.index('--num-samples') + 1]} samples, len {cmd[cmd.index('--len') + 1]})")
+        todo.append((name, cmd, folder.parent / f"{folder.name}.log"))
+    run_many(todo, cfg, lambda name: f"{name} building", say)
 
 
 # --- training ------------------------------------------------------------------------------------------

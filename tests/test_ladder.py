@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_rung_a_is_learned(tmp_path):
     out = tmp_path / "ladder"
-    proc = run_with_deadline([sys.executable, "-m", "experiments.ladder", "run", "--rung", "a", "--out", str(out)],
-                             900, what="ladder rung a", cwd=ROOT)
+    # two torch threads and build workers: the CI machine's two cores (the rung itself names one)
+    proc = run_with_deadline([sys.executable, "-m", "experiments.ladder", "run", "--rung", "a", "--out", str(out),
+                              "--set", "threads=2", "--set", "build_workers=2"], 900, what="ladder rung a", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     result = json.loads((out / "a" / "result.json").read_text())
     assert result["passed"] and result["accuracy"] >= 0.9, result
@@ -88,11 +89,15 @@ def _result(name: str, per_seed: dict, passed: bool, curve: dict | None = None) 
 
 
 def test_tables_show_each_seed_the_spread_and_the_verdict():
-    text = ladder_markdown([_result("a", {"0": 1.0, "1": 0.9}, True), _result("b", {"0": 0.1}, False)])
-    assert "| a | d | scratch | 160 | 400 | 95.0 ± 7.1 | 100.0 / 90.0 | 0.500 | 2.0 | 90.0 | PASS |" in text
+    generated = {**_result("b", {"0": 0.1}, False), "settings": {"eval_mode": "generate"}}
+    text = ladder_markdown([_result("a", {"0": 1.0, "1": 0.9}, True), generated])
+    assert "| a | d | scratch | 160 | 400 | teacher-forced | 95.0 ± 7.1 | 100.0 / 90.0 | 0.500 | 2.0 | 90.0 | PASS |" \
+        in text
+    assert "| b | d | scratch | 160 | 400 | by generation | 10.0 |" in text
     assert "| b |" in text and text.rstrip().endswith("| fail |")
     curve = {"0": {"100": 0.2, "200": 0.95, "400": 1.0}, "1": {"100": 0.1, "200": 0.5, "400": 0.8}}
     table = ablation_markdown("p", "a", [("base", {}, _result("a-base", {"0": 1.0, "1": 0.8}, False, curve)),
                                          ("eos", {"train_on_eos": True}, _result("a-eos", {"0": 0.3}, False))])
     assert "| base | (the rung as it is) | 90.0 ± 14.1 | 100.0 / 80.0 | 0.500 | 200 / >400 | 2.0 |" in table
     assert "`train_on_eos: true`" in table and "ABLATION_p.png" in table
+    assert "accuracy at L, teacher-forced." in table

@@ -97,8 +97,8 @@ def load_config(scale: str, overrides: dict | None = None) -> ExperimentConfig:
 # What `--dry-run` shrinks: every stage of a scale (its subsets, haystack, pretrain chain, modes, strides and
 # model shape) at toy size on the CPU, so a GPU scale's code path is checked on a machine without one.
 DRY_RUN = {"train_len": 2048, "train_samples": 8, "eval_samples": 2, "eval_multiples": [1, 2], "steps": 2,
-           "save_every": 2, "max_seq_len": None, "device": "cpu", "precision": "fp32", "parallel": 1, "threads": 1,
-           "build_workers": 1, "num_workers": 0}
+           "save_every": 2, "max_seq_len": None, "device": "cpu", "precision": "fp32", "parallel": 2, "threads": 1,
+           "build_workers": 1, "num_workers": 0}  # two processes at a time: the runs are start-up bound
 DRY_RUN_PRETRAIN = {"train_samples": 8, "eval_samples": 2, "steps": 2, "save_every": 2}
 
 
