@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v2pe_common.recipe import ConfigError, check_type
+from v2pe_common.recipe import ConfigError, check_type, unknown_key
 
 EVAL_MODES = ("generate", "teacher_forced")
 # whole_words: the bundled tokenizer plus every needle name and value as one token (commands.make_tokenizer);
@@ -128,7 +128,7 @@ def field_defaults(cls) -> dict:
 def known_key(key: str, value, known: dict) -> dict:
     """`construct`'s coercion for the experiments' configs: any known key, its type checked by the class."""
     if key not in known:
-        raise ConfigError(f"unknown key {key!r}; known keys: {sorted(known)}")
+        raise unknown_key(key, known)
     return {key: value}
 
 

@@ -116,3 +116,46 @@ def test_recipes_in_the_repo_load_and_name_bad_keys(tmp_path):
     bad.write_text("model: tiny\nlr: fast\n")
     with pytest.raises(ConfigError, match="lr: expected float"):
         TrainConfig.from_yaml(bad)
+
+
+def test_a_recipe_reads_1e_3_as_a_number_and_a_typo_gets_the_key_it_meant(tmp_path):
+    from v2pe_train.config import ConfigError
+
+    recipe = tmp_path / "r.yaml"
+    # PyYAML reads 1e-3 and 5E-4 (no dot) as strings; users write them for learning rates
+    recipe.write_text("model: tiny\nlr: 1e-3\nmin_lr: 5E-4\nweight_decay: '.5'\n")
+    cfg = TrainConfig.from_yaml(recipe)
+    assert (cfg.lr, cfg.min_lr, cfg.weight_decay) == (1e-3, 5e-4, 0.5)
+    for text, message in (("lr: 1e-3x", "lr: expected float, got '1e-3x'"), ("lr: nan", "lr: expected float"),
+                          ("eps: '1_0'", "eps: expected float"), ("max_steps: 1e3", "max_steps: expected int")):
+        recipe.write_text(f"model: tiny\n{text}\n")
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_yaml(recipe)
+    recipe.write_text("model: tiny\nmax_step: 10\n")
+    with pytest.raises(ConfigError, match="unknown key 'max_step'; did you mean 'max_steps'\\? known keys"):
+        TrainConfig.from_yaml(recipe)
+    recipe.write_text("model: tiny\nzzz: 10\n")
+    with pytest.raises(ConfigError, match="unknown key 'zzz'; known keys"):
+        TrainConfig.from_yaml(recipe)
+
+
+def test_config_show_lists_every_key_with_its_type_value_default_and_meaning(tmp_path):
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from v2pe_train.cli import app
+
+    assert all(f.metadata.get("help") for f in dataclasses.fields(TrainConfig))  # no key without its meaning
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: tiny\nlr: 1e-3\n")
+    shown = CliRunner().invoke(app, ["config", "show", str(recipe), "max_steps=7"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2 * len(dataclasses.fields(TrainConfig))
+    by_key = {line.split(":")[0]: (line, lines[i + 1].strip()) for i, line in enumerate(lines) if i % 2 == 0}
+    assert by_key["lr"][0].split() == ["lr:", "float", "0.001", "(default", "5e-06)"]
+    assert by_key["max_steps"][0].split()[:3] == ["max_steps:", "int", "7"]
+    assert by_key["seed"][0].split() == ["seed:", "int", "0"] and "seed" in by_key["seed"][1]
+    refused = CliRunner().invoke(app, ["config", "show", str(recipe), "lrr=1"])
+    assert refused.exit_code == 2 and "did you mean 'lr'?" in refused.stderr

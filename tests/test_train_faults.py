@@ -107,6 +107,26 @@ def test_resume_refuses_a_checkpoint_of_other_settings_naming_each_key_but_allow
     assert steps(run) == [3]
 
 
+def test_a_finished_run_resumed_with_more_max_steps_goes_on_under_the_schedule_of_the_new_total(data, tmp_path):
+    run = tmp_path / "run"
+    train(cfg(data, run, max_steps=2, keep_last=2), progress=False)  # cosine over 2 steps: the lr is 0 at its end
+    trainer = Trainer(cfg(data, run, max_steps=4, keep_last=2))
+    assert trainer.resume() and trainer.step == 2
+    # no warmup, cosine over 4 steps: the 3rd step trains at 3e-3 * (1 + cos(pi * 2 / 4)) / 2, not at the old 0
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1.5e-3)
+    result = trainer.fit(progress=False)
+    assert result.step == 4 and len(result.losses) == 2
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["lr"] == pytest.approx(3e-3 * (1 - 0.5 ** 0.5) / 2)  # logged: the lr after the step
+    assert json.loads((run / "run.json").read_text())["identity"]["max_steps"] == 4
+    assert steps(run) == [3, 4]  # the extended run keeps its id, so keep_last prunes its earlier checkpoints
+    with pytest.raises(ckpt.RunMismatchError, match="max_steps: 4 saved, 3 now"):
+        train(cfg(data, run, max_steps=3), resume=True, progress=False)  # a shorter schedule stays refused
+    with pytest.raises(UsageError, match="max_steps: 4 saved, 6 now"):
+        train(cfg(data, run, max_steps=6), progress=False)  # without --resume, a longer run is another run
+
+
 def test_keep_last_prunes_by_step_number_never_the_new_checkpoint_nor_another_runs(tmp_path):
     model = torch.nn.Linear(3, 2)
     optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8)
@@ -220,6 +240,23 @@ def test_usage_errors_exit_2_and_runtime_failures_exit_1_with_one_error_line(dat
     with mock.patch("torch.save", side_effect=OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))):
         full = cli(*base, "--overwrite")
     assert full.exit_code == 1 and "No space left on device" in one_error_line(full)
+
+
+def test_every_recipe_key_can_be_set_on_the_command_line_as_key_value(data, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: tiny\ndata: [{data}]\nmax_seq_len: 1024\nlr: 0.01\nmax_steps: 5\nprecision: fp32\n")
+    run = tmp_path / "run"
+    done = cli("--recipe", str(recipe), "lr=1e-3", "train_on_eos=false", "betas=[0.9, 0.95]", "max_steps=3",
+               "--out", str(run), "--max-steps", "1")  # a named flag wins over KEY=VALUE, which wins over the recipe
+    assert done.exit_code == 0, done.output
+    identity = json.loads((run / "run.json").read_text())["identity"]
+    assert (identity["lr"], identity["train_on_eos"], identity["betas"], identity["max_steps"]) == \
+        (1e-3, False, [0.9, 0.95], 1)
+    for setting, said in (("max_step=2", "unknown key 'max_step'; did you mean 'max_steps'?"),
+                          ("lr=fast", "lr: expected float, got 'fast'"), ("lr", "'lr': expected KEY=VALUE"),
+                          ("lr=", "'lr=': expected KEY=VALUE"), ("data=[a", "data: '[a' is not a YAML value")):
+        refused = cli("--recipe", str(recipe), setting, "--check-only")
+        assert refused.exit_code == 2 and said in one_error_line(refused), (setting, refused.stderr)
 
 
 def test_stop_after_zero_trains_nothing_and_says_so(data, tmp_path):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v2pe_common.control import MODES as CONTROL_MODES
-from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe
+from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe, unknown_key
 from v2pe_common.lengths import format_length, parse_length
 from v2pe_common.template import TEMPLATES
 
@@ -61,7 +61,7 @@ def normalize_sources(entries: list, mode: str | None) -> list[dict]:
             raise ConfigError(f"{where}: expected a mapping or 'kind=path', got {raw!r}")
         unknown = set(entry) - _SOURCE_KEYS
         if unknown:
-            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; known keys: {sorted(_SOURCE_KEYS)}")
+            raise ConfigError(f"{where}: {unknown_key(sorted(unknown)[0], _SOURCE_KEYS)}")
         kind = entry.get("kind") or entry.get("name")
         if kind not in SOURCE_KINDS:
             raise ConfigError(f"{where}.kind: unknown source {kind!r}; choose one of {list(SOURCE_KINDS)}")
@@ -230,7 +230,7 @@ def _kwargs(key: str, value, known: dict) -> dict:
     """The keyword arguments one recipe key gives: aliases resolved, lengths parsed, types checked."""
     name = {"len": "length", "min_len": "min_length"}.get(key, key)
     if name not in known:
-        raise ConfigError(f"unknown key {key!r}; known keys: {sorted(known)}")
+        raise unknown_key(key, known)
     if name == "shard_size" and isinstance(value, str):
         count, cap = parse_shard_size(value)
         return {"shard_size": count, "shard_bytes": cap}

@@ -345,7 +345,7 @@ def _apply(file: Path, apply, state) -> None:
 
 def _check_identity(path: Path, meta: dict, config) -> None:
     if config is not None:
-        changes = config.identity_changes(meta.get("config") or {})
+        changes = config.identity_changes(meta.get("config") or {}, resuming=True)
         if changes:
             raise RunMismatchError(
                 f"{path}: belongs to a run with other settings ({'; '.join(changes)}); resume with the saved "

@@ -18,18 +18,28 @@ app = make_app("v2pe-train", __doc__)
 _fail = fail
 
 
-def _config(recipe: Optional[Path], overrides: dict):
+def _config(recipe: Optional[Path], overrides: dict, settings: Optional[list[str]] = None):
+    """The recipe, then KEY=VALUE settings, then the named flags, each over the one before."""
+    from v2pe_common.recipe import parse_settings, read_recipe
+
     from .config import ConfigError, TrainConfig
 
-    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return TrainConfig.from_yaml(recipe, given) if recipe else TrainConfig.from_dict(given, where="command line")
+        raw = read_recipe(recipe) if recipe else {}
+        raw.update(parse_settings(settings or []))  # KEY=null sets a key to null, as in the recipe
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return TrainConfig.from_dict(raw, where=str(recipe) if recipe else "command line")
     except ConfigError as exc:
         _fail(str(exc))
 
 
+_SETTINGS_HELP = ("Recipe keys to override, as KEY=VALUE (YAML values: lr=1e-3 max_seq_len=64k "
+                  "data='[out/a, out/b]' train_on_eos=false); every key of the recipe can be set.")
+
+
 @app.command()
 def train(
+    settings: Optional[list[str]] = typer.Argument(None, help=_SETTINGS_HELP, show_default=False),
     recipe: Optional[Path] = typer.Option(None, help="Training recipe YAML (recipes/train_32k.yaml, recipes/tiny.yaml)."),
     model: Optional[str] = typer.Option(None, help="'tiny', a native InternVL checkpoint folder, or a Hub id org/name."),
     data: Optional[list[str]] = typer.Option(None, help="v2pe-data build folder(s) or tar files; repeatable."),
@@ -58,7 +68,7 @@ def train(
 
     cfg = _config(recipe, {"model": model, "data": list(data) if data else None, "out": out, "max_steps": max_steps,
                            "cp": cp, "seed": seed, "lr": lr, "strict": strict or None,
-                           "verify_shards": False if no_verify_shards else None})
+                           "verify_shards": False if no_verify_shards else None}, settings)
     try:
         preflight(cfg, require_gpu=require_gpu)
         if check_only:
@@ -77,8 +87,34 @@ def train(
         typer.echo(f"step {result.step}: nothing to train (stop at step {stop}); run in {result.run_dir}")
 
 
+config_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="The training recipe's keys: type, default, meaning.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    args: Optional[list[str]] = typer.Argument(None, show_default=False,
+                                               help="[RECIPE] [KEY=VALUE ...]: a recipe YAML and/or overrides."),
+) -> None:
+    """Every key of a training recipe with its type, value, default and meaning (values: the recipe's, with
+    KEY=VALUE on top; without a recipe, the defaults)."""
+    from .config import describe
+
+    recipes = [a for a in args or [] if "=" not in a]
+    if len(recipes) > 1:
+        _fail(f"give one recipe, got {recipes}")
+    cfg = _config(Path(recipes[0]) if recipes else None, {}, [a for a in args or [] if "=" in a])
+    rows = describe(cfg)
+    width = max(len(f"{r['key']}: {r['type']}") for r in rows)
+    for r in rows:
+        value = f"{r['value']!r}" + ("" if r["value"] == r["default"] else f" (default {r['default']!r})")
+        typer.echo(f"{(r['key'] + ': ' + r['type']).ljust(width)}  {value}\n{' ' * width}  {r['help']}")
+
+
 @app.command()
 def inspect(
+    settings: Optional[list[str]] = typer.Argument(None, help=_SETTINGS_HELP, show_default=False),
     recipe: Optional[Path] = typer.Option(None, help="Training recipe YAML: the batches its run would read."),
     data: Optional[list[str]] = typer.Option(None, help="v2pe-data build folder(s) or tar files; repeatable."),
     batches: int = typer.Option(1, min=1, help="How many packed batches to show."),
@@ -94,7 +130,7 @@ def inspect(
     from .inspect_batch import describe_batch
     from .train import UsageError, loader_config, resolve_tokenizer
 
-    cfg = _config(recipe, {"data": list(data) if data else None})
+    cfg = _config(recipe, {"data": list(data) if data else None}, settings)
     if not cfg.data and not cfg.datasets:
         _fail("data: no data given (pass a recipe or --data)")
     try:

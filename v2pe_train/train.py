@@ -8,7 +8,8 @@ scale holds.
 
 A run folder holds one run. `RUN/run.json` records its identity (the config less `RESUMABLE_KEYS`); a new
 run into a folder holding run files is refused unless `overwrite` (which deletes the earlier run's files,
-`RUN_FILES`, and nothing else), and `resume` refuses a checkpoint whose identity differs, naming each key.
+`RUN_FILES`, and nothing else), and `resume` refuses a checkpoint whose identity differs, naming each key
+(`max_steps` may grow: the run is extended under the schedule of the new total).
 On resume, `log.jsonl` is cut back to the resumed step and TensorBoard events after it are purged, so the
 steps replayed after a kill are logged once.
 """
@@ -16,7 +17,6 @@ steps replayed after a kill are logged once.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -297,7 +297,7 @@ class Trainer:
         self.loader = TrainDataLoader(loader_config(cfg, self.topo, self.device), self.tokenizer,
                                       num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
         self.step = 0
-        self.run_id = hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]
+        self.run_id = cfg.run_id()
 
     # -- the run folder and checkpoints ------------------------------------------------------------
     def save(self) -> Path:
@@ -327,6 +327,7 @@ class Trainer:
         self.step, loader_state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer,
                                                        scheduler=self.scheduler, rank=self.topo.rank,
                                                        world=self.topo.world, config=self.cfg)
+        self._extend_schedule(path)
         if loader_state is not None:
             self.loader.load_state_dict(loader_state)
         elif self.topo.rank == 0:
@@ -336,6 +337,25 @@ class Trainer:
         if self.topo.rank == 0:
             self._cut_log()
         return True
+
+    def _extend_schedule(self, path: Path) -> None:
+        """A run resumed with more max_steps than it was saved with: the optimizer holds the lr the old schedule
+        gave at this step; set the new schedule's, so the next step trains at it."""
+        try:
+            saved = int(json.loads((path / "meta.json").read_text())["config"]["max_steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if saved >= self.cfg.max_steps:
+            return
+        lrs = [base * fn(self.scheduler.last_epoch) for base, fn in zip(self.scheduler.base_lrs,
+                                                                        self.scheduler.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs
+        if self.topo.rank == 0:
+            logger.warning("extending the run from %d to %d steps: the cosine schedule is recomputed over %d steps "
+                           "from step %d (lr now %.3g)", saved, self.cfg.max_steps, self.cfg.max_steps, self.step,
+                           lrs[0])
 
     def _cut_log(self) -> None:
         """Keep log.jsonl rows up to the resumed step: the steps after it are trained (and logged) again."""

@@ -20,7 +20,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
-from v2pe_common.recipe import ConfigError, construct
+from v2pe_common.recipe import ConfigError, construct, unknown_key
 
 from .haystack import IMAGES_PER_DOC, SHAPE_KEYS
 
@@ -113,7 +113,7 @@ def _kwargs(key: str, value, known: dict) -> dict:
     if name == "subset":
         return {"subsets": _subsets(value)}
     if name not in known or name == "subsets":
-        raise ConfigError(f"unknown key {key!r}; known keys: {sorted(['subset', *known.keys() - {'subsets'}])}")
+        raise unknown_key(key, ['subset', *known.keys() - {'subsets'}])
     if name == "num_needles":
         return {name: _needles(value)}
     if name == "haystack":
@@ -158,7 +158,7 @@ def parse_haystack(value) -> dict:
         raise ConfigError(f"haystack: expected 'synthetic', 'interleaved=PATH' or a mapping, got {value!r}")
     unknown = sorted(set(value) - _HAYSTACK_KEYS)
     if unknown:
-        raise ConfigError(f"haystack: unknown key {unknown[0]!r}; known keys: {sorted(_HAYSTACK_KEYS)}")
+        raise ConfigError(f"haystack: {unknown_key(unknown[0], _HAYSTACK_KEYS)}")
     entry = dict(value)
     if entry.get("kind") not in HAYSTACK_KINDS:
         raise ConfigError(f"haystack.kind: choose one of {list(HAYSTACK_KINDS)}, got {entry.get('kind')!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from v2pe_common.recipe import ConfigError, construct
+from v2pe_common.recipe import ConfigError, construct, unknown_key
 
 from ...sources.base import DEFAULT_MAX_PIXELS
 
@@ -48,7 +48,7 @@ class MileBenchOptions:
 
 def _kwargs(key: str, value, known: dict) -> dict:
     if key not in known:
-        raise ConfigError(f"unknown key {key!r}; known keys: {sorted(known)}")
+        raise unknown_key(key, known)
     if key == "tasks":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
