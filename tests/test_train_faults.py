@@ -259,6 +259,19 @@ def test_every_recipe_key_can_be_set_on_the_command_line_as_key_value(data, tmp_
         assert refused.exit_code == 2 and said in one_error_line(refused), (setting, refused.stderr)
 
 
+@pytest.mark.parametrize("failure", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                     torch.distributed.DistBackendError("NCCL error: unhandled system error")])
+def test_a_failure_of_the_machine_keeps_its_traceback_where_other_failures_are_one_line(data, tmp_path, failure):
+    base = ["--model", "tiny", "--data", data, "--out", str(tmp_path / "run"), "--max-steps", "2"]
+    with mock.patch("v2pe_train.train.Trainer.train_step", side_effect=failure):
+        result = cli(*base)
+    assert result.exit_code == 1 and result.exception is failure  # raised through, so Python prints its traceback
+    assert "error:" not in result.stderr
+    with mock.patch("v2pe_train.train.Trainer.train_step", side_effect=RuntimeError("expected a 4-D input")):
+        other = cli(*base, "--overwrite")
+    assert other.exit_code == 1 and one_error_line(other) == "error: expected a 4-D input"
+
+
 def test_stop_after_zero_trains_nothing_and_says_so(data, tmp_path):
     result = train(cfg(data, tmp_path / "run", max_steps=2), max_steps=0, progress=False)
     assert result.step == 0 and result.losses == []

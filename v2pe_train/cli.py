@@ -2,7 +2,9 @@
 
 Exit status: 0 done; 2 a usage error (bad recipe key or value, bad flag, missing data or model, a run
 folder holding another run, a checkpoint of other settings); 1 a runtime failure (disk full, non-finite
-loss, corrupt or unsafe checkpoint, a bad shard under --strict). Either way one `error: ...` line on stderr.
+loss, corrupt or unsafe checkpoint, a bad shard under --strict). Either way one `error: ...` line on stderr,
+except for failures of the machine (CUDA out of memory, a broken NCCL/gloo collective): exit 1 with their
+traceback.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ def _config(recipe: Optional[Path], overrides: dict, settings: Optional[list[str
         return TrainConfig.from_dict(raw, where=str(recipe) if recipe else "command line")
     except ConfigError as exc:
         _fail(str(exc))
+
+
+def _machine_failure() -> tuple[type[BaseException], ...]:
+    """Failures of the machine rather than of the inputs: CUDA out of memory, a broken collective (NCCL, gloo).
+    The CLI lets them through with their traceback, which is what the user and a bug report need; the
+    rest of torch's RuntimeErrors stay one line."""
+    import torch
+    import torch.distributed as dist
+
+    return (torch.OutOfMemoryError, dist.DistError)
 
 
 _SETTINGS_HELP = ("Recipe keys to override, as KEY=VALUE (YAML values: lr=1e-3 max_seq_len=64k "
@@ -78,6 +90,8 @@ def train(
         result = run(cfg, resume=resume, overwrite=overwrite, max_steps=stop_after, progress=not quiet)
     except (UsageError, RunMismatchError) as exc:
         _fail(str(exc), USAGE)
+    except _machine_failure():
+        raise
     except (RuntimeError, ValueError, OSError) as exc:  # TrainError, CheckpointError, LoaderError, torch, I/O
         _fail(str(exc), FAILURE)
     if result.losses:
@@ -142,6 +156,8 @@ def inspect(
             typer.echo("\n".join(describe_batch(next(it), tok, max_rows=rows)))
     except (UsageError, ValueError) as exc:
         _fail(str(exc), USAGE)
+    except _machine_failure():
+        raise
     except (RuntimeError, OSError) as exc:
         _fail(str(exc), FAILURE)
 
@@ -226,6 +242,8 @@ def eval_(
                         style=style, max_tiles=tiles, identity=identity, progress=not quiet)
     except EvalInputError as exc:
         _fail(str(exc))
+    except _machine_failure():
+        raise
     except (ValueError, RuntimeError, OSError) as exc:
         _fail(str(exc), FAILURE)
     _score_and_report([pred], data, out, data_format=data_format, images=images, max_tiles=tiles, style=style,
