@@ -11,7 +11,9 @@ from v2pe_common.control import MODES as CONTROL_MODES
 from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe, setting, unknown_key
 from v2pe_common.lengths import parse_length
 
-POSITION_MODES = ("default", "v2pe_fix", "v2pe_rnd")
+from .positions import MODES as POSITION_MODES
+from .positions import STRIDES
+
 LOSS_REDUCTIONS = ("token", "square")
 PRECISIONS = ("auto", "fp32", "bf16")
 # Keys a resumed run may change: bookkeeping that leaves every batch, gradient and update as they were.
@@ -133,7 +135,7 @@ class TrainConfig:
              f"choose one of {list(CONTROL_MODES)}, got {self.control_tokens!r}")
         need(self.data_format in ("wds", "parquet", "internvl"), "data_format", "choose wds, parquet or internvl")
         need(self.position_mode in POSITION_MODES, "position_mode", f"choose one of {list(POSITION_MODES)}")
-        need(self.position_mode != "v2pe_fix" or self.stride in (1, 2, 4, 8, 16, 32, 64, 128, 256), "stride",
+        need(self.position_mode != "v2pe_fix" or self.stride in STRIDES, "stride",
              "v2pe_fix needs stride in {1, 2, 4, ..., 256}")
         need(self.lr > 0, "lr", "must be positive")
         need(0 <= self.min_lr <= self.lr, "min_lr", "must lie in [0, lr]")

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from v2pe_common.recipe import ConfigError, construct, read_recipe
 
+from v2pe_train.positions import MODES as POSITION_MODES
+
 from ..stage_config import StageConfig, known_key
 
 RUNGS_DIR = Path(__file__).parent / "rungs"
 SCRATCH = "scratch"
-POSITION_MODES = ("default", "v2pe_fix", "v2pe_rnd")
 
 
 @dataclass(frozen=True)

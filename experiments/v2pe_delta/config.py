@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from v2pe_common.recipe import ConfigError, construct, read_recipe
+from v2pe_train.positions import MODES
+from v2pe_train.positions import STRIDES as POSITION_STRIDES
 
 from ..ladder.config import chain
 from ..stage_config import MODEL_KEYS, StageConfig, field_defaults, known_key
 
 SCALES_DIR = Path(__file__).parent / "scales"
-MODES = ("default", "v2pe_fix", "v2pe_rnd")
-STRIDES = ("default", 1, 2, 4, 8, 16, 32, 64, 128, 256)
+STRIDES = ("default", *POSITION_STRIDES)  # an evaluation stride: one of the method's, or the model's own
 
 
 @dataclass(frozen=True)

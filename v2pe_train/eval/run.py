@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..positions import STRIDES
 from . import mmniah_report as mr
 from . import tasks
 from .inputs import MILEBENCH_V2PE_TILES, EvalInputError, EvalItem, iter_items, retile
@@ -31,7 +32,6 @@ PREDICTIONS = "predictions.jsonl"
 SCORES = "scores.jsonl"
 MODES = ("generate", "teacher_forced")
 IDENTITY = "eval.json"
-STRIDES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def load_generator(spec: str | Path, *, tokenizer: str | None = None, device: str = "cpu"):
