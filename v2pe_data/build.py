@@ -43,6 +43,7 @@ from v2pe_common.recipe import ConfigError
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import load_tokenizer
+from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE
 
 from .card import write_card
 from .config import BuildConfig
@@ -57,8 +58,6 @@ from .writers.base import FORMATS, ShardOutputs, shard_relpath
 from .writers.formats import finalize_all
 from .writers.internvl import STAGING_DIR
 
-BUILD_FILE = "build.json"
-MANIFEST_FILE = "manifest.json"
 DONE_DIR = ".v2pe/done"
 LOCK_FILE = ".v2pe/lock"
 SOURCES_FILE = ".v2pe/sources.json"

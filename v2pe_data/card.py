@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from v2pe_common.lengths import format_length
+from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE
 
 from .writers.atomic import atomic_path
 
@@ -166,11 +167,11 @@ def regenerate(out: Path) -> Path:
     from v2pe_common.schema import load_manifest
 
     out = Path(out)
-    manifest = load_manifest(out / "manifest.json")
+    manifest = load_manifest(out / MANIFEST_FILE)
     identity = None
-    if (out / "build.json").is_file():  # only the sources' file digests come from it
+    if (out / BUILD_FILE).is_file():  # only the sources' file digests come from it
         try:
-            identity = json.loads((out / "build.json").read_text())
+            identity = json.loads((out / BUILD_FILE).read_text())
         except ValueError as exc:
             raise ValueError(f"{out / 'build.json'}: not valid JSON: {exc}") from None
     return write_card(out, manifest, identity)

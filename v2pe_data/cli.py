@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +11,6 @@ import typer
 from v2pe_common.cli_logging import FAILURE, USAGE, fail, make_app
 
 app = make_app("v2pe-data", __doc__)
-_fail = fail
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -92,9 +90,9 @@ def build(
         cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="command line")
         manifest = run_build(cfg, show_progress=not quiet)
     except (ConfigError, BuildError, ValueError) as exc:
-        _fail(str(exc), _exit_code(exc))
+        fail(str(exc), _exit_code(exc))
     except OSError as exc:
-        _fail(_os_message(exc), FAILURE)
+        fail(_os_message(exc), FAILURE)
     if cfg.tokenizer in (None, "", BUNDLED):  # after the build, so a failed one still says one line
         typer.echo("warning: counting with the bundled tokenizer (token counts are exact only for it); "
                    "pass --tokenizer <model dir> for the model you will train", err=True)
@@ -145,9 +143,9 @@ def merge(out: Path = typer.Argument(..., help="Build folder the shard runs (--n
     try:
         manifest = run_merge(out)
     except BuildError as exc:
-        _fail(str(exc), _exit_code(exc))
+        fail(str(exc), _exit_code(exc))
     except OSError as exc:
-        _fail(_os_message(exc), FAILURE)
+        fail(_os_message(exc), FAILURE)
     tars = sum(1 for s in manifest["shards"] if s["format"] == "wds")
     typer.echo(f"{manifest['num_samples']} samples in {tars} shards -> {out}/manifest.json")
 
@@ -166,9 +164,9 @@ def show(
     try:
         layout = run_show(out, sample_id, dest, thumb=thumb)
     except ShowError as exc:
-        _fail(str(exc), _exit_code(exc))
+        fail(str(exc), _exit_code(exc))
     except OSError as exc:
-        _fail(_os_message(exc), FAILURE)
+        fail(_os_message(exc), FAILURE)
     typer.echo(f"{sample_id}: {len(layout['cells'])} images -> {dest}")
 
 
@@ -184,7 +182,7 @@ def validate(
     try:
         summary = validate_build(out, tokenizer_path=tokenizer, check_images=not no_images)
     except ValidationError as exc:
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
     for line in summary["warnings"]:
         typer.echo(f"warning: {line}", err=True)
     recount = f", {summary['recounted']} token counts re-checked" if summary["recounted"] else ""
@@ -211,12 +209,12 @@ def contamination(
         if json_out is not None:
             json_out.write_text(json.dumps(report, indent=1) + "\n")
     except ContaminationError as exc:
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
     except OSError as exc:
-        _fail(_os_message(exc), FAILURE)
+        fail(_os_message(exc), FAILURE)
     typer.echo(table(report))
     if fail_on_overlap and any(a["image_overlap"] or a["text_overlap"] for a in report["against"]):
-        _fail("overlap found (--fail-on-overlap)", FAILURE)
+        fail("overlap found (--fail-on-overlap)", FAILURE)
 
 
 @app.command()
@@ -235,9 +233,9 @@ def stats(
         if plot is not None and summary["samples"]:
             draw(summary, plot)
     except ValueError as exc:
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
     except OSError as exc:
-        _fail(_os_message(exc), FAILURE)
+        fail(_os_message(exc), FAILURE)
     typer.echo(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=1))
 
 
@@ -249,9 +247,9 @@ def card(out: Path = typer.Argument(..., help="Finished build folder holding man
     try:
         path = regenerate(out)
     except ValueError as exc:
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
     except OSError as exc:
-        _fail(_os_message(exc), FAILURE)
+        fail(_os_message(exc), FAILURE)
     typer.echo(f"wrote {path}")
 
 
@@ -286,8 +284,4 @@ def push(
         run_push(out, repo_id, include=parse_include(include), private=private, revision=revision,
                  dry_run=dry_run, max_files=chunk_files, max_bytes=max_bytes, echo=typer.echo)
     except PushError as exc:
-        _fail(str(exc), _exit_code(exc))
-
-
-def main() -> None:  # pragma: no cover
-    sys.exit(app())
+        fail(str(exc), _exit_code(exc))

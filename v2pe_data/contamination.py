@@ -57,7 +57,7 @@ def _sha(data: bytes) -> str:
 
 
 def kind_of(path: Path) -> str:
-    if (path / "manifest.json").is_file():
+    if (path / schema.MANIFEST_FILE).is_file():
         return "build"
     if (path / "annotations").is_dir():
         return "mmniah"
@@ -76,7 +76,7 @@ def entries(path: str | Path) -> Iterator[Entry]:
 
 def _build(path: Path) -> Iterator[Entry]:
     try:
-        manifest = schema.load_manifest(path / "manifest.json")
+        manifest = schema.load_manifest(path / schema.MANIFEST_FILE)
     except ValueError as exc:
         raise ContaminationError(str(exc)) from None
     for shard in manifest["shards"]:

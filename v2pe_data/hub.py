@@ -14,6 +14,8 @@ saved login) and is never printed. Failures end in one `PushError` line.
 
 from __future__ import annotations
 
+from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE
+
 import hashlib
 import os
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from .card import CARD_FILE, regenerate
 # Layouts a push may add to the default (parquet + card); each is a folder of the build.
 LAYOUTS = {"parquet": "parquet", "wds": "shards", "internvl": "internvl", "mmniah": "mmniah"}
 DEFAULT_INCLUDE = ("parquet",)
-METADATA_FILES = ("build.json", "manifest.json", CARD_FILE)  # committed last, in this order
+METADATA_FILES = (BUILD_FILE, MANIFEST_FILE, CARD_FILE)  # committed last, in this order
 DEFAULT_MAX_FILES = 100
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
@@ -80,7 +82,7 @@ def local_files(out: Path, include: tuple[str, ...]) -> list[LocalFile]:
 
     out = Path(out)
     try:
-        manifest = load_manifest(out / "manifest.json")  # only a finished, well-formed build is published
+        manifest = load_manifest(out / MANIFEST_FILE)  # only a finished, well-formed build is published
         if not (out / CARD_FILE).is_file():  # a build made before cards existed
             regenerate(out)
     except ValueError as exc:

@@ -23,6 +23,7 @@ from PIL.Image import DecompressionBombError
 
 from v2pe_common.formats import BadMember, ShardReadError, iter_samples
 from v2pe_common.images import to_rgb
+from v2pe_common.schema import MANIFEST_FILE
 
 MARK = (220, 20, 60)  # crimson: visible on documents, charts and photos alike
 LABEL = 18  # pixels under each thumbnail for its index and tags
@@ -44,7 +45,7 @@ def find_sample(out: Path, sample_id: str):
 
     Only keys are compared while scanning: the records and images of other samples are skipped unread.
     """
-    manifest_path = out / "manifest.json"
+    manifest_path = out / MANIFEST_FILE
     try:
         manifest = json.loads(manifest_path.read_text())
         shards = [s["path"] for s in manifest["shards"] if s["format"] == "wds"]

@@ -10,7 +10,6 @@ from pathlib import Path
 from v2pe_common import schema
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 
-from .build import MANIFEST_FILE
 
 
 def iter_records(out: Path) -> Iterator[dict]:
@@ -19,7 +18,7 @@ def iter_records(out: Path) -> Iterator[dict]:
     A damaged build (a shard missing, cut short or garbled, a record that is not JSON) raises ValueError
     naming the shard and, where known, the last good sample: `v2pe-data validate` tells the whole story.
     """
-    manifest = schema.load_manifest(Path(out) / MANIFEST_FILE)
+    manifest = schema.load_manifest(Path(out) / schema.MANIFEST_FILE)
     for shard in manifest["shards"]:
         if shard["format"] != "wds":
             continue

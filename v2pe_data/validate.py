@@ -20,7 +20,6 @@ from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import BUNDLED, load_tokenizer
 
-from .build import MANIFEST_FILE
 from .writers.atomic import file_digest
 from .writers.formats import spec
 
@@ -89,7 +88,7 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
 
     out = Path(out)
     try:
-        manifest = schema.load_manifest(out / MANIFEST_FILE)
+        manifest = schema.load_manifest(out / schema.MANIFEST_FILE)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     from .privacy import read_private

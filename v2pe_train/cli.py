@@ -17,7 +17,6 @@ import typer
 from v2pe_common.cli_logging import FAILURE, USAGE, fail, make_app
 
 app = make_app("v2pe-train", __doc__)
-_fail = fail
 
 
 def _config(recipe: Optional[Path], overrides: dict, settings: Optional[list[str]] = None):
@@ -32,7 +31,7 @@ def _config(recipe: Optional[Path], overrides: dict, settings: Optional[list[str
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig.from_dict(raw, where=str(recipe) if recipe else "command line")
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _machine_failure() -> tuple[type[BaseException], ...]:
@@ -89,11 +88,11 @@ def train(
             return
         result = run(cfg, resume=resume, overwrite=overwrite, max_steps=stop_after, progress=not quiet)
     except (UsageError, RunMismatchError) as exc:
-        _fail(str(exc), USAGE)
+        fail(str(exc), USAGE)
     except _machine_failure():
         raise
     except (RuntimeError, ValueError, OSError) as exc:  # TrainError, CheckpointError, LoaderError, torch, I/O
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
     if result.losses:
         typer.echo(f"step {result.step}: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; run in {result.run_dir}")
     else:
@@ -117,7 +116,7 @@ def config_show(
 
     recipes = [a for a in args or [] if "=" not in a]
     if len(recipes) > 1:
-        _fail(f"give one recipe, got {recipes}")
+        fail(f"give one recipe, got {recipes}")
     cfg = _config(Path(recipes[0]) if recipes else None, {}, [a for a in args or [] if "=" in a])
     rows = describe(cfg)
     width = max(len(f"{r['key']}: {r['type']}") for r in rows)
@@ -146,7 +145,7 @@ def inspect(
 
     cfg = _config(recipe, {"data": list(data) if data else None}, settings)
     if not cfg.data and not cfg.datasets:
-        _fail("data: no data given (pass a recipe or --data)")
+        fail("data: no data given (pass a recipe or --data)")
     try:
         tok = load_tokenizer(resolve_tokenizer(cfg))
         loader = TrainDataLoader(loader_config(cfg, Topology(rank=0, world=1, cp=1), torch.device("cpu")), tok)
@@ -155,11 +154,11 @@ def inspect(
             typer.echo(f"== batch {n}")
             typer.echo("\n".join(describe_batch(next(it), tok, max_rows=rows)))
     except (UsageError, ValueError) as exc:
-        _fail(str(exc), USAGE)
+        fail(str(exc), USAGE)
     except _machine_failure():
         raise
     except (RuntimeError, OSError) as exc:
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
 
 
 @app.command()
@@ -174,13 +173,13 @@ def convert(src: Path = typer.Argument(..., help="Remote-code InternVL2 checkpoi
 
     dtypes = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if dtype not in dtypes:
-        _fail(f"--dtype: choose bf16, fp16 or fp32, got {dtype!r}")
+        fail(f"--dtype: choose bf16, fp16 or fp32, got {dtype!r}")
     try:
         out = run(src, dst, tokenizer=tokenizer, dtype=dtypes[dtype])
     except ValueError as exc:
-        _fail(str(exc), USAGE)
+        fail(str(exc), USAGE)
     except OSError as exc:
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
     typer.echo(f"converted {src} -> {out}")
 
 
@@ -197,9 +196,9 @@ def export(run: Path = typer.Argument(..., help="Run folder (--out of train), or
     try:
         written = run_export(run, out, step=step)
     except ExportError as exc:
-        _fail(str(exc), USAGE)
+        fail(str(exc), USAGE)
     except (CheckpointError, OSError) as exc:
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
     typer.echo(f"exported {run} -> {written}")
 
 
@@ -234,18 +233,18 @@ def eval_(
         tiles = max_tiles if max_tiles is not None else default_max_tiles(style, mode)
         identity = model_identity(model)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         gen = load_generator(model, tokenizer=tokenizer, device=device)
         pred = evaluate(gen, data, out, strides=strides, mode=mode, data_format=data_format,
                         images_root=str(images) if images else None, limit=limit, max_new_tokens=max_new_tokens,
                         style=style, max_tiles=tiles, identity=identity, progress=not quiet)
     except EvalInputError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except _machine_failure():
         raise
     except (ValueError, RuntimeError, OSError) as exc:
-        _fail(str(exc), FAILURE)
+        fail(str(exc), FAILURE)
     _score_and_report([pred], data, out, data_format=data_format, images=images, max_tiles=tiles, style=style,
                       tokenizer=gen.tokenizer, limit=limit)
 
@@ -271,7 +270,7 @@ def score(
     try:
         tok = load_tokenizer(tokenizer)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _score_and_report(predictions, data or [], out or predictions[0].parent, data_format=data_format, images=images,
                       max_tiles=max_tiles, style=style, tokenizer=tok, limit=limit)
 
@@ -290,7 +289,7 @@ def _score_and_report(predictions, data, out: Path, *, data_format, images, max_
                                            max_tiles=max_tiles, images_root=str(images) if images else None,
                                            style=style, limit=limit)
     except (EvalInputError, ValueError, WordDataMissing) as exc:  # the last: the eval extra is not installed
-        _fail(str(exc))
+        fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / SCORES, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -305,4 +304,4 @@ def _score_and_report(predictions, data, out: Path, *, data_format, images, max_
     summary = ", ".join(f"stride {s}: {100 * sum(v) / len(v):.1f}" for s, v in sorted(by_stride.items()))
     typer.echo(f"{len(rows)} predictions scored ({summary or 'none'}); report: {written['markdown']}")
     if problems:
-        _fail(f"{len(problems.lines())} prediction line(s) could not be scored (listed above)", FAILURE)
+        fail(f"{len(problems.lines())} prediction line(s) could not be scored (listed above)", FAILURE)

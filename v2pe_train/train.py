@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from v2pe_common.tokenizer import is_hub_id, load_tokenizer, resolve_hub_id
+from v2pe_common.schema import MANIFEST_FILE
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -118,7 +119,7 @@ def eval_benchmarks(data: str) -> str:
     data with no manifest above it is checked record by record by the loader (`allow_eval_data`)."""
     path = Path(data)
     for folder in (path, *path.parents[:3]):
-        manifest = folder / "manifest.json"
+        manifest = folder / MANIFEST_FILE
         if manifest.is_file():
             try:
                 sources = json.loads(manifest.read_text()).get("sources") or []

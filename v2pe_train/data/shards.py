@@ -42,8 +42,8 @@ from v2pe_common.formats.internvl import InternVLSample, internvl_root, meta_ent
 from v2pe_common.formats.parquet import ParquetSample  # noqa: F401
 from v2pe_common.formats.wds import TarSample
 from v2pe_common.paths import cached_digest
+from v2pe_common.schema import MANIFEST_FILE
 
-MANIFEST_FILE = "manifest.json"
 FORMATS = formats.READ_FORMATS
 
 

@@ -25,6 +25,7 @@ from v2pe_common.paths import PathEscape, resolve_inside
 from v2pe_common.template import ChatTemplate
 from v2pe_common.tiling import TilingConfig, num_tiles
 from v2pe_common.tokenizer import TextTokenizer
+from v2pe_common.schema import MANIFEST_FILE
 
 from ..data.shards import ShardReadError, iter_samples, resolve_sources
 from . import tasks
@@ -62,7 +63,7 @@ def is_mmniah(path: Path) -> bool:
     path = Path(path)
     if path.is_file():
         return bool(MMNIAH_FILE.match(path.name))
-    return (path / "annotations").is_dir() and not (path / "manifest.json").exists()
+    return (path / "annotations").is_dir() and not (path / MANIFEST_FILE).exists()
 
 
 def iter_items(data: Sequence[str | Path], *, data_format: str = "wds", tokenizer: TextTokenizer | None = None,
