@@ -328,7 +328,7 @@ class Trainer:
         self.step, loader_state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer,
                                                        scheduler=self.scheduler, rank=self.topo.rank,
                                                        world=self.topo.world, config=self.cfg)
-        self._extend_schedule(path)
+        self._follow_schedule()
         if loader_state is not None:
             self.loader.load_state_dict(loader_state)
         elif self.topo.rank == 0:
@@ -339,24 +339,21 @@ class Trainer:
             self._cut_log()
         return True
 
-    def _extend_schedule(self, path: Path) -> None:
-        """A run resumed with more max_steps than it was saved with: the optimizer holds the lr the old schedule
-        gave at this step; set the new schedule's, so the next step trains at it."""
-        try:
-            saved = int(json.loads((path / "meta.json").read_text())["config"]["max_steps"])
-        except (OSError, ValueError, KeyError, TypeError):
+    def _follow_schedule(self) -> None:
+        """Train the next step at this run's schedule. The optimizer holds the lr the saved schedule gave at the
+        resumed step: the same number unless max_steps grew (an extended run), whose schedule runs over the new
+        total."""
+        sched = self.scheduler
+        lrs = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+        held = [group["lr"] for group in self.optimizer.param_groups]
+        if lrs == held:
             return
-        if saved >= self.cfg.max_steps:
-            return
-        lrs = [base * fn(self.scheduler.last_epoch) for base, fn in zip(self.scheduler.base_lrs,
-                                                                        self.scheduler.lr_lambdas)]
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
-        self.scheduler._last_lr = lrs
+        sched._last_lr = lrs
         if self.topo.rank == 0:
-            logger.warning("extending the run from %d to %d steps: the cosine schedule is recomputed over %d steps "
-                           "from step %d (lr now %.3g)", saved, self.cfg.max_steps, self.cfg.max_steps, self.step,
-                           lrs[0])
+            logger.warning("resumed at step %d under a schedule of %d steps: lr %.3g -> %.3g (max_steps grew)",
+                           self.step, self.cfg.max_steps, held[0], lrs[0])
 
     def _cut_log(self) -> None:
         """Keep log.jsonl rows up to the resumed step: the steps after it are trained (and logged) again."""
