@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from v2pe_common.schema import MANIFEST_FILE
+
 from .stage_config import VISION_HEAD_DIM, StageConfig
 
 POLL_SECONDS = 10.0
@@ -171,7 +173,7 @@ def build_all(cfg: StageConfig, jobs: list[tuple[Path, list[str]]], root: Path, 
     todo = []
     for folder, cmd in jobs:
         name = str(folder.relative_to(root))
-        if (folder / "manifest.json").is_file():
+        if (folder / MANIFEST_FILE).is_file():
             say(f"  {name}: built")
             continue
         folder.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from v2pe_common.lengths import format_length
-from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE
+from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE, load_manifest
 
 from .writers.atomic import atomic_path
 
@@ -164,8 +164,6 @@ def write_card(out: Path, manifest: dict, identity: dict | None = None) -> Path:
 
 def regenerate(out: Path) -> Path:
     """`v2pe-data card OUT`: rewrite the card of a finished build from its manifest.json and build.json."""
-    from v2pe_common.schema import load_manifest
-
     out = Path(out)
     manifest = load_manifest(out / MANIFEST_FILE)
     identity = None
@@ -173,5 +171,5 @@ def regenerate(out: Path) -> Path:
         try:
             identity = json.loads((out / BUILD_FILE).read_text())
         except ValueError as exc:
-            raise ValueError(f"{out / 'build.json'}: not valid JSON: {exc}") from None
+            raise ValueError(f"{out / BUILD_FILE}: not valid JSON: {exc}") from None
     return write_card(out, manifest, identity)

@@ -14,13 +14,13 @@ saved login) and is never printed. Failures end in one `PushError` line.
 
 from __future__ import annotations
 
-from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE
-
 import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE, load_manifest
 
 from .card import CARD_FILE, regenerate
 
@@ -78,8 +78,6 @@ def local_files(out: Path, include: tuple[str, ...]) -> list[LocalFile]:
     layout's verified annotation lines name and its finalize step writes (`_layout_files`), nothing else in
     the folder; a link anywhere in the folder refuses the push.
     """
-    from v2pe_common.schema import load_manifest
-
     out = Path(out)
     try:
         manifest = load_manifest(out / MANIFEST_FILE)  # only a finished, well-formed build is published

@@ -11,7 +11,6 @@ from v2pe_common import schema
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 
 
-
 def iter_records(out: Path) -> Iterator[dict]:
     """Every sample record of a build's tar shards, reading only the JSON members (image bytes are skipped).
 

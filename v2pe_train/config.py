@@ -45,19 +45,19 @@ class TrainConfig:
 
     # what to train
     model: str = setting("tiny", "'tiny' (random init, CPU-sized), '2b' / '8b' presets, or a local native InternVL "
-                             "checkpoint folder")
+                                 "checkpoint folder")
     tokenizer: str | None = setting(None, "tokenizer folder; default: the model folder's, or the bundled one for tiny")
     data: list[str] = setting(list, "v2pe-data build folders (manifest.json) or tar files")
     data_format: str = setting("wds", "which copy of a build to read: wds, parquet or internvl")
     datasets: list | None = setting(None, "a train-time mixture instead of data: [{path, weight?, repeat_time?, "
-                                      "format?}] (v2pe_train/data/mixture.py)")
+                                          "format?}] (v2pe_train/data/mixture.py)")
     out: str = setting("runs/tiny", "run folder: checkpoints, log.jsonl, TensorBoard events")
     # sequence and positions
     max_seq_len: int = setting(34000, "tokens per packed sequence (34k, 64k also read)")
     max_tiles_per_pack: int | None = setting(None, "tiles per pack at most (the reference's num_images_expected, 135); "
-                                               "null: tokens alone decide")
+                                                   "null: tokens alone decide")
     position_mode: str = setting("v2pe_rnd", "default (δ = 1), v2pe_fix (one stride) or v2pe_rnd (a random stride "
-                                         "per image)")
+                                             "per image)")
     stride: int | None = setting(None, "v2pe_fix's stride in {1, 2, 4, ..., 256} (δ = stride / 256)")
     template: str | None = setting(None, "chat template; default: the one recorded in the data")
     # optimisation (defaults: the published V2PE 32K recipe)
@@ -65,7 +65,7 @@ class TrainConfig:
     min_lr: float = setting(0.0, "learning rate the cosine decays to, in [0, lr]")
     weight_decay: float = setting(0.05, "AdamW weight decay")
     weight_decay_all: bool = setting(False, "decay every trainable parameter, norms and biases too, as the reference's "
-                                        "DeepSpeed AdamW; false: matrices only (common practice)")
+                                            "DeepSpeed AdamW; false: matrices only (common practice)")
     betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas, two numbers in [0, 1)")
     eps: float = setting(1e-8, "AdamW epsilon")
     warmup_ratio: float = setting(0.03, "share of max_steps warming the lr up linearly from 0, in [0, 1)")
@@ -73,7 +73,7 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "gradient norm clip")
     grad_accum: int = setting(1, "micro-batches (packs) per optimizer step and rank")
     loss_reduction: str = setting("square", "token (mean over target tokens) or square (the reference's: each sample "
-                                        "weighted 1/sqrt(its targets))")
+                                            "weighted 1/sqrt(its targets))")
     precision: str = setting("auto", "auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16")
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory)")
     freeze_vision: bool = setting(False, "keep the vision tower's weights fixed")
@@ -84,17 +84,17 @@ class TrainConfig:
     train_on_prompt: bool = setting(False, "every text token is a target (system, user turns), not only the replies")
     train_on_eos: bool = setting(True, "the end-of-turn marker closing each reply is a target (the reference's rule)")
     tiling_backend: str = setting("reference", "reference (transformers' processor, pixel-exact with the data side) or "
-                                           "fast (torch resize, ~4.4x the tiles/s, within 2 levels)")
+                                               "fast (torch resize, ~4.4x the tiles/s, within 2 levels)")
     control_tokens: str = setting("skip", "a turn holding a control token (<IMG_CONTEXT>, <|im_start|>, ...): skip the "
-                                      "sample (counted as special_token) or neutralise the token")
+                                          "sample (counted as special_token) or neutralise the token")
     # parallelism
     cp: int = setting(1, "context-parallel degree (ring attention); world size = dp x cp")
     ring_backend: str = setting("auto", "attention kernels: auto / torch (torch's own: flash on sm80+ in bf16, else "
-                                    "SDPA) or flash (ring-flash-attn, the gpu extra)")
+                                        "SDPA) or flash (ring-flash-attn, the gpu extra)")
     attention: str = setting("auto", "how packed samples are kept apart with cp = 1: mask (an L x L block mask), "
-                                 "varlen (cu_seqlens), auto (varlen on CUDA)")
-    data_parallel: str = setting("ddp", "ddp (the model replicated) or fsdp (FSDP2: parameters, gradients and optimizer "
-                                    "state sharded; checkpoints through torch.distributed.checkpoint)")
+                                     "varlen (cu_seqlens), auto (varlen on CUDA)")
+    data_parallel: str = setting("ddp", "ddp (the model replicated) or fsdp (FSDP2: parameters, gradients and "
+                                        "optimizer state sharded; checkpoints through torch.distributed.checkpoint)")
     # bookkeeping
     seed: int = setting(0, "initialisation, data order and augmentation seed")
     log_every: int = setting(1, "steps between log.jsonl / TensorBoard rows")
@@ -103,7 +103,7 @@ class TrainConfig:
     strict: bool = setting(False, "stop at the first bad shard, image or record instead of skipping and counting it")
     verify_shards: bool = setting(True, "check each shard's sha256 against its manifest before reading it")
     allow_eval_data: bool = setting(False, "train on builds made from an evaluation benchmark (MileBench); refused by "
-                                       "default: it contaminates its scores")
+                                           "default: it contaminates its scores")
     num_workers: int = setting(0, "data loader worker processes per rank")
 
     def __post_init__(self) -> None:

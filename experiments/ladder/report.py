@@ -44,8 +44,8 @@ def ladder_markdown(results: list[dict]) -> str:
              "| --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |"]
     for r in results:
         acc, per_seed, loss, minutes = _row(r)
-        lines.append(f"| {r['rung']} | {r['description']} | {r['init']} | {r['train_len']} | {r['steps']} | {_scored(r)} | {acc} | "
-                     f"{per_seed} | {loss} | {minutes} | {_pct(r['threshold'])} | "
+        lines.append(f"| {r['rung']} | {r['description']} | {r['init']} | {r['train_len']} | {r['steps']} | "
+                     f"{_scored(r)} | {acc} | {per_seed} | {loss} | {minutes} | {_pct(r['threshold'])} | "
                      f"{'PASS' if r['passed'] else 'fail'} |")
     return "\n".join(lines) + "\n"
 

@@ -135,6 +135,12 @@ def _cell(entry: dict | None) -> str:
     return f"{100 * entry['mean']:.1f}{sd}"
 
 
+def _head(labels: list[str], lengths: list[str]) -> str:
+    """A Markdown table's header and rule: label columns, then one right-aligned column per length."""
+    return (f"| {' | '.join(labels)} | " + " | ".join(lengths) + " |\n"
+            + "| " + " | ".join(["---"] * len(labels) + ["---:"] * len(lengths)) + " |\n")
+
+
 def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str], timings: dict,
              nll: dict | None = None, *, missing: list[str] | None = None, pretrain: list[dict] | None = None,
              subsets: dict | None = None) -> str:
@@ -152,15 +158,13 @@ def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str
                      f"{rung['init']}): accuracy at its length {rung['train_len']}: {per_seed}.\n")
     parts.append(f"\nAccuracy (%) by evaluation length; mean ± sd over the seeds; "
                  f"{cfg.eval_samples} samples per length and seed. L = {cfg.train_len} tokens.\n\n")
-    parts.append("| model @ eval stride | " + " | ".join(f"{m}L ({m * cfg.train_len})" for m in ms) + " |\n")
-    parts.append("| --- | " + " | ".join("---:" for _ in ms) + " |\n")
+    parts.append(_head(["model @ eval stride"], [f"{m}L ({m * cfg.train_len})" for m in ms]))
     for key, entry in summary.items():
         parts.append(f"| {key} | " + " | ".join(_cell(entry["lengths"].get(str(m))) for m in ms) + " |\n")
     parts.append("\nStride S: visual tokens advance S/256 a token (δ = S/256); `default` is S = 256 (δ = 1).\n")
     if subsets:
         parts.append("\nAccuracy (%) per subset (mean over seeds and depths):\n\n")
-        parts.append("| model @ eval stride | subset | " + " | ".join(f"{m}L" for m in ms) + " |\n")
-        parts.append("| --- | --- | " + " | ".join("---:" for _ in ms) + " |\n")
+        parts.append(_head(["model @ eval stride", "subset"], [f"{m}L" for m in ms]))
         for key, per in subsets.items():
             for subset, cells in per.items():
                 parts.append(f"| {key} | {subset} | " + " | ".join(
@@ -169,8 +173,7 @@ def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str
     if best:
         parts.append("\nEach model at its own best inference stride (the stride with the best mean accuracy over "
                      "2L and beyond, chosen on these same evaluation sets, so equally optimistic for every model):\n\n")
-        parts.append("| model (best stride) | " + " | ".join(f"{m}L" for m in ms) + " |\n")
-        parts.append("| --- | " + " | ".join("---:" for _ in ms) + " |\n")
+        parts.append(_head(["model (best stride)"], [f"{m}L" for m in ms]))
         for mode, stride in best.items():
             cells = summary[f"{mode}@{stride}"]["lengths"]
             parts.append(f"| {mode} ({stride}) | " + " | ".join(_cell(cells.get(str(m))) for m in ms) + " |\n")
@@ -179,8 +182,7 @@ def markdown(cfg: ExperimentConfig, summary: dict, passed: bool, lines: list[str
             " and its end-of-turn marker" if cfg.train_on_eos else "")
         parts.append(f"\nLoss of the training targets ({what}; mean cross-entropy per target, nats; mean over "
                      "seeds), teacher forced with the same positions:\n\n")
-        parts.append("| model @ eval stride | " + " | ".join(f"{m}L" for m in ms) + " |\n")
-        parts.append("| --- | " + " | ".join("---:" for _ in ms) + " |\n")
+        parts.append(_head(["model @ eval stride"], [f"{m}L" for m in ms]))
         for key, cells in nll.items():
             parts.append(f"| {key} | " + " | ".join(f"{cells[str(m)]['mean']:.3f}" if str(m) in cells else ""
                                                    for m in ms) + " |\n")
