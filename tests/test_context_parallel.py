@@ -7,8 +7,8 @@ from tests.distributed import run_distributed
 from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
 from v2pe_train.config import TrainConfig
-from v2pe_train.distributed import Topology
-from v2pe_train.parallel import ContextParallel
+from v2pe_train.parallel.mesh import Topology
+from v2pe_train.parallel.context import ContextParallel
 from v2pe_train.train import Trainer
 
 

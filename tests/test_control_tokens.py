@@ -207,7 +207,7 @@ def test_a_training_recipe_can_opt_in_to_neutralising_control_tokens(foreign_met
     from v2pe_common.recipe import ConfigError
     from v2pe_train.config import TrainConfig
     from v2pe_train.data import PackedLoader
-    from v2pe_train.distributed import Topology
+    from v2pe_train.parallel.mesh import Topology
     from v2pe_train.train import loader_config
 
     (tmp_path / "r.yaml").write_text(f"data: [{foreign_meta}]\ncontrol_tokens: neutralise\nout: {tmp_path / 'run'}\n")

@@ -29,7 +29,9 @@ from v2pe_data.cli import app as data_app
 from v2pe_train.config import TrainConfig
 from v2pe_train.model import build_model, check_native_checkpoint
 from v2pe_train.optim import build_optimizer, cosine_with_warmup
-from v2pe_train.train import Trainer, UsageError, attention_summary, preflight
+from v2pe_train.errors import UsageError
+from v2pe_train.parallel.apply import attention_summary
+from v2pe_train.train import Trainer, preflight
 from tests.deadline import CLI_DEADLINE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from tests.distributed import run_distributed
 from tests.test_loader import SAMPLES, TEMPLATE, TILING, TOK, write_shard
 from v2pe_common import encoding
 from v2pe_train.data import LoaderConfig, LoaderError, PackedLoader
-from v2pe_train.data.collate import cp_tile_range
+from v2pe_train.parallel.context import cp_tile_range
 from v2pe_train.data.samples import SampleProcessor
 
 
@@ -145,7 +145,7 @@ def test_an_image_whose_header_is_bad_is_skipped_by_every_rank_before_packing(tm
 
 def test_a_share_of_the_wrong_size_is_refused_naming_the_rank():
     from v2pe_train.model import build_model
-    from v2pe_train.parallel import sharded_image_features
+    from v2pe_train.parallel.context import sharded_image_features
 
     model = build_model("tiny", TOK)
     with pytest.raises(ValueError, match=r"cp rank 1/2: 2 tiles given, its share of 3 is tiles \[2, 3\)"):
@@ -160,7 +160,7 @@ def test_loader_config_refuses_a_cp_rank_outside_its_group():
 # -- the model side: pre-sliced pixels give the loss and gradients of the slicing path ---------------
 def _presliced_worker(rank, world, group, num_tiles):
     from v2pe_train.model import build_model
-    from v2pe_train.parallel import ContextParallel
+    from v2pe_train.parallel.context import ContextParallel
 
     model = build_model("tiny", TOK, seed=1)
     gen = torch.Generator().manual_seed(7)

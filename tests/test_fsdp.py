@@ -10,8 +10,7 @@ from tests.distributed import run_distributed
 from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
 from v2pe_train.config import ConfigError, TrainConfig
-from v2pe_train.distributed import Topology
-from v2pe_train.parallelize import MeshPlan
+from v2pe_train.parallel.mesh import MeshPlan, Topology
 from v2pe_train.train import Trainer
 
 

@@ -11,7 +11,7 @@ from tests.distributed import run_distributed
 from tests.test_loader import SAMPLES, TOK, write_shard
 from v2pe_train import model as model_mod
 from v2pe_train.config import TrainConfig
-from v2pe_train.distributed import Topology
+from v2pe_train.parallel.mesh import Topology
 from v2pe_train.model import build_model, builds_on_meta, materialise, preset_parameter_count
 from v2pe_train.rope import Float64RotaryEmbedding
 
@@ -41,7 +41,8 @@ def test_only_large_presets_are_built_on_meta_by_the_trainer(tmp_path):
 
 
 def _meta_worker(rank, world, group, seed):
-    from v2pe_train.parallelize import apply_fsdp, build_mesh, shard_rank
+    from v2pe_train.parallel.apply import apply_fsdp
+    from v2pe_train.parallel.mesh import build_mesh, shard_rank
 
     device = torch.device("cpu")
     mesh = build_mesh(Topology(rank=rank, world=world, cp=1), device)

@@ -18,7 +18,7 @@ from v2pe_train.ring import RingConfigError, api, ring_attention, select
 from v2pe_train.ring.kernels import MathKernel, TorchFlashKernel, get_kernel
 from v2pe_train.ring.reference import varlen_causal_attention
 from v2pe_train.ring.select import choose_backend, log_choice_once
-from v2pe_train.train import attention_summary
+from v2pe_train.parallel.apply import attention_summary
 
 BF16, FP16, FP32, FP64 = torch.bfloat16, torch.float16, torch.float32, torch.float64
 FLASH_OK = dict(flash_check=lambda device: None)  # as if CUDA, flash-attn and ring-flash-attn were all there

@@ -321,7 +321,7 @@ def test_milebench_records_are_refused_however_the_trainer_is_pointed_at_them(fx
 
     from v2pe_train.config import TrainConfig
     from v2pe_train.data import LoaderError, PackedLoader
-    from v2pe_train.distributed import Topology
+    from v2pe_train.parallel.mesh import Topology
     from v2pe_train.train import UsageError, loader_config, preflight
 
     out = tmp_path / "mb"

@@ -11,7 +11,7 @@ from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
 from v2pe_train import checkpoint as ckpt
 from v2pe_train.config import TrainConfig
-from v2pe_train.distributed import Topology
+from v2pe_train.parallel.mesh import Topology
 from v2pe_train.train import Trainer, TrainError, preflight, train
 
 

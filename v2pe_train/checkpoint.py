@@ -32,6 +32,12 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
+from v2pe_common.tokenizer import load_tokenizer
+
+from .config import TrainConfig
+from .model import resolve_tokenizer
+from .model_files import save_model_config, save_tokenizer
+
 CKPT_DIR = "checkpoints"
 DCP_DIR = "dcp"  # torch.distributed.checkpoint's folder of a sharded (FSDP) checkpoint
 _STEP_NAME = re.compile(r"step_(\d{8,})")
@@ -173,8 +179,6 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
     from safetensors.torch import save_model
     from transformers import PreTrainedModel
 
-    from .export import save_model_config, save_tokenizer
-
     config = (extra or {}).get("config") or {}
 
     final = step_dir(run, step)
@@ -235,11 +239,6 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
 
 def _run_tokenizer(config: dict):
     """The tokenizer a run trains with, from its saved TrainConfig (load_tokenizer caches: the trainer's own)."""
-    from v2pe_common.tokenizer import load_tokenizer
-
-    from .config import TrainConfig
-    from .train import resolve_tokenizer
-
     return load_tokenizer(resolve_tokenizer(TrainConfig(model=str(config["model"]), tokenizer=config.get("tokenizer"))))
 
 
@@ -267,7 +266,8 @@ def _load_pt(path: Path):
         raise CheckpointError(f"{path}: unreadable: {' '.join(str(exc).split()) or exc.__class__.__name__}") from None
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
+    """A checkpoint's JSON file; CheckpointError when it is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -291,7 +291,7 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank:
     path = Path(path)
     if not (path / "meta.json").is_file():
         raise CheckpointError(f"{path}: not a v2pe checkpoint (no meta.json)")
-    meta = _read_json(path / "meta.json")
+    meta = read_json(path / "meta.json")
     if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
         raise CheckpointError(f"{path / 'meta.json'}: not a v2pe checkpoint meta (no integer 'step')")
     ident = model_identity(model)
@@ -311,7 +311,7 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank:
         scheduler_state = _load_pt(path / "scheduler.pt")
         rng_file = path / f"rng_rank{rank}.pt"
         rng_state = _load_pt(rng_file)
-        loader_state = _read_json(path / f"loader_rank{rank}.json")
+        loader_state = read_json(path / f"loader_rank{rank}.json")
         _load_dcp(path, model, optimizer)
         for file, apply, state in ((path / "scheduler.pt", scheduler.load_state_dict, scheduler_state),
                                    (rng_file, _set_rng_state, rng_state)):
@@ -321,7 +321,7 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, rank:
     scheduler_state = _load_pt(path / "scheduler.pt")
     rng_file = path / f"rng_rank{rank}.pt"
     rng_state = _load_pt(rng_file)
-    loader_state = _read_json(path / f"loader_rank{rank}.json")
+    loader_state = read_json(path / f"loader_rank{rank}.json")
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from v2pe_common.tokenizer import TOKENIZER_PATTERNS, TextTokenizer, is_hub_id, resolve_hub_id
 
+from .model_files import save_tokenizer
 from .rope import Float64RotaryEmbedding, dense_attention_mask, install_float64_rope, packed_causal_mask
 
 TILE_SIZE = 448
@@ -373,11 +374,22 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer: TextTokenizer
     template (`template`: the trainer's template name, default internlm2-chat). Loadable by
     `build_model(directory, tokenizer)`, `V2PEGenerator.load(directory)` and
     `InternVLForConditionalGeneration.from_pretrained(directory)`."""
-    from .export import save_tokenizer
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory))
     if tokenizer is not None:
         save_tokenizer(tokenizer, directory, template)
     return directory
+
+
+def resolve_tokenizer(cfg) -> str | None:
+    """The tokenizer a run's config (a TrainConfig: `tokenizer`, `model`) trains with: the one it names, else the
+    model folder's or Hub repo's own; None for a preset (the bundled tokenizer)."""
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    folder = Path(cfg.model)
+    if cfg.model not in PRESETS and any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return cfg.model
+    if is_hub_id(cfg.model):  # a Hub model repo carries its tokenizer; load_tokenizer fetches just those files
+        return cfg.model
+    return None

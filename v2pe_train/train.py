@@ -3,15 +3,13 @@
 Gradients are synchronised by DDP over all ranks, with each rank's loss scaled by world / (global
 weight sum): the summed gradient is then exactly the gradient of the global-batch loss, however the batch
 is split across ranks, context-parallel shards or accumulation steps. With `data_parallel: fsdp` the model
-is sharded by FSDP2 instead (parallelize.py), whose reduce-scatter averages over the same world, so the same
-scale holds.
+is sharded by FSDP2 instead (parallel/apply.py), whose reduce-scatter averages over the same world, so the
+same scale holds.
 
-A run folder holds one run. `RUN/run.json` records its identity (the config less `RESUMABLE_KEYS`); a new
-run into a folder holding run files is refused unless `overwrite` (which deletes the earlier run's files,
-`RUN_FILES`, and nothing else), and `resume` refuses a checkpoint whose identity differs, naming each key
-(`max_steps` may grow: the run is extended under the schedule of the new total).
-On resume, `log.jsonl` is cut back to the resumed step and TensorBoard events after it are purged, so the
-steps replayed after a kill are logged once.
+The run folder's contract (run.json, what --overwrite deletes) is in preflight.py; `resume` refuses a
+checkpoint whose identity differs, naming each key (`max_steps` may grow: the run is extended under the
+schedule of the new total). On resume, `log.jsonl` is cut back to the resumed step and TensorBoard events
+after it are purged, so the steps replayed after a kill are logged once.
 """
 
 from __future__ import annotations
@@ -28,34 +26,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from v2pe_common.tokenizer import is_hub_id, load_tokenizer, resolve_hub_id
-from v2pe_common.schema import MANIFEST_FILE
+from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import LoaderConfig, TrainDataLoader
-from .distributed import Topology, all_reduce_sum, barrier, groups, init_distributed, topology_from_env
-from .loss import shift_labels, token_weights, weighted_ce_sum
-from .model import PRESETS, build_model, builds_on_meta, forward, materialise
+from .errors import TrainError, UsageError
+from .model import build_model, builds_on_meta, resolve_tokenizer
+from .objective import loss, loss_batch
 from .optim import build_optimizer, cosine_with_warmup
-from .parallel import ContextParallel, empty_image_term
-from .parallelize import apply_fsdp, build_mesh, shard_rank
-from .parallelize import cp_group as mesh_cp_group
+from .parallel.apply import parallelize
+from .parallel.mesh import Topology, all_reduce_sum, barrier, build_mesh, init_distributed, topology_from_env
+from .preflight import RUN_FILE, RUN_FILES, check_run_dir, preflight
 
 logger = logging.getLogger(__name__)
-
-
-class TrainError(RuntimeError):
-    """The run cannot start or continue: the message says what is missing or went wrong."""
-
-
-class UsageError(TrainError):
-    """The command line or recipe asks for what cannot be done (missing input, a folder holding another run)."""
-
-
-RUN_FILE = "run.json"
-# Everything a run writes into its folder: what --overwrite removes, and what marks a folder as taken.
-RUN_FILES = (RUN_FILE, "config.json", "log.jsonl", "data_errors.json", "tb", ckpt.CKPT_DIR)
 
 
 @dataclass
@@ -63,31 +47,6 @@ class TrainResult:
     step: int
     losses: list[float] = field(default_factory=list)  # one per optimizer step run by this call
     run_dir: str = ""
-
-
-class LossModule(nn.Module):
-    """Everything between a batch and the weighted CE sum, inside one forward so DDP sees all of it."""
-
-    def __init__(self, model: nn.Module, context_parallel: ContextParallel | None = None, *,
-                 encode_empty: bool = False):
-        super().__init__()
-        self.model = model
-        self.cp = context_parallel
-        self.encode_empty = encode_empty  # see parallel.empty_image_term
-
-    def forward(self, input_ids, position_ids, pixel_values, sample_lengths, shifted, weights, total_tiles=None):
-        """`total_tiles`: the pack's tile count when `pixel_values` hold only this cp rank's share of them."""
-        if self.cp is not None:
-            cu = [0]
-            for n in sample_lengths[0]:
-                cu.append(cu[-1] + int(n))
-            return self.cp(input_ids, position_ids, pixel_values, cu, shifted, weights, total_tiles=total_tiles)
-        # before the language model, where a pack with tiles runs the tower: FSDP's gathers go in one order
-        extra = empty_image_term(self.model, input_ids.device) if pixel_values is None and self.encode_empty else None
-        hidden = forward(self.model, input_ids, position_ids, pixel_values=pixel_values,
-                         sample_lengths=sample_lengths, return_hidden=True)
-        ce = weighted_ce_sum(hidden, self.model.lm_head, shifted, weights)
-        return ce if extra is None else ce + extra
 
 
 @contextlib.contextmanager
@@ -102,129 +61,12 @@ def _naming(batch, step: int):
         raise TrainError(f"step {step}: {' '.join(str(exc).split())} in the pack of {where}") from None
 
 
-def resolve_tokenizer(cfg: TrainConfig) -> str | None:
-    if cfg.tokenizer:
-        return cfg.tokenizer
-    if cfg.model not in PRESETS and any((Path(cfg.model) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
-        return cfg.model
-    if is_hub_id(cfg.model):  # a Hub model repo carries its tokenizer; load_tokenizer fetches just those files
-        return cfg.model
-    return None
-
-
-def eval_benchmarks(data: str) -> str:
-    """The evaluation benchmarks and their datasets a build's manifest declares (its sources' `eval_benchmark`),
-    as one phrase ("MileBench (MileBench/ALFRED, ...)"), or "" for none. A build's copies and their files
-    (OUT/internvl/annotations/*.jsonl: three levels down) are looked up through the build folder above them;
-    data with no manifest above it is checked record by record by the loader (`allow_eval_data`)."""
-    path = Path(data)
-    for folder in (path, *path.parents[:3]):
-        manifest = folder / MANIFEST_FILE
-        if manifest.is_file():
-            try:
-                sources = json.loads(manifest.read_text()).get("sources") or []
-            except (OSError, ValueError):
-                return ""  # the loader reports an unreadable manifest
-            marked = {}
-            for s in sources:
-                if isinstance(s, dict) and s.get("eval_benchmark"):
-                    marked.setdefault(s["eval_benchmark"], []).append(str(s.get("dataset", s.get("name", "?"))))
-            return "; ".join(f"{b} ({', '.join(names)})" for b, names in marked.items())
-    return ""
-
-
-def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
-    """Fail at once, with what is missing, before any process group or model exists (raises UsageError)."""
-    if require_gpu and not torch.cuda.is_available():
-        raise UsageError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
-    model_dir = cfg.model
-    if is_hub_id(cfg.model):  # its configs only, at once; the weights come when the model is built
-        try:
-            model_dir = resolve_hub_id(cfg.model, ("*.json",), "model")
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    if cfg.model not in PRESETS and not (Path(model_dir) / "config.json").is_file():
-        raise UsageError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
-                         "convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
-    if cfg.cp > 1 and cfg.max_seq_len < 2 * cfg.cp:
-        raise UsageError(f"cp: {cfg.cp} ranks need sequences of at least {2 * cfg.cp} tokens (2 zigzag chunks a rank); "
-                         f"max_seq_len is {cfg.max_seq_len}")
-    if cfg.ring_backend == "flash":
-        from importlib.util import find_spec
-
-        if not torch.cuda.is_available() or find_spec("flash_attn") is None or find_spec("ring_flash_attn") is None:
-            raise UsageError("ring_backend: 'flash' needs CUDA plus flash-attn and ring-flash-attn "
-                             "(pip install -e '.[gpu]'); use 'auto' or 'torch' on this machine")
-    if not cfg.data and not cfg.datasets:
-        raise UsageError("data: no data given (pass v2pe-data build folders with --data / DATA=...)")
-    for d in cfg.data + [spec["path"] for spec in cfg.datasets or []]:
-        import glob
-
-        if not Path(d).exists() and not glob.glob(d):
-            raise UsageError(f"data: {d!r} does not exist (build it with `v2pe-data build`, or run `make train-tiny`)")
-    if not cfg.allow_eval_data:
-        for d in cfg.data + [spec["path"] for spec in cfg.datasets or []]:
-            found = eval_benchmarks(d)
-            if found:
-                raise UsageError(f"data: {d!r} holds records built from the evaluation benchmark {found}: training on "
-                                 "them contaminates that benchmark's scores (V2PE trained on the tasks' training "
-                                 "splits, not on the benchmark); set allow_eval_data: true in the recipe to train "
-                                 "on it anyway")
-    try:
-        load_tokenizer(resolve_tokenizer(cfg))  # cached: the Trainer gets this same object
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def check_run_dir(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> None:
-    """Refuse (UsageError) a new run into a folder holding run files, unless `overwrite`; reads only."""
-    if resume and overwrite:
-        raise UsageError("--resume continues the run in --out and --overwrite deletes it: give one of them")
-    out = Path(cfg.out)
-    found = [name for name in RUN_FILES if (out / name).exists()]
-    if resume or overwrite or not found:
-        return
-    latest = ckpt.latest_checkpoint(out)
-    where = f"{out} holds a run (latest checkpoint {latest.name})" if latest else f"{out} holds a run"
-    try:
-        saved = json.loads((out / RUN_FILE).read_text()).get("identity")
-    except (OSError, ValueError, AttributeError):
-        saved = None
-    changes = cfg.identity_changes(saved) if isinstance(saved, dict) else None
-    if changes == []:
-        raise UsageError(f"{where} of this config; pass --resume to continue it, or --overwrite to delete it "
-                         "and start again")
-    what = "; ".join(changes) if changes else f"run files {found}, no readable {RUN_FILE}"
-    raise UsageError(f"{where} with other settings ({what}); choose a new --out, or pass --overwrite to delete "
-                     "that run and start afresh")
-
-
 def _autocast(device: torch.device, precision: str):
     if device.type == "cuda" and precision in ("auto", "bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if precision == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def attention_summary(cfg: TrainConfig, cp: int, ring: bool, device: torch.device, head_dim: int | None = None) -> str:
-    """Which attention path the text model runs, e.g. 'sdpa (cp=1, dense mask)' or 'ring torch kernels (cp=2, zigzag)'.
-
-    The kernels come from the ring's own `choose_backend`, for the dtype the attention sees (bf16 under
-    CUDA autocast), so this line names what the ring will run; a fallback adds why.
-    """
-    if not ring:
-        return "sdpa (cp=1, dense mask)"
-    from .ring.select import choose_backend, describe, device_capability
-
-    dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision in ("auto", "bf16") else torch.float32
-    choice = choose_backend(device, dtype, head_dim, device_capability(device), cfg.ring_backend)
-    kernels = describe(choice)
-    if choice.name == "torch_flash" and cp == 1:
-        kernels = "torch varlen_attn"
-    layout = "zigzag" if cp > 1 else "varlen, one rank"
-    note = f"; {choice.reason}" if choice.fallback else ""
-    return f"ring {kernels} kernels (cp={cp}, {layout}{note})"
 
 
 def loader_config(cfg: TrainConfig, topo: Topology, device: torch.device) -> LoaderConfig:
@@ -239,6 +81,28 @@ def loader_config(cfg: TrainConfig, topo: Topology, device: torch.device) -> Loa
                         control_tokens=cfg.control_tokens, allow_eval_data=cfg.allow_eval_data)
 
 
+def build_train_model(cfg: TrainConfig, tokenizer: TextTokenizer, device: torch.device, *, on_meta: bool) -> nn.Module:
+    """The single-device model in train mode: on `device`, or on meta (`on_meta`) for FSDP to shard first."""
+    model = build_model(cfg.model, tokenizer, freeze_vision=cfg.freeze_vision, freeze_projector=cfg.freeze_projector,
+                        freeze_language=cfg.freeze_language, seed=cfg.seed, drop_path_rate=cfg.drop_path_rate,
+                        device="meta" if on_meta else None)
+    if not on_meta:
+        model = model.to(device)
+    return model.train()
+
+
+def build_schedule(cfg: TrainConfig, model: nn.Module):
+    """(optimizer, lr scheduler) of a run; a recipe asking for what the optimizer refuses is a UsageError."""
+    try:
+        optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.eps,
+                                    decay_all=cfg.weight_decay_all)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    scheduler = cosine_with_warmup(optimizer, total_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio,
+                                   min_lr_ratio=cfg.min_lr / cfg.lr)
+    return optimizer, scheduler
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, topo: Topology | None = None):
         self.cfg = cfg
@@ -246,59 +110,20 @@ class Trainer:
         self.device = init_distributed(self.topo)
         torch.manual_seed(cfg.seed)
         self.run_dir = Path(cfg.out)
+        self.run_id = cfg.run_id()
+        self.step = 0
         self.tokenizer = load_tokenizer(resolve_tokenizer(cfg))
+        self.mesh = build_mesh(self.topo, self.device)  # None for one process
         # FSDP needs a process group: one process keeps the plain model (and DCP checkpoints, to reshard).
-        self.fsdp = cfg.data_parallel == "fsdp" and self.topo.world > 1
+        self.fsdp = cfg.data_parallel == "fsdp" and self.mesh is not None
         # A large preset about to be sharded is built on meta: no rank ever holds all its fp32 weights.
         on_meta = self.fsdp and builds_on_meta(cfg.model, self.tokenizer)
-        self.model = build_model(cfg.model, self.tokenizer, freeze_vision=cfg.freeze_vision,
-                                 freeze_projector=cfg.freeze_projector, freeze_language=cfg.freeze_language,
-                                 seed=cfg.seed, drop_path_rate=cfg.drop_path_rate,
-                                 device="meta" if on_meta else None)
-        if not on_meta:
-            self.model = self.model.to(self.device)
-        if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model.train()
-        context_parallel = None
-        mesh = build_mesh(self.topo, self.device) if self.fsdp else None
-        varlen = cfg.attention == "varlen" or (cfg.attention == "auto" and self.device.type == "cuda")
-        if self.topo.cp > 1 or varlen:
-            # Under DDP with cp = 1 the group is this rank alone (groups() gives singletons): never the world.
-            if mesh is not None:
-                cp_group = mesh_cp_group(mesh)
-            else:
-                cp_group = groups(self.topo)[0] if self.topo.world > 1 else None
-            pad_id = self.tokenizer.hf.pad_token_id
-            context_parallel = ContextParallel(self.model, cp_group, self.topo.cp_rank, self.topo.cp,
-                                               pad_id=0 if pad_id is None else pad_id, backend=cfg.ring_backend,
-                                               encode_empty=self.topo.dp > 1)
-        if self.topo.rank == 0:
-            text = self.model.config.text_config
-            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-            logger.info("attention: %s", attention_summary(cfg, self.topo.cp, context_parallel is not None, self.device,
-                                                           head_dim=head_dim))
-        # With dp > 1 ranks read different packs: a tile-less one still runs the vision tower, or FSDP's
-        # gathers / DDP's reductions of the ranks stop matching and the step hangs (a cp group shares its pack).
-        self.loss_module: nn.Module = LossModule(self.model, context_parallel, encode_empty=self.topo.dp > 1)
-        if self.fsdp:
-            apply_fsdp(self.loss_module, self.model, mesh, self.device)
-            if on_meta:
-                materialise(self.model, self.device, root=self.loss_module, seed=cfg.seed, stream=shard_rank(mesh))
-        elif self.topo.world > 1:
-            self.loss_module = nn.parallel.DistributedDataParallel(
-                self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        try:
-            self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
-                                             eps=cfg.eps, decay_all=cfg.weight_decay_all)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        self.scheduler = cosine_with_warmup(self.optimizer, total_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio,
-                                            min_lr_ratio=cfg.min_lr / cfg.lr)
+        self.model = build_train_model(cfg, self.tokenizer, self.device, on_meta=on_meta)
+        pad_id = self.tokenizer.hf.pad_token_id
+        self.loss_module = parallelize(self.model, self.mesh, cfg, self.device, pad_id=pad_id or 0, on_meta=on_meta)
+        self.optimizer, self.scheduler = build_schedule(cfg, self.model)
         self.loader = TrainDataLoader(loader_config(cfg, self.topo, self.device), self.tokenizer,
                                       num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
-        self.step = 0
-        self.run_id = cfg.run_id()
 
     # -- the run folder and checkpoints ------------------------------------------------------------
     def save(self) -> Path:
@@ -373,13 +198,8 @@ class Trainer:
     # -- one optimizer step ----------------------------------------------------------------------
     def backward(self, micro_batches) -> tuple[torch.Tensor, float, int]:
         """Accumulate the gradient of the global-batch loss; return (local CE sum, global weight sum, tokens)."""
-        cfg = self.cfg
-        prepared = []
-        for b in micro_batches:
-            lengths = [b.sample_lengths.tolist()]
-            shifted = shift_labels(b.labels)
-            prepared.append((b, lengths, shifted, token_weights(shifted, lengths, cfg.loss_reduction)))
-        local_w = torch.stack([w.sum() for *_, w in prepared]).sum().to(torch.float64)
+        prepared = [(b, loss_batch(b, self.cfg.loss_reduction)) for b in micro_batches]
+        local_w = torch.stack([lb.weights.sum() for _, lb in prepared]).sum().to(torch.float64)
         # Every rank of a cp group holds the whole sequence's weights: count them once.
         denom = float(all_reduce_sum(local_w.to(self.device)).item()) / self.topo.cp
         if denom == 0:
@@ -387,15 +207,11 @@ class Trainer:
         scale = self.topo.world / denom  # DDP averages over the world; this makes it the global-loss gradient
         total = torch.zeros((), dtype=torch.float64)
         tokens = 0
-        for i, (b, lengths, shifted, w) in enumerate(prepared):
+        for i, (b, lb) in enumerate(prepared):
             last = i == len(prepared) - 1
             sync = contextlib.nullcontext() if (last or self.topo.world == 1) else self._no_sync()
-            with sync, _autocast(self.device, cfg.precision), _naming(b, self.step):
-                sliced = b.tile_range is not None  # this cp rank's share of the pack's tiles, maybe none
-                ce = self.loss_module(b.input_ids.to(self.device), b.position_ids.to(self.device),
-                                      b.pixel_values.to(self.device) if sliced or b.pixel_values.numel() else None,
-                                      lengths, shifted.to(self.device), w.to(self.device),
-                                      b.total_tiles if sliced else None)
+            with sync, _autocast(self.device, self.cfg.precision), _naming(b, self.step):
+                ce = loss(self.loss_module, lb.to(self.device)).ce
             (ce * scale).backward()
             total += ce.detach().double().cpu()
             tokens += b.num_tokens

@@ -64,13 +64,6 @@ class Batch:
         return self._map(lambda t: t.pin_memory())
 
 
-def cp_tile_range(total: int, rank: int, world: int) -> tuple[int, int]:
-    """Tiles [start, stop) of a pack's `total` that cp rank `rank` of `world` encodes: ceil(total / world) each,
-    the last ranks fewer or none (parallel.sharded_image_features pads them with zero tiles)."""
-    per = -(-total // world)
-    return min(rank * per, total), min((rank + 1) * per, total)
-
-
 def collate(pack: Sequence[Sample], *, pixel_values: torch.Tensor | None = None,
             tile_range: tuple[int, int] | None = None) -> Batch:
     """`pixel_values` (with the `tile_range` they cover) replaces the samples' tiles, e.g. a rank's share."""

@@ -46,8 +46,9 @@ from dataclasses import dataclass
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
+from ..parallel.context import cp_tile_range
 from ..positions import MODES, STRIDES
-from .collate import Batch, collate, cp_tile_range
+from .collate import Batch, collate
 from .fast_tiling import BACKENDS as TILING_BACKENDS
 from .mixture import DatasetSpec, Mixture, parse_datasets
 from .packing import Packer

@@ -33,8 +33,9 @@ from v2pe_common.encoding import IGNORE_INDEX, encode
 from v2pe_common.template import ASSISTANT_ROLES, get_template
 from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
+from ..config import TrainConfig
 from ..data.samples import SampleError, SampleProcessor
-from ..model import build_model
+from ..model import build_model, resolve_tokenizer
 from ..positions import position_ids
 from ..rope import has_float64_rope
 from .teacher_forced import TeacherForced, teacher_forced
@@ -137,9 +138,6 @@ class V2PEGenerator:
     def load(cls, spec: str | Path, *, tokenizer: str | None = None, dtype: torch.dtype = torch.float32,
              device: str | torch.device = "cpu", seed: int = 0) -> V2PEGenerator:
         """A native InternVL folder (or a preset: 'tiny', '2b') with its tokenizer, float64 rope installed."""
-        from ..config import TrainConfig
-        from ..train import resolve_tokenizer
-
         tok = load_tokenizer(resolve_tokenizer(TrainConfig(model=str(spec), tokenizer=tokenizer)))
         model = build_model(spec, tok, dtype=dtype, seed=seed).to(device)
         model.requires_grad_(False)

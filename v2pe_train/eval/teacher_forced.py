@@ -4,13 +4,13 @@ For samples too long to generate on one device: the whole of prompt + answer + `
 the model once; the logits at positions a-1 .. b-2 predict the answer tokens a .. b-1, and the verdict is
 exact equality of their argmax with the answer (for a choice question the answer is the option letter).
 
-With a cp group of W > 1 ranks the pass is the trainer's own context-parallel step (`ContextParallel`):
-ids and float64 positions split zigzag over the ring, the vision tiles encoded a share per rank and
-gathered, ring attention in the language model. Its loss over the answer tokens is the answer's negative
-log-likelihood, and the final hidden states of the rows each rank holds are captured on the way to give
-the answer-span logits; those are summed over the ranks (every row lives on exactly one rank, the others
-add exact zeros), so every rank returns the same verdict and logits. W = 1 is the plain single-device
-forward (`v2pe_train.model.forward`, explicit mask).
+The pass is the trainer's own (`objective.loss`): with a cp group of W > 1 ranks the batch is cut once by
+`parallel.context.cp_shard` (ids and float64 positions zigzag over the ring, the vision tiles encoded a share
+per rank and gathered, ring attention in the language model). Its loss over the answer tokens is the
+answer's negative log-likelihood, and the final hidden states of the rows each rank holds come back with
+it to give the answer-span logits; those are summed over the ranks (every row lives on exactly one rank,
+the others add exact zeros), so every rank returns the same verdict and logits. W = 1 is the plain
+single-device forward (explicit mask).
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ..loss import IGNORE_INDEX, shift_labels
-from ..model import forward
+from ..objective import LossBatch, LossModule, loss
+from ..parallel.context import ContextParallel
 
 
 @dataclass(slots=True)
@@ -35,17 +37,6 @@ class TeacherForced:
     nll: float  # sum over the answer tokens of -log p(token | everything before it), nats
     predicted_text: str = ""
     logits: torch.Tensor | None = None  # float32 [A, V] on the CPU, when asked for
-
-
-@contextlib.contextmanager
-def _captured_output(module: nn.Module) -> Iterator[list]:
-    """Collect `module`'s forward outputs while the block runs."""
-    seen: list = []
-    handle = module.register_forward_hook(lambda _m, _args, out: seen.append(out))
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
@@ -60,31 +51,25 @@ def _attention_restored(model: nn.Module) -> Iterator[None]:
         model.set_attn_implementation(before)
 
 
-def _span_logits_cp(model, ids, pos, pixels, span, *, group, rank, world, pad_id, backend):
-    """(logits [A, V] float32, nll) of the answer span through the ring; identical on every rank."""
-    import torch.distributed as dist
-
-    from ..parallel import ContextParallel
-
+def _span_logits(model: nn.Module, ids, pos, pixels, span, *, group, rank, world, pad_id, backend):
+    """(logits [A, V] float32, nll) of the answer span through `objective.loss`; identical on every rank."""
     a, b = span
-    device = ids.device
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[a:b] = ids[a:b]
     shifted = shift_labels(labels[None])
-    weights = (shifted != IGNORE_INDEX).float()
-    cu = [0, ids.numel()]
+    batch = LossBatch(ids[None], pos[None], pixels, [[ids.numel()]], shifted, (shifted != IGNORE_INDEX).float())
+    if world == 1:
+        out = loss(LossModule(model), batch, hidden=True)
+        logits = model.lm_head(out.hidden[a - 1:b - 1]).float()
+        return logits, float(F.cross_entropy(logits, ids[a:b], reduction="sum"))
     with _attention_restored(model):
         cp = ContextParallel(model, group, rank, world, pad_id=pad_id, backend=backend)
-        with _captured_output(model.model.language_model) as seen:
-            nll = cp(ids[None], pos[None], pixels, cu, shifted, weights)
-    _, _, idx, _, _, _ = cp.shard(cu, ids[None], pos[None], shifted, weights)
-    hidden = seen[-1].last_hidden_state[0]
-    idx = idx.to(device)
-    # Padding sits after the sequence, so a global index below the length is the token's own index.
-    mine = (idx >= a - 1) & (idx < b - 1)
-    logits = torch.zeros((b - a, model.lm_head.out_features), dtype=torch.float32, device=device)
-    logits[idx[mine] - (a - 1)] = model.lm_head(hidden[mine]).float()
-    nll = torch.as_tensor(nll, dtype=torch.float32, device=device).reshape(1)
+        out = loss(LossModule(model, cp), batch, hidden=True)
+    rows = out.rows.to(ids.device)
+    mine = (rows >= a - 1) & (rows < b - 1)
+    logits = torch.zeros((b - a, model.lm_head.out_features), dtype=torch.float32, device=ids.device)
+    logits[rows[mine] - (a - 1)] = model.lm_head(out.hidden[mine]).float()
+    nll = torch.as_tensor(out.ce, dtype=torch.float32, device=ids.device).reshape(1)
     dist.all_reduce(logits, op=dist.ReduceOp.SUM, group=group)
     dist.all_reduce(nll, op=dist.ReduceOp.SUM, group=group)
     return logits, float(nll)
@@ -110,13 +95,8 @@ def teacher_forced(model: nn.Module, input_ids: torch.Tensor, positions: torch.T
     if pixels is not None:
         pixels = pixels.to(device=device, dtype=model.dtype)
     answer = ids[a:b]
-    if world > 1:
-        logits, nll = _span_logits_cp(model, ids, pos, pixels, span, group=group, rank=rank, world=world,
-                                      pad_id=pad_id, backend=backend)
-    else:
-        hidden = forward(model, ids[None], pos[None], pixel_values=pixels, return_hidden=True)[0]
-        logits = model.lm_head(hidden[a - 1:b - 1]).float()
-        nll = float(F.cross_entropy(logits, answer, reduction="sum"))
+    logits, nll = _span_logits(model, ids, pos, pixels, span, group=group, rank=rank, world=world, pad_id=pad_id,
+                               backend=backend)
     predicted = logits.argmax(-1)
     return TeacherForced(correct=bool(torch.equal(predicted, answer)), answer_ids=answer.tolist(),
                          predicted_ids=predicted.tolist(), nll=nll,

@@ -1,11 +1,13 @@
-"""Context parallelism around the single-device model: one packed sequence split zigzag over a cp group.
+"""Context parallelism around the single-device model: one packed sequence split zigzag over a cp ring.
 
-The model code never imports torch.distributed; this layer wraps it:
-  1. labels are shifted on the whole sequence, every packed sample is padded to a multiple of 2W
-     (pad id, ignored label, positions continuing max+1, max+2, ...), then the token ids, float64 V2PE
-     positions, labels and loss weights are split zigzag with one index set;
-  2. the vision tower's tiles are divided over the cp ranks and the features all-gathered with a
-     gradient that sums every rank's contribution, so no rank encodes all tiles of a 1M-token sample;
+The model code never imports torch.distributed; this layer wraps it where a batch enters the model:
+  1. `cp_shard`: labels are shifted on the whole sequence (by the caller), every packed sample is padded to
+     a multiple of 2W (pad id, ignored label, positions continuing max+1, max+2, ...), then the token ids,
+     float64 V2PE positions, labels and loss weights are cut with one zigzag index set, and the rank's
+     share of the pack's tiles is `cp_tile_range` (the loader decodes only that share);
+  2. `sharded_image_features`: the vision tower encodes this rank's tiles and the features are
+     all-gathered with a gradient that sums every rank's contribution, so no rank encodes all tiles of a
+     1M-token sample;
   3. the language model runs with the `v2pe_ring` attention (transformers attention interface), which
      takes the global cu_seqlens and the cp group, and the weighted CE is summed over the local tokens.
 The caller normalises by the global weight sum, so cp = 1 and cp = W give the same loss and gradients.
@@ -14,14 +16,22 @@ The caller normalises by the global weight sum, so cp = 1 and cp = W give the sa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data.collate import cp_tile_range
-from .loss import IGNORE_INDEX, weighted_ce_sum
-from .ring import RingContext, pad_to_multiple, use_ring_attention, zigzag_indices
+from ..loss import IGNORE_INDEX, weighted_ce_sum
+from ..ring import PaddedLayout, RingContext, pad_to_multiple, use_ring_attention, zigzag_indices
+from .mesh import CpRing
+
+
+def cp_tile_range(total: int, rank: int, world: int) -> tuple[int, int]:
+    """Tiles [start, stop) of a pack's `total` that cp rank `rank` of `world` encodes: ceil(total / world) each,
+    the last ranks fewer or none (sharded_image_features pads them with zero tiles)."""
+    per = -(-total // world)
+    return min(rank * per, total), min((rank + 1) * per, total)
 
 
 class _GatherTiles(torch.autograd.Function):
@@ -69,10 +79,11 @@ def empty_image_term(model: nn.Module, device: torch.device) -> torch.Tensor:
 
 def sharded_image_features(model: nn.Module, pixel_values: torch.Tensor, group, rank: int, world: int,
                            total: int | None = None) -> torch.Tensor:
-    """Each rank encodes ceil(T/W) tiles (zero tiles pad the last rank); the features are gathered.
+    """The vision wrapper: each rank encodes ceil(T/W) tiles (zero tiles pad the last rank); the features are
+    gathered.
 
     `total` = T says `pixel_values` already hold only this rank's tiles (the loader's cp share,
-    data.collate.cp_tile_range); without it they hold all T tiles and each rank slices its own.
+    `cp_tile_range`); without it they hold all T tiles and each rank slices its own.
     """
     if world == 1:
         return image_features(model, pixel_values.to(dtype=model.dtype))
@@ -93,8 +104,42 @@ def sharded_image_features(model: nn.Module, pixel_values: torch.Tensor, group, 
     return _GatherTiles.apply(feats, group, rank, world)[:total]
 
 
+@dataclass
+class CpShard:
+    """A cp rank's cut of one packed sequence: every per-token tensor taken with the one zigzag `index`."""
+
+    layout: PaddedLayout  # each sample padded to a multiple of 2W
+    index: torch.Tensor  # int64 [l]: the rows of the padded sequence this rank holds
+    padded_ids: torch.Tensor  # int64 [Lp]: the whole padded sequence (image-token ordinals are global)
+    positions: torch.Tensor  # float64 [l]
+    labels: torch.Tensor  # int64 [l], shifted
+    weights: torch.Tensor  # float32 [l]
+    tiles: tuple[int, int]  # this rank's share [start, stop) of the pack's tiles
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.padded_ids[self.index.to(self.padded_ids.device)]
+
+    def rows(self, length: int) -> torch.Tensor:
+        """The sequence index of each local row (-1 for padding)."""
+        return self.layout.pad(torch.arange(length), -1)[self.index]
+
+
+def cp_shard(cu_seqlens: Sequence[int], input_ids: torch.Tensor, position_ids: torch.Tensor, labels: torch.Tensor,
+             weights: torch.Tensor, ring: CpRing, *, pad_id: int, total_tiles: int = 0) -> CpShard:
+    """Pad each sample of a [1, L] row to a multiple of 2W and take `ring.rank`'s zigzag shard of every
+    per-token tensor (labels already shifted over the whole sequence), and its share of the pack's tiles."""
+    layout = pad_to_multiple(cu_seqlens, 2 * ring.world)
+    idx = torch.from_numpy(zigzag_indices(layout.cu_seqlens, ring.rank, ring.world))
+    pos = layout.pad_positions(position_ids[0])
+    lab = layout.pad(labels[0], IGNORE_INDEX)
+    w = layout.pad(weights[0], 0.0)
+    return CpShard(layout, idx, layout.pad(input_ids[0], pad_id), pos[idx], lab[idx], w[idx],
+                   cp_tile_range(total_tiles, ring.rank, ring.world))
+
+
 class ContextParallel:
-    """Computes a cp rank's weighted CE sum for one packed sequence. Construct on every rank of the group.
+    """Computes a cp rank's weighted CE sum for one packed sequence. Construct on every rank of the ring.
 
     With world = 1 (no group) it is the varlen path of a single device: samples of a pack attend within
     themselves through cu_seqlens instead of an L x L mask, which is what long packs on a GPU want.
@@ -102,7 +147,8 @@ class ContextParallel:
 
     def __init__(self, model: nn.Module, group, rank: int, world: int, *, pad_id: int, backend: str = "auto",
                  encode_empty: bool = False):
-        self.model, self.group, self.rank, self.world = model, group, rank, world
+        self.model = model
+        self.ring = CpRing(group, rank, world)
         self.pad_id = pad_id
         self.backend = backend
         # a tile-less pack still runs the vision tower (empty_image_term): FSDP / DDP over ranks need it
@@ -111,33 +157,33 @@ class ContextParallel:
 
     def shard(self, cu_seqlens: Sequence[int], input_ids: torch.Tensor, position_ids: torch.Tensor,
               shifted: torch.Tensor, weights: torch.Tensor):
-        """Pad each sample to a multiple of 2W and take this rank's zigzag shard of every per-token tensor."""
-        layout = pad_to_multiple(cu_seqlens, 2 * self.world)
-        idx = torch.from_numpy(zigzag_indices(layout.cu_seqlens, self.rank, self.world))
-        ids = layout.pad(input_ids[0], self.pad_id)
-        pos = layout.pad_positions(position_ids[0])
-        lab = layout.pad(shifted[0], IGNORE_INDEX)
-        w = layout.pad(weights[0], 0.0)
-        return layout, ids, idx, pos[idx], lab[idx], w[idx]
+        """(layout, padded ids, index, positions, labels, weights) of this rank: `cp_shard` as a tuple."""
+        s = cp_shard(cu_seqlens, input_ids, position_ids, shifted, weights, self.ring, pad_id=self.pad_id)
+        return s.layout, s.padded_ids, s.index, s.positions, s.labels, s.weights
 
     def __call__(self, input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights, *,
                  total_tiles: int | None = None) -> torch.Tensor:
         """`total_tiles` = T of the pack says `pixel_values` hold only this rank's share of its tiles (possibly
         none, when T < W); without it they hold all T."""
-        model = self.model
-        layout, ids, idx, pos, lab, w = self.shard(cu_seqlens, input_ids, position_ids, shifted, weights)
-        device = input_ids.device
-        idx = idx.to(device)
-        local_ids = ids[idx]
-        embeds = model.get_input_embeddings()(local_ids)
+        return self.forward(input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights,
+                            total_tiles=total_tiles)[0]
+
+    def forward(self, input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights, *,
+                total_tiles: int | None = None) -> tuple[torch.Tensor, torch.Tensor, CpShard]:
+        """(CE sum over this rank's tokens, their final hidden states [l, H], the shard they come from)."""
+        model, ring = self.model, self.ring
+        presliced = total_tiles
         if total_tiles is None:
             total_tiles = 0 if pixel_values is None else int(pixel_values.shape[0])
-            presliced = None
-        else:
-            presliced = total_tiles
+        shard = cp_shard(cu_seqlens, input_ids, position_ids, shifted, weights, ring, pad_id=self.pad_id,
+                         total_tiles=total_tiles)
+        device = input_ids.device
+        idx = shard.index.to(device)
+        ids = shard.padded_ids
+        embeds = model.get_input_embeddings()(ids[idx])
         extra = None
         if total_tiles:
-            feats = sharded_image_features(model, pixel_values, self.group, self.rank, self.world, presliced)
+            feats = sharded_image_features(model, pixel_values, ring.group, ring.rank, ring.world, presliced)
             feats = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
             is_img = ids == model.config.image_token_id
             if int(is_img.sum()) != feats.shape[0]:
@@ -147,8 +193,10 @@ class ContextParallel:
             embeds = embeds.masked_scatter(local_img[:, None], feats[ordinal[idx][local_img]])
         elif self.encode_empty:
             extra = empty_image_term(model, device)
-        ctx = RingContext(group=self.group, cu_seqlens=tuple(int(c) for c in layout.cu_seqlens), backend=self.backend)
-        out = model.model.language_model(inputs_embeds=embeds[None], position_ids=pos[None].to(device),
+        ctx = RingContext(group=ring.group, cu_seqlens=tuple(int(c) for c in shard.layout.cu_seqlens),
+                          backend=self.backend)
+        out = model.model.language_model(inputs_embeds=embeds[None], position_ids=shard.positions[None].to(device),
                                          use_cache=False, ring_context=ctx)
-        ce = weighted_ce_sum(out.last_hidden_state, model.lm_head, lab[None].to(device), w[None].to(device))
-        return ce if extra is None else ce + extra
+        hidden = out.last_hidden_state
+        ce = weighted_ce_sum(hidden, model.lm_head, shard.labels[None].to(device), shard.weights[None].to(device))
+        return (ce if extra is None else ce + extra), hidden[0], shard
