@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from v2pe_common.tokenizer import load_tokenizer
 
 from .config import TrainConfig
+from .errors import V2PETrainError
 from .model import resolve_tokenizer
 from .model_files import save_model_config, save_tokenizer
 
@@ -46,12 +47,16 @@ _STEP_NAME = re.compile(r"step_(\d{8,})")
 _FULL_DISK_BYTES = 1 << 20
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(V2PETrainError, RuntimeError):
     """A checkpoint cannot be written or read; the message names the file and the cause."""
+
+    reason = "checkpoint"
 
 
 class RunMismatchError(CheckpointError):
     """The checkpoint belongs to a run with other settings: the command line must change, not the file."""
+
+    reason = "run_mismatch"
 
 
 def model_identity(model: nn.Module) -> str:

@@ -36,8 +36,9 @@ def _config(recipe: Optional[Path], overrides: dict, settings: Optional[list[str
 
 def _machine_failure() -> tuple[type[BaseException], ...]:
     """Failures of the machine rather than of the inputs: CUDA out of memory, a broken collective (NCCL, gloo).
-    The CLI lets them through with their traceback, which is what the user and a bug report need; the
-    rest of torch's RuntimeErrors stay one line."""
+    They keep their traceback, which is what the user and a bug report need. The package's own errors
+    (V2PETrainError) are one line; so are torch's and the OS's other errors about the inputs (a shape, a full
+    disk), whose message says it all."""
     import torch
     import torch.distributed as dist
 
@@ -74,7 +75,8 @@ def train(
 ) -> None:
     """Train (torchrun-compatible; a single process works without it)."""
     from .checkpoint import RunMismatchError
-    from .train import UsageError, check_run_dir, preflight
+    from .errors import UsageError, V2PETrainError
+    from .preflight import check_run_dir, preflight
     from .train import train as run
 
     cfg = _config(recipe, {"model": model, "data": list(data) if data else None, "out": out, "max_steps": max_steps,
@@ -89,9 +91,11 @@ def train(
         result = run(cfg, resume=resume, overwrite=overwrite, max_steps=stop_after, progress=not quiet)
     except (UsageError, RunMismatchError) as exc:
         fail(str(exc), USAGE)
+    except V2PETrainError as exc:  # TrainError, CheckpointError, LoaderError, ...
+        fail(str(exc), FAILURE)
     except _machine_failure():
         raise
-    except (RuntimeError, ValueError, OSError) as exc:  # TrainError, CheckpointError, LoaderError, torch, I/O
+    except (RuntimeError, ValueError, OSError) as exc:  # torch's and the OS's own (a shape, a full disk)
         fail(str(exc), FAILURE)
     if result.losses:
         typer.echo(f"step {result.step}: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; run in {result.run_dir}")
@@ -139,9 +143,11 @@ def inspect(
     from v2pe_common.tokenizer import load_tokenizer
 
     from .data import TrainDataLoader
-    from .distributed import Topology
+    from .errors import UsageError
     from .inspect_batch import describe_batch
-    from .train import UsageError, loader_config, resolve_tokenizer
+    from .model import resolve_tokenizer
+    from .parallel.mesh import Topology
+    from .train import loader_config
 
     cfg = _config(recipe, {"data": list(data) if data else None}, settings)
     if not cfg.data and not cfg.datasets:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .errors import V2PETrainError
 from .checkpoint import CheckpointError, checkpoints, read_json, step_dir
 from .eval.run import load_generator
 from .model import save_model
 
 
-class ExportError(ValueError):
+class ExportError(V2PETrainError, ValueError):
     """The run or step to export does not exist or is not a v2pe checkpoint; the message says which."""
+
+    reason = "export"
 
 
 def _checkpoint(run: Path, step: int | None) -> Path:

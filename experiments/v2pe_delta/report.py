@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from v2pe_data.tasks.long_mr.options import parse_grid
-from v2pe_train.eval.report import depth_of, draw_cells
+from v2pe_train.eval.heatmap import draw_cells
+from v2pe_train.eval.report import depth_of
 
 from .. import plots
 from ..commands import read_scores

@@ -17,9 +17,9 @@ from .loader import LoaderConfig, PackedLoader
 from .workers import LoaderDataset, TrainDataLoader
 from .mixture import DatasetSpec
 from .packing import Packer
-from .samples import IMAGENET_MEAN, IMAGENET_STD, Sample, SampleError, SampleProcessor, stride_rng
+from .samples import IMAGENET_MEAN, IMAGENET_STD, Sample, SampleProcessor, stride_rng
 from .shards import ShardRef, resolve_sources
-from .stats import REASONS, LoaderError, LoaderStats
+from .stats import REASONS, LoaderError, LoaderStats, SampleError
 
 __all__ = [
     "Batch", "collate", "DatasetSpec", "LoaderConfig", "LoaderDataset", "PackedLoader", "TrainDataLoader", "Packer",

@@ -20,6 +20,8 @@ from v2pe_common.formats.internvl import ForeignRecord
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig, num_tiles
 
+from .stats import SampleError
+
 DEFAULT_TEMPLATE = "internlm2-chat"  # the reference trainer's template for InternLM2-based V2PE
 
 
@@ -34,8 +36,6 @@ def foreign_tiling(base: TilingConfig | None, max_dynamic_patch: int | None) -> 
 def plan(processor, record: ForeignRecord):
     """`SampleProcessor.plan` for a foreign line: (record, encoded sample, tiling); SampleError("schema") when
     the conversations cannot be encoded (a placeholder count that differs from the images, an unknown role)."""
-    from .samples import SampleError
-
     tiling = foreign_tiling(processor.tiling, record["max_dynamic_patch"])
     template = processor.template or get_template(DEFAULT_TEMPLATE)
     tiles = [num_tiles(w, h, tiling) for w, h in record["image_sizes"]]

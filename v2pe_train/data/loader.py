@@ -52,10 +52,10 @@ from .collate import Batch, collate
 from .fast_tiling import BACKENDS as TILING_BACKENDS
 from .mixture import DatasetSpec, Mixture, parse_datasets
 from .packing import Packer
-from .samples import CONTROL_MODES, IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleError, SampleProcessor
+from .samples import CONTROL_MODES, IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleProcessor
 from .shards import (FORMATS, ShardReadError, ShardRef, content_fingerprint, epoch_order, fingerprint, iter_samples,
                      owns_sample, resolve_sources, skip_to)
-from .stats import LoaderError, LoaderStats
+from .stats import LoaderError, LoaderStats, SampleError
 
 log = logging.getLogger("v2pe_train.data")
 STATE_VERSION = 1

@@ -39,21 +39,13 @@ from v2pe_common.control import MODES as CONTROL_MODES, ControlTokenError, contr
 
 from . import fast_tiling, foreign
 from .shards import BadMember, InternVLSample, ParquetSample, TarSample
-from .stats import LoaderError
+from .stats import LoaderError, SampleError
 
 log = logging.getLogger("v2pe_train.data")
 
 # InternVL normalises with the ImageNet statistics (the reference's build_transform; the HF InternVL
 # processor configs say the same); v2pe_common.tiling configures the processor with them.
 PIXEL_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
-
-
-class SampleError(Exception):
-    """A sample is skipped; `reason` is one of stats.REASONS."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(slots=True)

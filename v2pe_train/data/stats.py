@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ..errors import V2PETrainError
+
 log = logging.getLogger("v2pe_train.data")
 
 # Reasons a shard or a sample is skipped. Shard-level: missing_shard, corrupt_shard (unreadable, truncated,
@@ -23,8 +25,18 @@ REASONS = (
 EXAMPLES_PER_REASON = 5
 
 
-class LoaderError(RuntimeError):
+class LoaderError(V2PETrainError, RuntimeError):
     """Raised in strict mode on the first bad shard or sample; the message is 'shard:key: reason: detail'."""
+
+    reason = "loader"
+
+
+class SampleError(V2PETrainError):
+    """A sample is skipped; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass

@@ -34,7 +34,9 @@ from v2pe_common.template import ASSISTANT_ROLES, get_template
 from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
 from ..config import TrainConfig
-from ..data.samples import SampleError, SampleProcessor
+from ..data.samples import SampleProcessor
+from ..data.stats import SampleError
+from ..errors import V2PETrainError
 from ..model import build_model, resolve_tokenizer
 from ..positions import position_ids
 from ..rope import has_float64_rope
@@ -44,8 +46,10 @@ END_OF_TURN = "<|im_end|>"
 DEFAULT = "default"
 
 
-class InferenceError(ValueError):
+class InferenceError(V2PETrainError, ValueError):
     """A record that cannot be answered; the message names the record and the cause."""
+
+    reason = "inference"
 
 
 @dataclass(slots=True)

@@ -28,14 +28,17 @@ from v2pe_common.tokenizer import TextTokenizer
 from v2pe_common.schema import MANIFEST_FILE
 
 from ..data.shards import ShardReadError, iter_samples, resolve_sources
+from ..errors import V2PETrainError
 from . import tasks
 
 MMNIAH_FILE = re.compile(r"^(?P<task>[a-z]+-(?:text|image))(?:-\d+subset)?\.jsonl$")
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-class EvalInputError(ValueError):
+class EvalInputError(V2PETrainError, ValueError):
     """An input cannot be read as a build folder or MM-NIAH file; the message names the file and the cause."""
+
+    reason = "eval_input"
 
 
 @dataclass

@@ -22,14 +22,18 @@ import gzip
 import json
 from importlib import resources
 
+from ..errors import V2PETrainError
+
 # WordNet's noun detachment rules (morphy(7WN)), tried in this order
 NOUN_RULES = (("s", ""), ("ses", "s"), ("ves", "f"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
               ("men", "man"), ("ies", "y"))
 NOUNS_FILE = "wordnet_nouns.json.gz"
 
 
-class WordDataMissing(RuntimeError):
+class WordDataMissing(V2PETrainError, RuntimeError):
     """The web2 word list's package (english-words, the `eval` extra) is not installed."""
+
+    reason = "word_data"
 
 
 @functools.cache

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import V2PETrainError
+from .heatmap import save_heatmap
+
 X_BINS = (1000, 2000, 4000, 8000, 12000, 16000, 24000, 32000, 40000, 48000, 64000)
 Y_INTERVAL = 0.2
 DEPTH_ROWS = 5
@@ -31,8 +34,10 @@ ANSWER_FIELDS = ("question_id", "answer", "response", "context_length", "placed_
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-class AnswerFileError(ValueError):
+class AnswerFileError(V2PETrainError, ValueError):
     """A file named or shaped like an MM-NIAH answer file that cannot be read as one."""
+
+    reason = "answer_file"
 
 
 def parse_name(path: str | Path) -> tuple[str, str, str]:
@@ -130,8 +135,6 @@ def scores_json(entry: dict) -> dict:
 def write(rows: Sequence[dict], out_dir: str | Path) -> tuple[dict[str, Path], list[str], list[str]]:
     """`mmniah/<group>/scores_<split>.json` and `mmniah/<group>/heatmaps_png/<task>.png` as MM-NIAH lays them
     out; returns (written files, Markdown lines, warnings)."""
-    from .report import save_heatmap
-
     agg, warnings = aggregate(rows)
     written: dict[str, Path] = {}
     md: list[str] = []

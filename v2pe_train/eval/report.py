@@ -13,12 +13,14 @@ needle depths, or None), "stride", "score" in [0, 1]}. Two aggregations, kept ap
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from . import mmniah_report
+from .heatmap import save_heatmap
 
 K = 1024
 LENGTH_BINS = (1 * K, 2 * K, 4 * K, 8 * K, 12 * K, 16 * K, 24 * K, 32 * K, 40 * K, 48 * K, 64 * K,
@@ -97,40 +99,6 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def draw_cells(ax, means: np.ndarray, fontsize: int = 8):
-    """Accuracies in [0, 1] as a red-to-green grid on `ax`, each cell labelled x 100; NaN cells blank."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#ffffff")
-    im = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
-    for (i, j), v in np.ndenumerate(means):
-        if not math.isnan(v):
-            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=fontsize)
-    return im
-
-
-def save_heatmap(path: str | Path, means: np.ndarray, *, xticks: Sequence[str], yticks: Sequence[str], xlabel: str,
-                 ylabel: str, title: str, figsize: tuple[float, float], xrotation: float = 0,
-                 colorbar: bool = True) -> Path:
-    """`means` (rows x columns of accuracies) as a labelled PNG. Drawn on a Figure of its own, not through pyplot:
-    no global figure state, and the caller's matplotlib backend (a notebook's, say) stays as it is."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    ax = fig.subplots()
-    im = draw_cells(ax, means)
-    ax.set_xticks(range(len(xticks)), xticks, rotation=xrotation)
-    ax.set_yticks(range(len(yticks)), yticks)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    if colorbar:
-        fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
-
-
 def heatmap(rows: Sequence[dict], path: str | Path, title: str) -> Path | None:
     """Accuracy over length (rows) x depth (columns); None when no row has a depth."""
     bins, sums, counts = grid(rows)
@@ -147,8 +115,6 @@ def write_report(rows: Sequence[dict], out_dir: str | Path,
                  name: str = "Evaluation report") -> tuple[dict[str, Path], list[str]]:
     """REPORT.md and heatmap_<stride>.png (ours) per stride; for MM-NIAH rows also MM-NIAH's own scores and
     heatmaps (`mmniah_report.write`). Returns (written files, MM-NIAH's warnings)."""
-    from . import mmniah_report
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..errors import V2PETrainError
 from .flash import SUPPORTED_DTYPES, flash_unavailable_reason
 
 __all__ = ["BackendChoice", "RingConfigError", "choose_backend", "describe", "device_capability", "log_choice_once"]
@@ -40,8 +41,10 @@ LABELS = {"torch_flash": "torch flash", "cuda_efficient": "torch mem-efficient",
           "math": "torch math", "flash": "flash"}
 
 
-class RingConfigError(ValueError):
+class RingConfigError(V2PETrainError, ValueError):
     """A ring-attention call that cannot work as configured (message says how to fix it)."""
+
+    reason = "ring_config"
 
 
 class BackendChoice(NamedTuple):
