@@ -9,12 +9,15 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from v2pe_common.cli_logging import FAILURE, USAGE, fail, make_app
+
+from .errors import UsageError, V2PETrainError
 
 app = make_app("v2pe-train", __doc__)
 
@@ -34,15 +37,25 @@ def _config(recipe: Optional[Path], overrides: dict, settings: Optional[list[str
         fail(str(exc))
 
 
-def _machine_failure() -> tuple[type[BaseException], ...]:
-    """Failures of the machine rather than of the inputs: CUDA out of memory, a broken collective (NCCL, gloo).
-    They keep their traceback, which is what the user and a bug report need. The package's own errors
-    (V2PETrainError) are one line; so are torch's and the OS's other errors about the inputs (a shape, a full
-    disk), whose message says it all."""
+@contextlib.contextmanager
+def _one_line(*usage: type[BaseException]):
+    """One `error:` line for a failure the user can act on: `usage` ones exit 2; the package's own
+    (V2PETrainError) and the builtin errors torch and the OS raise about the inputs (a shape, a full disk)
+    exit 1. A failure of the machine (CUDA out of memory, a broken NCCL/gloo collective) keeps its traceback,
+    which is what the user and a bug report need."""
     import torch
     import torch.distributed as dist
 
-    return (torch.OutOfMemoryError, dist.DistError)
+    try:
+        yield
+    except typer.Exit:  # click's Exit is a RuntimeError: a command's own exit passes as it is
+        raise
+    except usage as exc:
+        fail(str(exc), USAGE)
+    except (torch.OutOfMemoryError, dist.DistError):
+        raise
+    except (V2PETrainError, RuntimeError, ValueError, OSError) as exc:
+        fail(str(exc), FAILURE)
 
 
 _SETTINGS_HELP = ("Recipe keys to override, as KEY=VALUE (YAML values: lr=1e-3 max_seq_len=64k "
@@ -75,28 +88,19 @@ def train(
 ) -> None:
     """Train (torchrun-compatible; a single process works without it)."""
     from .checkpoint import RunMismatchError
-    from .errors import UsageError, V2PETrainError
     from .preflight import check_run_dir, preflight
     from .train import train as run
 
     cfg = _config(recipe, {"model": model, "data": list(data) if data else None, "out": out, "max_steps": max_steps,
                            "cp": cp, "seed": seed, "lr": lr, "strict": strict or None,
                            "verify_shards": False if no_verify_shards else None}, settings)
-    try:
+    with _one_line(UsageError, RunMismatchError):
         preflight(cfg, require_gpu=require_gpu)
         if check_only:
             check_run_dir(cfg, resume=resume, overwrite=overwrite)
             typer.echo("ok: recipe and inputs look ready")
             return
         result = run(cfg, resume=resume, overwrite=overwrite, max_steps=stop_after, progress=not quiet)
-    except (UsageError, RunMismatchError) as exc:
-        fail(str(exc), USAGE)
-    except V2PETrainError as exc:  # TrainError, CheckpointError, LoaderError, ...
-        fail(str(exc), FAILURE)
-    except _machine_failure():
-        raise
-    except (RuntimeError, ValueError, OSError) as exc:  # torch's and the OS's own (a shape, a full disk)
-        fail(str(exc), FAILURE)
     if result.losses:
         typer.echo(f"step {result.step}: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; run in {result.run_dir}")
     else:
@@ -143,7 +147,6 @@ def inspect(
     from v2pe_common.tokenizer import load_tokenizer
 
     from .data import TrainDataLoader
-    from .errors import UsageError
     from .inspect_batch import describe_batch
     from .model import resolve_tokenizer
     from .parallel.mesh import Topology
@@ -152,19 +155,13 @@ def inspect(
     cfg = _config(recipe, {"data": list(data) if data else None}, settings)
     if not cfg.data and not cfg.datasets:
         fail("data: no data given (pass a recipe or --data)")
-    try:
+    with _one_line(UsageError, ValueError):
         tok = load_tokenizer(resolve_tokenizer(cfg))
         loader = TrainDataLoader(loader_config(cfg, Topology(rank=0, world=1, cp=1), torch.device("cpu")), tok)
         it = iter(loader)
         for n in range(batches):
             typer.echo(f"== batch {n}")
             typer.echo("\n".join(describe_batch(next(it), tok, max_rows=rows)))
-    except (UsageError, ValueError) as exc:
-        fail(str(exc), USAGE)
-    except _machine_failure():
-        raise
-    except (RuntimeError, OSError) as exc:
-        fail(str(exc), FAILURE)
 
 
 @app.command()
@@ -240,17 +237,11 @@ def eval_(
         identity = model_identity(model)
     except ValueError as exc:
         fail(str(exc))
-    try:
+    with _one_line(EvalInputError):
         gen = load_generator(model, tokenizer=tokenizer, device=device)
         pred = evaluate(gen, data, out, strides=strides, mode=mode, data_format=data_format,
                         images_root=str(images) if images else None, limit=limit, max_new_tokens=max_new_tokens,
                         style=style, max_tiles=tiles, identity=identity, progress=not quiet)
-    except EvalInputError as exc:
-        fail(str(exc))
-    except _machine_failure():
-        raise
-    except (ValueError, RuntimeError, OSError) as exc:
-        fail(str(exc), FAILURE)
     _score_and_report([pred], data, out, data_format=data_format, images=images, max_tiles=tiles, style=style,
                       tokenizer=gen.tokenizer, limit=limit)
 
