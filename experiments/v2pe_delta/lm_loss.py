@@ -33,26 +33,26 @@ def text_loss(model, loader, strides, img_start_id: int) -> dict:
     import torch
 
     from v2pe_train.loss import shift_labels
-    from v2pe_train.model import forward
+    from v2pe_train.objective import LossBatch, LossModule, loss
     from v2pe_train.positions import position_ids
 
     device = next(model.parameters()).device
+    module = LossModule(model)  # the trainer's forward and loss, on one device with its dense mask
     sums = {str(s): [0.0, 0, 0] for s in strides}
     with torch.no_grad():
         for b in loader:
             pixels = b.pixel_values.to(device, model.dtype) if b.pixel_values.numel() else None
             shifted = shift_labels(b.labels).to(device)
+            weights = (shifted != -100).float()  # every target token counts once: the mean CE per token
             starts = (b.input_ids[0] == img_start_id).nonzero().flatten().tolist()
             for stride in strides:
                 fixed = str(stride) != "default"
                 pos = position_ids(b.num_tokens, starts, b.image_tiles.tolist(),
                                    mode="v2pe_fix" if fixed else "default", stride=int(stride) if fixed else None)
-                logits = forward(model, b.input_ids.to(device), torch.from_numpy(pos)[None].to(device),
-                                 pixel_values=pixels)
-                ce = torch.nn.functional.cross_entropy(logits[0].float(), shifted[0], ignore_index=-100,
-                                                       reduction="sum")
+                batch = LossBatch(b.input_ids.to(device), torch.from_numpy(pos)[None].to(device), pixels,
+                                  [[b.num_tokens]], shifted, weights)
                 acc = sums[str(stride)]
-                acc[0] += float(ce)
+                acc[0] += float(loss(module, batch).ce)
                 acc[1] += int((shifted != -100).sum())
                 acc[2] += b.num_samples
     return {s: {"nll": t / max(n, 1), "tokens": n, "samples": k} for s, (t, n, k) in sums.items()}
