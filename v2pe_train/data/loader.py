@@ -76,7 +76,7 @@ class LoaderConfig:
     dp_rank: int = 0
     dp_size: int = 1
     # Context parallelism: every rank of a cp group reads the same packs, but decodes and holds only tiles
-    # [cp_rank * ceil(T / cp_size), ...) of a pack's T, the share its vision tower encodes (parallel.py).
+    # [cp_rank * ceil(T / cp_size), ...) of a pack's T, the share its vision tower encodes (parallel/context.py).
     cp_rank: int = 0
     cp_size: int = 1
     template: str | None = None  # None: the template named in each record's meta
