@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from v2pe_common.lengths import format_length
-from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE, load_manifest
+from v2pe_common.buildfolder import BUILD_FILE, MANIFEST_FILE
+from v2pe_common.schema import load_manifest
 
 from .writers.atomic import atomic_path
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from v2pe_common import schema
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 from v2pe_common.paths import PathEscape, resolve_inside
 
@@ -57,7 +58,7 @@ def _sha(data: bytes) -> str:
 
 
 def kind_of(path: Path) -> str:
-    if (path / schema.MANIFEST_FILE).is_file():
+    if (path / MANIFEST_FILE).is_file():
         return "build"
     if (path / "annotations").is_dir():
         return "mmniah"
@@ -76,7 +77,7 @@ def entries(path: str | Path) -> Iterator[Entry]:
 
 def _build(path: Path) -> Iterator[Entry]:
     try:
-        manifest = schema.load_manifest(path / schema.MANIFEST_FILE)
+        manifest = schema.load_manifest(path / MANIFEST_FILE)
     except ValueError as exc:
         raise ContaminationError(str(exc)) from None
     for shard in manifest["shards"]:

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE, load_manifest
+from v2pe_common.buildfolder import BUILD_FILE, MANIFEST_FILE
+from v2pe_common.schema import load_manifest
 
 from .card import CARD_FILE, regenerate
 

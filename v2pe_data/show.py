@@ -23,7 +23,7 @@ from PIL.Image import DecompressionBombError
 
 from v2pe_common.formats import BadMember, ShardReadError, iter_samples
 from v2pe_common.images import to_rgb
-from v2pe_common.schema import MANIFEST_FILE
+from v2pe_common.buildfolder import MANIFEST_FILE
 
 MARK = (220, 20, 60)  # crimson: visible on documents, charts and photos alike
 LABEL = 18  # pixels under each thumbnail for its index and tags

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from v2pe_common import schema
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 
 
@@ -17,7 +18,7 @@ def iter_records(out: Path) -> Iterator[dict]:
     A damaged build (a shard missing, cut short or garbled, a record that is not JSON) raises ValueError
     naming the shard and, where known, the last good sample: `v2pe-data validate` tells the whole story.
     """
-    manifest = schema.load_manifest(Path(out) / schema.MANIFEST_FILE)
+    manifest = schema.load_manifest(Path(out) / MANIFEST_FILE)
     for shard in manifest["shards"]:
         if shard["format"] != "wds":
             continue

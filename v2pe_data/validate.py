@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from v2pe_common import encoding, schema
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.control import ControlTokenError, control_tokens
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 from v2pe_common.template import get_template
@@ -88,7 +89,7 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
 
     out = Path(out)
     try:
-        manifest = schema.load_manifest(out / schema.MANIFEST_FILE)
+        manifest = schema.load_manifest(out / MANIFEST_FILE)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     from .privacy import read_private

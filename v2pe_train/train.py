@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from v2pe_common.tokenizer import is_hub_id, load_tokenizer, resolve_hub_id
-from v2pe_common.schema import MANIFEST_FILE
+from v2pe_common.buildfolder import MANIFEST_FILE
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
