@@ -22,7 +22,8 @@ from v2pe_data.build import Builder, build
 from v2pe_data.config import BuildConfig
 from v2pe_data.plan import Accounting, Budget
 from v2pe_data.stats import summarize
-from v2pe_data.tasks.long_mr import LongMROptions, LongMRTask, mmniah
+from v2pe_common.formats import mmniah
+from v2pe_data.tasks.long_mr import LongMROptions, LongMRTask
 from v2pe_data.writers.atomic import file_digest
 from v2pe_data.writers.base import ShardOutput, ShardOutputs
 from v2pe_data.writers.formats import FORMATS, SPECS, finalize_all, formats_for, shard_relpath, task_format_error

@@ -90,6 +90,20 @@ class Accounting:
         return {"template": self.template.name, "tokenizer": self.tokenizer.identity, "tiling": self.tiling.to_dict()}
 
 
+def sample_record(*, id: str, task: str, subset: str, items: Sequence[Item], conversations: list[dict], answer,
+                  seed: int, index: int, split: str, mode: str, budget: Budget, acc: Accounting,
+                  tiles: Sequence[int], counted: encoding.TokenCount, sources: list[dict], **meta) -> dict:
+    """The record of one planned sample, the one place its shape is decided: image i is `i.<ext>` of items[i],
+    `meta` holds what every task records (seed, bin, exact counts, tiles, sizes, provenance, the counting
+    setup) plus the task's own keys (`meta`: they may override the shared ones, the counting setup excepted)."""
+    shared = {"seed": seed, "sample_index": index, "split": split, "mode": mode, "target_len": budget.max_len,
+              "min_len": budget.min_len, "len_bin": budget.len_bin, "num_tokens": counted.total,
+              "text_tokens": counted.text, "image_tokens": counted.image, "tiles": list(tiles),
+              "image_sizes": [[it.width, it.height] for it in items], "sources": sources}
+    return {"id": id, "task": task, "subset": subset, "images": [f"{i}.{it.ext}" for i, it in enumerate(items)],
+            "conversations": conversations, "answer": answer, "meta": {**shared, **meta, **acc.meta()}}
+
+
 def text_cost(make_conversations: Callable[[int], list[dict]], acc: Accounting) -> Callable[[int], int]:
     """Text tokens of the conversation with n images, as a function of n: exact, counted on the actual pieces.
 

@@ -3,7 +3,10 @@
 A task turns a sample index into a `SamplePlan` (`plan(index)`), deterministically from the build's seed,
 and owns everything between opened sources and plans: which inputs it draws from, how their samples are
 mixed, what the smallest sample costs. The builder owns the rest (tokenizer, shards, workers, manifest),
-so adding a task is one module plus one entry of `tasks.TASKS`.
+so adding a task is one package plus one entry of `task_registry.TASKS`.
+
+A task reads the build config (`v2pe_data.config.BuildConfig`) by duck typing and never imports it: the
+config validates the keys every task shares, each task its own (its `Options`).
 
 Errors: a task raises `ConfigError` (v2pe_common.recipe) for arguments it cannot work with (an unknown
 option, a bin too small for any sample, no usable input): the builder reports them as usage errors.
@@ -15,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
     from ..plan import Accounting, SamplePlan
 
 
@@ -56,7 +58,7 @@ class Task(Protocol):
     inputs: list[Input]
 
     @classmethod
-    def open(cls, cfg: BuildConfig, acc: Accounting) -> Task: ...
+    def open(cls, cfg, acc: Accounting) -> Task: ...
 
     def plan(self, index: int) -> SamplePlan: ...
 
@@ -65,7 +67,7 @@ class Task(Protocol):
         ...
 
 
-def control_of(cfg: BuildConfig, acc: Accounting):
+def control_of(cfg, acc: Accounting):
     """The build's policy for control tokens in source text (`v2pe_common.control`); ConfigError names the key."""
     from v2pe_common.control import control_tokens
     from v2pe_common.recipe import ConfigError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..plan import Accounting, Budget, PlanError, SamplePlan, text_cost
+from ..plan import Accounting, Budget, PlanError, SamplePlan, sample_record, text_cost
 from ..records import Item
 from ..seeding import stable_rng
 
@@ -118,34 +118,13 @@ def _record(ctx: TaskContext, index: int, items: list[Item], t: int, rejected: d
     if not ctx.budget.contains(counted.total):
         return None
     n = len(items)
-    record = {
-        "id": f"{ctx.task}-{ctx.split}-{index:08d}",
-        "task": ctx.task,
-        "subset": f"{ctx.source.name}_concat",
-        "images": [f"{i}.{it.ext}" for i, it in enumerate(items)],
-        "conversations": conv,
-        "answer": target.answers[0],
-        "meta": {
-            "seed": ctx.seed,
-            "sample_index": index,
-            "split": ctx.split,
-            "mode": "concat",
-            "target_len": ctx.budget.max_len,
-            "min_len": ctx.budget.min_len,
-            "len_bin": ctx.budget.len_bin,
-            "num_tokens": counted.total,
-            "text_tokens": counted.text,
-            "image_tokens": counted.image,
-            "tiles": tiles,
-            "image_sizes": [[it.width, it.height] for it in items],
-            "sources": [it.provenance("target" if i == t else "distractor") for i, it in enumerate(items)],
-            "target_index": t,
-            "depth": t / (n - 1) if n > 1 else 0.0,
-            "answers": list(target.answers),
-            "question_type": target.question_type,
-            **ctx.acc.meta(),
-        },
-    }
+    record = sample_record(
+        id=f"{ctx.task}-{ctx.split}-{index:08d}", task=ctx.task, subset=f"{ctx.source.name}_concat", items=items,
+        conversations=conv, answer=target.answers[0], seed=ctx.seed, index=index, split=ctx.split, mode="concat",
+        budget=ctx.budget, acc=ctx.acc, tiles=tiles, counted=counted,
+        sources=[it.provenance("target" if i == t else "distractor") for i, it in enumerate(items)],
+        target_index=t, depth=t / (n - 1) if n > 1 else 0.0, answers=list(target.answers),
+        question_type=target.question_type)
     return SamplePlan(record=record, items=items, rejected=rejected)
 
 
