@@ -27,8 +27,8 @@ from pathlib import Path
 
 from v2pe_common.formats import read_records
 
-from .mmniah import MMNIAH_DIR, MMNIAHPart, merge_parts
-from .protocol import FileShard, ShardWriter, atomic_file_shard, shard_name
+from .mmniah import MMNIAHWriter, merge_parts
+from .protocol import ShardWriter, atomic_file_shard, shard_name
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,7 @@ def _read_parquet(out: Path, entry: dict) -> Iterator[tuple[dict, dict[str, byte
 def _open_internvl(out: Path, split: str, index: int, part: int | None, **options) -> ShardWriter:
     from .internvl import InternVLShardWriter
 
-    writer = InternVLShardWriter(out / "internvl", shard_name(split, index, part), **options)
-    return FileShard(writer, writer.jsonl.tmp, writer.commit, writer.abort)
+    return InternVLShardWriter(out / "internvl", shard_name(split, index, part), **options)
 
 
 def _read_internvl(out: Path, entry: dict) -> Iterator[tuple[dict, dict[str, bytes]]]:
@@ -93,6 +92,8 @@ def _finalize_internvl(out: Path, name: str, shards: Sequence[dict], cfg) -> Non
 
 
 # -- mmniah ---------------------------------------------------------------------------------------
+MMNIAH_DIR = "mmniah"
+
 def _read_mmniah(out: Path, entry: dict) -> Iterator[tuple[dict, dict[str, bytes]]]:
     """(MM-NIAH line, {image path as the line gives it: bytes}) per line of one part file, read as MM-NIAH's
     evaluation reads it: each line checked against MM-NIAH's invariants (MMNIAHError naming FILE:LINE and
@@ -119,7 +120,7 @@ SPECS: dict[str, FormatSpec] = {
                            lambda split, index, part: f"internvl/annotations/{shard_name(split, index, part)}.jsonl",
                            _open_internvl, _read_internvl, finalize=_finalize_internvl),
     "mmniah": FormatSpec("mmniah", lambda split, index, part: f"{MMNIAH_DIR}/parts/{shard_name(split, index, part)}",
-                         lambda out, split, index, part: MMNIAHPart(out, shard_name(split, index, part)),
+                         lambda out, split, index, part: MMNIAHWriter(out / MMNIAH_DIR, shard_name(split, index, part)),
                          _read_mmniah, finalize=_finalize_mmniah, tasks=("long_mr",), records=False),
 }
 FORMATS = tuple(SPECS)

@@ -14,8 +14,6 @@ from v2pe_common.formats.mmniah import ANNOTATIONS, IMAGES, PARTS, STAGING, file
 from .atomic import AtomicFile
 from .protocol import Committed, ImageOrder, WriterError
 
-MMNIAH_DIR = "mmniah"  # the layout's root under a build folder
-
 
 class MMNIAHWriter:
     """Streams records into the layout under `root` (begin / add_image / end, then close()).
@@ -41,6 +39,8 @@ class MMNIAHWriter:
         self._ids: list[str] = []
         self._seen: set[str] = set()
         self._bytes = 0
+        self._tally: dict[str, list[int]] = {}  # MM-NIAH file name -> [samples, tokens], for the manifest
+        self.staged = self.staging
         self.num_samples = 0
 
     def begin(self, record: dict) -> None:
@@ -70,6 +70,9 @@ class MMNIAHWriter:
         self._files[name][1].write(data)
         self._bytes += len(data)
         self._ids.append(record["id"])
+        tally = self._tally.setdefault(name, [0, 0])
+        tally[0] += 1
+        tally[1] += int(record["meta"]["num_tokens"])
         self.num_samples += 1
 
     def size(self) -> int:
@@ -94,14 +97,21 @@ class MMNIAHWriter:
         self._files = {}
         return sorted(out)
 
+    def commit(self) -> list[Committed]:
+        """`close()`, with each annotation file's samples and tokens (the shard protocol, `protocol.ShardWriter`)."""
+        return [Committed(path, *self._tally[path.name]) for path in self.close()]
 
     def abort(self) -> None:
-        """Remove the staged images and the temporary annotation files; nothing becomes visible."""
-        for target, fh in self._files.values():
-            fh.close()
-            target.abort()
-        self._files = {}
-        self._drop_staging()
+        """Remove the staged images and the temporary annotation files; nothing becomes visible. Never raises:
+        it runs while another error is on its way up, and what is left is hidden and never read."""
+        try:
+            for target, fh in self._files.values():
+                fh.close()
+                target.abort()
+            self._files = {}
+            self._drop_staging()
+        except Exception:
+            pass
 
     def _drop_staging(self) -> None:
         """Remove this part's staging folder, and ROOT/.tmp once no part stages there (no empty folder left)."""
@@ -133,43 +143,3 @@ def merge_parts(root: str | Path, parts: list[str]) -> list[Path]:
                         n += 1
         out.append(target.commit())
     return out
-
-
-class MMNIAHPart:
-    """One shard task's MM-NIAH part (`MMNIAHWriter` under OUT/mmniah), tallied per MM-NIAH file."""
-
-    def __init__(self, out: Path, name: str):
-        self.writer = MMNIAHWriter(out / MMNIAH_DIR, name)
-        self.staged = self.writer.staging
-        self._tally: dict[str, list[int]] = {}  # MM-NIAH file name -> [samples, tokens]
-        self._record: dict | None = None
-
-    def begin(self, record: dict) -> None:
-        self.writer.begin(record)
-        self._record = record
-
-    def add_image(self, name: str, data: bytes) -> None:
-        self.writer.add_image(name, data)
-
-    def end(self) -> None:
-        self.writer.end()
-        tally = self._tally.setdefault(file_name(self._record), [0, 0])
-        tally[0] += 1
-        tally[1] += int(self._record["meta"]["num_tokens"])
-        self._record = None
-
-    @property
-    def num_samples(self) -> int:
-        return self.writer.num_samples
-
-    def size(self) -> int:
-        return self.writer.size()
-
-    def commit(self) -> list[Committed]:
-        return [Committed(path, *self._tally[path.name]) for path in self.writer.close()]
-
-    def abort(self) -> None:
-        try:
-            self.writer.abort()
-        except Exception:  # it runs while another error is on its way up; what is left is hidden and never read
-            pass
