@@ -31,12 +31,14 @@ from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 from v2pe_common.paths import PathEscape, resolve_inside
 
+from .errors import V2PEDataError
+
 MIN_WORDS = 4
 _PLACEHOLDER = re.compile(r"<image>|\{(?:image|table)#\d+\}|<Image \d+>")
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
 
-class ContaminationError(ValueError):
+class ContaminationError(V2PEDataError, ValueError):
     """An input that cannot be read as a build, an MM-NIAH folder or a MileBench folder."""
 
 

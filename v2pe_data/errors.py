@@ -15,6 +15,10 @@ class V2PEDataError(Exception):
         self.reason = reason
 
 
+class FolderError(V2PEDataError, ValueError):
+    """A folder that cannot be read as a finished build: its manifest missing or invalid, a shard damaged."""
+
+
 class BuildError(V2PEDataError, RuntimeError):
     """The build cannot start or continue; the message says why and what to do.
 

@@ -10,6 +10,7 @@ from v2pe_common.template import ChatTemplate
 from v2pe_common.tiling import TilingConfig, image_token_count, num_tiles
 from v2pe_common.tokenizer import TextTokenizer
 
+from .errors import V2PEDataError
 from .records import Item
 
 
@@ -18,7 +19,7 @@ SHORT_PIECES = 1 << 16
 LONG_PIECE_CHARS = 1 << 24  # ~16 MB of text: a 1M-token sample's haystack with room to spare
 
 
-class PlanError(RuntimeError):
+class PlanError(V2PEDataError, RuntimeError):
     """A sample cannot be planned inside its length bin (reason in the message)."""
 
 

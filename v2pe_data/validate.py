@@ -21,12 +21,13 @@ from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import BUNDLED, load_tokenizer
 
+from .errors import V2PEDataError
 from .writers.atomic import file_digest
 from .writers.formats import spec
 
 
-class ValidationError(ValueError):
-    pass
+class ValidationError(V2PEDataError, ValueError):
+    """A build folder that does not hold what its manifest and the schemas say."""
 
 
 def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict | None, dict[str, bytes]]]:
