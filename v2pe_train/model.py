@@ -17,12 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from v2pe_common.tiling import TILE_SIZE, TOKENS_PER_TILE
 from v2pe_common.tokenizer import TOKENIZER_PATTERNS, TextTokenizer, is_hub_id, resolve_hub_id
 
 from .rope import Float64RotaryEmbedding, dense_attention_mask, install_float64_rope, packed_causal_mask
 
-TILE_SIZE = 448
-TOKENS_PER_TILE = 256
 TINY = "tiny"
 SHAPE_2B = "2b"  # random init in the shape of InternVL2-2B: for throughput and memory benchmarks only
 SHAPE_8B = "8b"  # random init in the shape of InternVL2-8B: for FSDP memory and throughput benchmarks only

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from v2pe_common.tiling import TOKENS_PER_TILE
+
 MODES = ("default", "v2pe_fix", "v2pe_rnd")
 STRIDES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 STRIDE_DENOMINATOR = 256  # d = S / 256, fixed by the method whatever tokens_per_tile is
@@ -80,7 +82,7 @@ def positions_for_strides(
     tiles: Sequence[int] | np.ndarray,
     strides: Sequence[int] | np.ndarray,
     *,
-    tokens_per_tile: int = 256,
+    tokens_per_tile: int = TOKENS_PER_TILE,
     segment_starts: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """float64 [length] positions for images with the given strides (one per image).
@@ -142,7 +144,7 @@ def position_ids(
     mode: str = "default",
     stride: int | None = None,
     rng: np.random.Generator | int | None = None,
-    tokens_per_tile: int = 256,
+    tokens_per_tile: int = TOKENS_PER_TILE,
 ) -> np.ndarray:
     """float64 [length] V2PE positions for one sample; image i's `<img>` is at image_starts[i].
 
@@ -161,7 +163,7 @@ def packed_position_ids(
     mode: str = "default",
     stride: int | None = None,
     rng: np.random.Generator | int | None = None,
-    tokens_per_tile: int = 256,
+    tokens_per_tile: int = TOKENS_PER_TILE,
 ) -> np.ndarray:
     """float64 positions for samples packed back to back; each restarts at 0.
 

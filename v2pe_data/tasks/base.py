@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from v2pe_common.tiling import TOKENS_PER_TILE
+
 if TYPE_CHECKING:
     from ..plan import Accounting, SamplePlan
 
@@ -80,12 +82,12 @@ def control_of(cfg, acc: Accounting):
 
 def check_bin(floor: int, min_len: int, max_len: int, what: str) -> None:
     """The bin checks every task shares: the top must hold the smallest sample, and a bin narrower than one
-    tile (256 tokens) above that smallest sample may be impossible to hit exactly."""
+    tile (TOKENS_PER_TILE tokens) above that smallest sample may be impossible to hit exactly."""
     from v2pe_common.recipe import ConfigError
 
     if max_len < floor:
         raise ConfigError(f"--len {max_len} is smaller than {what} ({floor} tokens): no sample can be built; "
                           "use a larger --len")
-    if max_len - min_len < 256 and min_len > floor:
-        raise ConfigError(f"bin [{min_len}, {max_len}] is narrower than one image tile (256 tokens); widen it "
-                          "with --min-len")
+    if max_len - min_len < TOKENS_PER_TILE and min_len > floor:
+        raise ConfigError(f"bin [{min_len}, {max_len}] is narrower than one image tile ({TOKENS_PER_TILE} tokens); "
+                          "widen it with --min-len")
