@@ -21,7 +21,7 @@ from v2pe_common.tokenizer import load_tokenizer
 from v2pe_data.build import Builder, build
 from v2pe_data.config import BuildConfig
 from v2pe_data.plan import Accounting, Budget
-from v2pe_data.stats import summarize
+from v2pe_data.distributions import summarize
 from v2pe_common.formats import mmniah
 from v2pe_data.tasks.long_mr import LongMROptions, LongMRTask
 from v2pe_data.writers.atomic import file_digest

@@ -14,7 +14,7 @@ from v2pe_data.build import BuildError, build
 from v2pe_data.config import BuildConfig
 from v2pe_data.plan import Accounting, Budget, SamplePlan, text_cost
 from v2pe_data.tasks.base import Input, check_bin
-from v2pe_data.tasks.concat import conversations
+from v2pe_data.tasks.long_vqa.concat import conversations
 
 ACC = Accounting(load_tokenizer(None), get_template("internlm2-chat"), TilingConfig(max_tiles=12))
 

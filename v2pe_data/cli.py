@@ -226,8 +226,8 @@ def stats(
     """Distributions of a build: tokens per sample, target depth, tiles per image, subsets."""
     import json
 
-    from .stats import plot as draw
-    from .stats import summarize
+    from .distributions import plot as draw
+    from .distributions import summarize
 
     try:
         summary = summarize(out)

@@ -11,6 +11,7 @@ is never emitted out of bin. Planning touches no pixels: image items load (and p
 from __future__ import annotations
 
 from v2pe_common.formats.mmniah import CONTEXT_SEP, question_tail
+from v2pe_common.tiling import image_token_count
 
 from ...plan import Accounting, Budget, PlanError, SamplePlan, sample_record
 from ...records import Item
@@ -106,7 +107,7 @@ class LongMRTask:
         picture of random size), so one draw would overstate it and refuse bins most designs fit. A bin above
         the floor can still be too small for some designs; those are re-drawn, and a sample none of whose
         draws fits fails with one line naming it."""
-        host = self.acc.tiling.tokens_per_tile + 2
+        host = image_token_count(1, self.acc.tiling)
         floors = []
         for subset in self._subsets:
             costs = []

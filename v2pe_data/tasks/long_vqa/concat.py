@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..plan import Accounting, Budget, PlanError, SamplePlan, sample_record, text_cost
-from ..records import Item
-from ..seeding import stable_rng
+from v2pe_common.tiling import image_token_count
+
+from ...plan import Accounting, Budget, PlanError, SamplePlan, sample_record, text_cost
+from ...records import Item
+from ...seeding import stable_rng
 
 INSTRUCTION = "Answer the question using a single word or phrase."
 # Candidates that overshoot the remaining budget before giving up on filling this draw.
@@ -133,4 +135,4 @@ def min_sample_tokens(ctx: TaskContext) -> int:
     probe = ctx.source.item(0)
     label = 0 if _labelled(probe) else None
     text = text_cost(lambda n: conversations(probe.question, probe.answers[0], n, label), ctx.acc)(1)
-    return text + ctx.acc.tiling.tokens_per_tile + 2
+    return text + image_token_count(1, ctx.acc.tiling)

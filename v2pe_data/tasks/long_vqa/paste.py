@@ -7,10 +7,10 @@ and the number of canvases follows from the length goal. The target cell is draw
 
 from __future__ import annotations
 
-from ..canvas import CanvasLayout, canvas_item
-from ..plan import PlanError, SamplePlan, sample_record, text_cost
-from ..records import Item
-from ..seeding import stable_rng
+from ...plan import PlanError, SamplePlan, sample_record, text_cost
+from ...records import Item
+from ...seeding import stable_rng
+from .canvas import CanvasLayout, canvas_item
 from .concat import INSTRUCTION, MAX_REPLANS, TaskContext
 
 DRAW_TRIES = 64

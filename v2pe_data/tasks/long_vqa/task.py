@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from v2pe_common.recipe import ConfigError
 
-from ..canvas import CanvasLayout
-from ..plan import Accounting, Budget, SamplePlan
-from ..seeding import stable_rng
-from ..sources.registry import ExplainedLoads, SourceUnavailable, open_source
+from ...plan import Accounting, Budget, SamplePlan
+from ...seeding import stable_rng
+from ...sources.registry import ExplainedLoads, SourceUnavailable, open_source
+from ..base import Input, check_bin, control_of
 from . import concat, paste
-from .base import Input, check_bin, control_of
+from .canvas import CanvasLayout
 
 
 @dataclass
