@@ -66,7 +66,8 @@ def plan(ctx: TaskContext, index: int, layout: CanvasLayout = CanvasLayout()) ->
             return result
         rejected["replanned_out_of_bin"] = rejected.get("replanned_out_of_bin", 0) + 1
     raise PlanError(
-        f"sample {index}: no paste plan fits [{ctx.budget.min_len}, {ctx.budget.max_len}] tokens after {MAX_REPLANS} draws"
+        f"sample {index}: no paste plan fits [{ctx.budget.min_len}, {ctx.budget.max_len}] tokens after "
+        f"{MAX_REPLANS} draws"
     )
 
 
