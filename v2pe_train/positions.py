@@ -2,7 +2,7 @@
 
 For an image whose `<img>` sits at integer position p and which holds N = 256·tiles context tokens,
 visual token k (1..N) gets p + k·S/256 and `</img>` gets ceil(p + N·S/256) + 1; text continues +1 from
-there. S = 256 reproduces plain integer positions (`default`). See docs: v2pe-method §2.
+there. S = 256 reproduces plain integer positions (`default`); README.md, "V2PE positions".
 
 Everything is float64: S/256 is a binary fraction, so every position is exact up to ~2^44, whereas the
 reference's float32 already rounds 1/256 steps past 2^15. The construction is O(L) numpy with O(images)
