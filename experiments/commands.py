@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from v2pe_common.schema import MANIFEST_FILE
+from v2pe_common.buildfolder import MANIFEST_FILE
 
 from .stage_config import VISION_HEAD_DIM, StageConfig
 

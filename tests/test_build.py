@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from v2pe_data.build import DONE_DIR, build
+from v2pe_common.buildfolder import DONE_DIR
+from v2pe_data.build import build
 from v2pe_data.config import BuildConfig, ConfigError
 from v2pe_data.validate import ValidationError, iter_tar_samples, validate_build
 

@@ -25,7 +25,8 @@ import pytest
 
 import v2pe_data.build as build_module
 from tests.fixtures.sources import write_docvqa_official
-from v2pe_data.build import DONE_DIR, LOCK_FILE, BuildError, build
+from v2pe_common.buildfolder import DONE_DIR, LOCK_FILE
+from v2pe_data.build import BuildError, build
 from v2pe_data.config import BuildConfig
 from v2pe_data.validate import validate_build
 from v2pe_data.writers import internvl as internvl_module

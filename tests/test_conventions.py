@@ -284,7 +284,7 @@ import matplotlib
 matplotlib.use("svg")
 from pathlib import Path
 from v2pe_train.eval.report import write_report
-from v2pe_data.stats import plot
+from v2pe_data.distributions import plot
 row = {{"id": "a", "task": "mm_niah", "subset": "retrieval-text", "num_tokens": 1500, "depth": 0.5,
         "stride": "default", "score": 1.0, "group": "m", "mmniah_task": "retrieval-text-val", "mmniah_split": "val"}}
 written, _ = write_report([row], Path({str(tmp_path)!r}))

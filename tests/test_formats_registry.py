@@ -21,10 +21,11 @@ from v2pe_common.tokenizer import load_tokenizer
 from v2pe_data.build import Builder, build
 from v2pe_data.config import BuildConfig
 from v2pe_data.plan import Accounting, Budget
-from v2pe_data.stats import summarize
-from v2pe_data.tasks.long_mr import LongMROptions, LongMRTask, mmniah
+from v2pe_data.distributions import summarize
+from v2pe_common.formats import mmniah
+from v2pe_data.tasks.long_mr import LongMROptions, LongMRTask
 from v2pe_data.writers.atomic import file_digest
-from v2pe_data.writers.base import ShardOutput, ShardOutputs
+from v2pe_data.writers.base import FormatOutput, ShardOutputs
 from v2pe_data.writers.formats import FORMATS, SPECS, finalize_all, formats_for, shard_relpath, task_format_error
 
 VQA = dict(length=8192, num_samples=4, seed=23)
@@ -80,7 +81,7 @@ def test_byte_capped_parts_roll_over_on_the_tar_whatever_order_the_formats_are_l
 
 @pytest.mark.parametrize("fmt", formats_for("long_vqa"))
 def test_a_record_format_reads_back_through_its_entry_what_was_written(fmt, vqa_samples, tmp_path):
-    out = ShardOutput(fmt, tmp_path, "val", 7, 2)
+    out = FormatOutput(fmt, tmp_path, "val", 7, 2)
     for record, images in vqa_samples:
         out.write(record, images)
     [entry] = out.commit()

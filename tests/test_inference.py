@@ -53,7 +53,8 @@ def with_images(records, n):
 
 
 def reference_positions(ids, tok, stride: int) -> list[float]:
-    """v2pe-method §2 as the reference's loop: text +1, image tokens p + k*S/256, then ceil(...) + 1."""
+    """The position rule (`v2pe_train/positions.py`) as the reference's loop: text +1, image tokens p + k*S/256, then
+    ceil(...) + 1."""
     d = stride / 256
     pos, last, i = [], -1.0, 0
     while i < len(ids):

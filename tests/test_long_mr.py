@@ -23,7 +23,8 @@ from v2pe_common.tiling import IMAGE_PLACEHOLDER, TilingConfig
 from v2pe_common.tokenizer import load_tokenizer
 from v2pe_data.plan import Accounting, Budget, PlanError
 from v2pe_data.tasks.long_mr import SUBSETS, LongMROptions, LongMRTask
-from v2pe_data.tasks.long_mr import mmniah
+from v2pe_common.formats import mmniah
+from v2pe_data.writers import mmniah as mmniah_writer
 from v2pe_data.tasks.long_mr.haystack import SHAPE_KEYS, SyntheticHaystack
 from v2pe_data.tasks.long_mr.needles import FACTS, NAMES, NOT_MENTIONED
 from v2pe_data.tasks.long_mr.pictures import COLOURS, SHAPES, Picture, draw
@@ -357,7 +358,7 @@ def mixed(acc) -> list:
 
 
 def test_mmniah_lines_round_trip_through_the_writer_and_read_back_as_the_evaluation_does(mixed, tmp_path):
-    writer = mmniah.MMNIAHWriter(tmp_path / "mm")
+    writer = mmniah_writer.MMNIAHWriter(tmp_path / "mm")
     written = []
     for plan in mixed:
         writer.begin(plan.record)
@@ -365,7 +366,7 @@ def test_mmniah_lines_round_trip_through_the_writer_and_read_back_as_the_evaluat
             writer.add_image(name, item.load())
         writer.end()
         written.append(plan)
-    with pytest.raises(mmniah.WriterError, match="written twice"):
+    with pytest.raises(mmniah_writer.WriterError, match="written twice"):
         writer.begin(mixed[0].record)
     files = writer.close()
     assert sorted(p.name for p in files) == sorted(f"{t}-{k}.jsonl" for t in ("retrieval", "counting", "reasoning")
@@ -406,14 +407,14 @@ def test_mmniah_validator_names_the_broken_invariant(plans):
 
 def test_mmniah_parts_merge_with_ids_renumbered_per_file(plans, tmp_path):
     for part, k in (("p0", 0), ("p1", 1)):  # one sample per part, both into counting-text.jsonl
-        w = mmniah.MMNIAHWriter(tmp_path, part)
+        w = mmniah_writer.MMNIAHWriter(tmp_path, part)
         plan = plans["text_counting"][k]
         w.begin(plan.record)
         for name, item in zip(plan.record["images"], plan.items):
             w.add_image(name, item.load())
         w.end()
         w.close()
-    mmniah.merge_parts(tmp_path, ["p0", "p1"])
+    mmniah_writer.merge_parts(tmp_path, ["p0", "p1"])
     lines = [s.line for s in mmniah.read(tmp_path)]
     assert [x["id"] for x in lines] == [0, 1]
     assert [x["answer"] for x in lines] == [plans["text_counting"][k].record["answer"] for k in (0, 1)]
@@ -430,7 +431,7 @@ def test_a_haystack_without_valid_documents_is_a_clear_source_error(acc, tmp_pat
 
 
 def test_an_aborted_mmniah_writer_leaves_no_line_and_no_image(plans, tmp_path):
-    w = mmniah.MMNIAHWriter(tmp_path)
+    w = mmniah_writer.MMNIAHWriter(tmp_path)
     plan = plans["image_counting"][0]
     w.begin(plan.record)
     for name, item in zip(plan.record["images"], plan.items):

@@ -1,4 +1,5 @@
-"""V2PE position ids: the rule of v2pe-method §2, checked as properties and against a per-token loop."""
+"""V2PE position ids: the rule of `v2pe_train/positions.py` (README, "V2PE positions"), checked as properties and
+against a per-token loop."""
 
 from __future__ import annotations
 

@@ -305,7 +305,7 @@ def test_internvl_meta_root_and_data_augment_are_written_as_asked(tmp_path):
 
 
 # -- recipes -------------------------------------------------------------------------------------
-PUBLISHED_32K = dict(  # v2pe-method.md §8: shell/internlm2_2b/*.sh and zero_stage3_config.json
+PUBLISHED_32K = dict(  # V2PE's published 32K run: its shell/internlm2_2b/*.sh and zero_stage3_config.json
     lr=5e-6, min_lr=0.0, warmup_ratio=0.03, weight_decay=0.05, weight_decay_all=True, betas=(0.9, 0.999),
     eps=1e-8, max_steps=20000, max_seq_len=34000, max_tiles_per_pack=135, drop_path_rate=0.1, data_augment=True,
     loss_reduction="square", position_mode="v2pe_rnd", gradient_checkpointing=True, freeze_vision=False,

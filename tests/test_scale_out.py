@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from v2pe_data.build import DONE_DIR, BuildError, _locks, _unlock, build, merge
+from v2pe_common.buildfolder import DONE_DIR, unlock
+from v2pe_data.build import BuildError, _locks, build, merge
 from v2pe_data.cli import shard_flags
 from v2pe_data.config import BuildConfig, ConfigError
 from tests.deadline import CLI_DEADLINE, run_with_deadline
@@ -91,15 +92,15 @@ def test_shard_runs_lock_side_by_side_but_never_beside_a_one_machine_build_or_a_
     first = _locks(out, cfg(out, num_shards=3, shard_index=0))
     try:
         second = _locks(out, cfg(out, num_shards=3, shard_index=1))  # another index: allowed at once
-        _unlock(second)
+        unlock(second)
         with pytest.raises(BuildError, match="another build is writing") as same:
             _locks(out, cfg(out, num_shards=3, shard_index=0))  # the same index twice: refused
         assert same.value.usage
         with pytest.raises(BuildError, match="another build is writing"):
             _locks(out, cfg(out))  # a one-machine build (or a merge) sweeps temporaries: never beside shard runs
     finally:
-        _unlock(first)
-    _unlock(_locks(out, cfg(out)))  # free again once the shard runs end
+        unlock(first)
+    unlock(_locks(out, cfg(out)))  # free again once the shard runs end
 
 
 def test_slurm_array_variables_give_the_shard_and_bad_values_name_the_variable():

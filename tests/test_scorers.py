@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from v2pe_data.config import MODES, SOURCE_KINDS
 from v2pe_data.tasks.long_mr import SUBSETS
-from v2pe_data.tasks.long_mr.prompt import CONTEXT_SEP, answer_text, question_tail
+from v2pe_common.formats.mmniah import CONTEXT_SEP, question_tail
+from v2pe_data.tasks.long_mr.prompt import answer_text
 from v2pe_train.eval import milebench as mb
 from v2pe_train.eval import mmniah
 from v2pe_train.eval import scorers as sc

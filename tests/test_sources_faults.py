@@ -220,7 +220,7 @@ def test_the_loader_tiles_raw_16_bit_bytes_like_their_8_bit_conversion(tmp_path)
 
 
 def test_a_16_bit_image_pasted_on_a_canvas_is_its_8_bit_conversion():
-    from v2pe_data.canvas import CanvasLayout, render_canvas
+    from v2pe_data.tasks.long_vqa.canvas import CanvasLayout, render_canvas
     from v2pe_data.records import Item
 
     data, _ = png16(64, 48)

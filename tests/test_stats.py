@@ -4,7 +4,7 @@ import sys
 
 from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
-from v2pe_data.stats import summarize
+from v2pe_data.distributions import summarize
 
 
 def test_stats_agree_with_the_manifest_and_the_plot_is_written(tmp_path):

@@ -1,4 +1,4 @@
-"""Tasks are plug-ins: the builder knows a task only through `tasks.TASKS`, and planning counts exactly."""
+"""Tasks are plug-ins: the builder knows a task only through `task_registry.TASKS`, and planning counts exactly."""
 
 from types import SimpleNamespace
 
@@ -9,12 +9,12 @@ from v2pe_common.recipe import ConfigError
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import load_tokenizer
-from v2pe_data import tasks
+from v2pe_data import task_registry
 from v2pe_data.build import BuildError, build
 from v2pe_data.config import BuildConfig
 from v2pe_data.plan import Accounting, Budget, SamplePlan, text_cost
 from v2pe_data.tasks.base import Input, check_bin
-from v2pe_data.tasks.concat import conversations
+from v2pe_data.tasks.long_vqa.concat import conversations
 
 ACC = Accounting(load_tokenizer(None), get_template("internlm2-chat"), TilingConfig(max_tiles=12))
 
@@ -50,7 +50,7 @@ class EchoTask:
 
 
 def test_a_new_task_is_one_class_plus_one_registry_entry(tmp_path, monkeypatch):
-    monkeypatch.setitem(tasks.TASKS, "echo", lambda: EchoTask)
+    monkeypatch.setitem(task_registry.TASKS, "echo", lambda: EchoTask)
     out = tmp_path / "echo"
     manifest = build(BuildConfig(task="echo", length=256, min_length=0, num_samples=3, shard_size=2, out=str(out)),
                      show_progress=False)

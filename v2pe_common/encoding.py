@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .template import END_OF_TURN, ChatTemplate
-from .tiling import IMAGE_PLACEHOLDER, IMG_END, TilingConfig
+from .tiling import IMAGE_PLACEHOLDER, IMG_END, TilingConfig, image_token_count
 from .tokenizer import TextTokenizer
 
 IGNORE_INDEX = -100
@@ -140,7 +140,7 @@ def count(
             # Tokens the context's tokens give up to a merge with the piece are the piece's (see `encode`).
             text += text_length(context + piece) - text_length(context) if context else text_length(piece)
         else:
-            image += tiles[k] * tiling.tokens_per_tile + 2
+            image += image_token_count(tiles[k], tiling)
             k += 1
     return TokenCount(text=text, image=image)
 

@@ -57,12 +57,6 @@ def check_counts(record: dict) -> None:
         )
 
 
-# A build folder's metadata files: the manifest (written last; every shard with its sha256) and the build's
-# identity (its arguments and sources, for reruns and merge).
-MANIFEST_FILE = "manifest.json"
-BUILD_FILE = "build.json"
-
-
 def load_manifest(path) -> dict:
     """Read and validate a build's manifest.json; ValueError naming the file (and field) otherwise."""
     from pathlib import Path

@@ -14,17 +14,22 @@ IMG_START = "<img>"
 IMG_END = "</img>"
 IMG_CONTEXT = "<IMG_CONTEXT>"
 IMAGE_PLACEHOLDER = "<image>"
+# The image contract both sides count with: InternVL tiles of TILE_SIZE px, TOKENS_PER_TILE context tokens
+# each, and an image's tokens wrapped in IMAGE_TAGS tags (<img> before, </img> after).
+TILE_SIZE = 448
+TOKENS_PER_TILE = 256
+IMAGE_TAGS = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True, slots=True)
 class TilingConfig:
-    tile_size: int = 448
+    tile_size: int = TILE_SIZE
     max_tiles: int = 12
     min_tiles: int = 1
     use_thumbnail: bool = True
-    tokens_per_tile: int = 256
+    tokens_per_tile: int = TOKENS_PER_TILE
 
     def __post_init__(self) -> None:
         if self.tile_size <= 0:
@@ -74,5 +79,5 @@ def num_tiles(width: int, height: int, cfg: TilingConfig = TilingConfig()) -> in
 
 
 def image_token_count(tiles: int, cfg: TilingConfig = TilingConfig()) -> int:
-    """Tokens an image of `tiles` tiles occupies: <img>, 256 context tokens a tile, </img>."""
-    return tiles * cfg.tokens_per_tile + 2
+    """Tokens an image of `tiles` tiles occupies: <img>, `tokens_per_tile` context tokens a tile, </img>."""
+    return tiles * cfg.tokens_per_tile + IMAGE_TAGS

@@ -4,14 +4,7 @@ Every sample depends only on (seed, index), so shard tasks are independent: any 
 order, and any rerun produce the same bytes. A finished task leaves a marker; a rerun skips it when the
 files it lists still have their recorded sha256.
 
-Folder layout:
-    OUT/build.json                 identity of the build (arguments, versions, sources' files, build_id)
-    OUT/shards/train-000000.tar    webdataset shards (+ parquet/, internvl/ with --format)
-    OUT/.v2pe/done/000000.json     per-task completion marker with its files, hashes and stats
-    OUT/.v2pe/sources.json         per source, the size and mtime of each file it may read
-    OUT/.v2pe/lock                 flock'ed for the life of a build: one build per folder at a time
-    OUT/.v2pe/lock-I-of-N          a sharded run's own lock (`--num-shards N --shard-index I`, see below)
-    OUT/manifest.json              written last, from the markers
+The folder's layout (build.json, the markers, the locks, the manifest) is `v2pe_common.buildfolder`.
 
 Scale-out: a run with `num_shards` N > 1 writes only the tasks i with i % N == shard_index, on one of many
 machines sharing OUT, and no manifest; `merge` checks every marker and writes it. Such runs hold the
@@ -29,13 +22,11 @@ the folder.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from v2pe_common import schema
@@ -43,37 +34,23 @@ from v2pe_common.recipe import ConfigError
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import load_tokenizer
-from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE
+from v2pe_common.buildfolder import (BUILD_FILE, DONE_DIR, MANIFEST_FILE, PATHS_FILE, PRIVATE_DIR, SOURCES_FILE,
+                                     FolderBusy, lock, marker_path, shard_lock_name, unlock)
 
 from .card import write_card
 from .config import BuildConfig
+from .errors import BuildError
 from .manifest import make_manifest
-from .privacy import PATHS_FILE, read_private, redact_args, restore_args
+from .privacy import read_private, redact_args, restore_args
 from .markers import marker_problem, read_marker
+from .shardtasks import ShardTask, selected_tasks, shard_tasks
 from .plan import Accounting, PlanError, SamplePlan
 from .sources.registry import SourceChanged, fingerprint_change, source_files, source_fingerprint
-from .tasks import open_task
+from .task_registry import open_task
 from .writers.atomic import write_json_atomic
 from .writers.base import FORMATS, ShardOutputs, shard_relpath
 from .writers.formats import finalize_all
 from .writers.internvl import STAGING_DIR
-
-DONE_DIR = ".v2pe/done"
-LOCK_FILE = ".v2pe/lock"
-SOURCES_FILE = ".v2pe/sources.json"
-
-
-class BuildError(RuntimeError):
-    """The build cannot start or continue; the message says why and what to do.
-
-    `usage` is True when the user's arguments caused it (a busy, foreign or file --out, a --len too
-    small, no source available): the CLI exits 2 for those and 1 for failures at run time.
-    """
-
-    def __init__(self, message: str, *, usage: bool = False):
-        super().__init__(message)
-        self.usage = usage
-
 
 def _os_error(exc: OSError, verb: str = "write") -> BuildError:
     where = exc.filename if exc.filename is not None else "the build folder"
@@ -90,20 +67,6 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "absent"
     return out
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    index: int
-    start: int
-    stop: int
-
-
-def shard_tasks(cfg: BuildConfig) -> list[ShardTask]:
-    return [
-        ShardTask(i, start, min(start + cfg.shard_size, cfg.num_samples))
-        for i, start in enumerate(range(0, cfg.num_samples, cfg.shard_size))
-    ]
 
 
 def build_identity(cfg: BuildConfig, tokenizer_identity: dict, sources: list[dict] = ()) -> dict:
@@ -217,7 +180,7 @@ class Builder:
             raise
         marker = {"task": dataclasses.asdict(task), "files": files, "tokens": tokens,
                   "rejected": {"counts": rejected, "examples": examples}}
-        write_json_atomic(self.out / DONE_DIR / f"{task.index:06d}.json", marker)
+        write_json_atomic(marker_path(self.out, task.index), marker)
         return marker
 
 
@@ -226,44 +189,24 @@ def _task_done(out: Path, task: ShardTask, formats: list[str]) -> bool:
     count for every format, files with their recorded size and sha256). The hash is checked, not just the
     size: one read of the finished output per rerun, the price of never publishing a manifest that fails
     validate."""
-    return marker_problem(out, read_marker(out / DONE_DIR / f"{task.index:06d}.json"), dataclasses.asdict(task),
+    return marker_problem(out, read_marker(marker_path(out, task.index)), dataclasses.asdict(task),
                           formats) is None
-
-
-def _lock(out: Path, name: str = LOCK_FILE, shared: bool = False) -> int:
-    """flock OUT/NAME for this process (the kernel drops it when the process dies, however it dies)."""
-    path = out / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise BuildError(f"another build is writing to {out} (it holds {path}); wait for it to end or choose "
-                         "another --out", usage=True) from None
-    return fd
 
 
 def _locks(out: Path, cfg: BuildConfig) -> tuple[int, ...]:
     """The folder lock, exclusive; for a sharded run, shared plus the exclusive lock of its shard index."""
-    if cfg.num_shards == 1:
-        return (_lock(out),)
-    fd = _lock(out, shared=True)
     try:
-        return fd, _lock(out, f"{LOCK_FILE}-{cfg.shard_index}-of-{cfg.num_shards}")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _unlock(fds: tuple[int, ...]) -> None:
-    for fd in fds:
-        os.close(fd)
-
-
-def selected_tasks(cfg: BuildConfig) -> list[ShardTask]:
-    """The shard tasks this run writes: all of them, or those of its shard index (i % num_shards)."""
-    return [t for t in shard_tasks(cfg) if t.index % cfg.num_shards == cfg.shard_index]
+        if cfg.num_shards == 1:
+            return (lock(out),)
+        fd = lock(out, shared=True)
+        try:
+            return fd, lock(out, shard_lock_name(cfg.shard_index, cfg.num_shards))
+        except BaseException:
+            unlock((fd,))
+            raise
+    except FolderBusy as busy:
+        raise BuildError(f"another build is writing to {out} (it holds {busy.path}); wait for it to end or choose "
+                         "another --out", usage=True) from None
 
 
 def _claimed(builder: Builder) -> bool:
@@ -271,7 +214,7 @@ def _claimed(builder: Builder) -> bool:
     out = builder.out
     ident_file = out / BUILD_FILE
     if not ident_file.exists():
-        if out.is_dir() and any(p.name != ".v2pe" for p in out.iterdir()):
+        if out.is_dir() and any(p.name != PRIVATE_DIR for p in out.iterdir()):
             raise BuildError(f"{out} is not empty and holds no v2pe build; choose an empty or new --out", usage=True)
         return False
     try:
@@ -305,7 +248,7 @@ def _read_json(path: Path):
 
 def _sweep_temporaries(out: Path, split: str) -> None:
     """Remove temporaries of killed processes; only under the lock, when no other build can be writing."""
-    folders = {out, out / ".v2pe", out / DONE_DIR, out / "internvl"}
+    folders = {out, out / PRIVATE_DIR, out / DONE_DIR, out / "internvl"}
     folders |= {(out / shard_relpath(fmt, split, 0)).parent for fmt in FORMATS}
     folders |= {p for p in (out / "mmniah" / "parts").glob("*") if p.is_dir()}  # one folder per MM-NIAH part
     for folder in folders:
@@ -338,7 +281,7 @@ def prepare_out(builder: Builder) -> tuple[int, ...]:
             write_json_atomic(out / BUILD_FILE, builder.identity)
         write_json_atomic(out / PATHS_FILE, redact_args(builder.cfg.identity())[1])  # where the sources are now
     except BaseException as exc:
-        _unlock(fds)
+        unlock(fds)
         if isinstance(exc, OSError):
             raise _os_error(exc) from None
         raise
@@ -359,12 +302,12 @@ def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
     try:
         return _build(builder, show_progress, lock_fds)
     finally:
-        _unlock(lock_fds)
+        unlock(lock_fds)
 
 
 def _build(builder: Builder, show_progress: bool, lock_fds: tuple[int, ...]) -> dict:
     cfg = builder.cfg
-    tasks = selected_tasks(cfg)
+    tasks = selected_tasks(cfg.num_samples, cfg.shard_size, cfg.num_shards, cfg.shard_index)
     todo = [t for t in tasks if not _task_done(builder.out, t, cfg.formats)]
     from tqdm import tqdm
 
@@ -400,7 +343,7 @@ def _finish(builder: Builder, tasks: list[ShardTask]) -> dict:
     """The manifest from every task's marker, after the formats' finalize steps; what `build` and `merge` end in."""
     cfg = builder.cfg
     try:
-        markers = [json.loads((builder.out / DONE_DIR / f"{t.index:06d}.json").read_text()) for t in tasks]
+        markers = [json.loads((marker_path(builder.out, t.index)).read_text()) for t in tasks]
     except OSError as exc:
         raise _os_error(exc, "read") from None
     manifest = make_manifest(builder.identity, cfg, builder.acc, markers, builder.source_report())
@@ -439,18 +382,15 @@ def merge(out: str | Path) -> dict:
         _claimed(builder)  # raises the line naming what differs (arguments, sources, versions)
     lock_fds = prepare_out(builder)
     try:
-        tasks = shard_tasks(cfg)
+        tasks = shard_tasks(cfg.num_samples, cfg.shard_size)
         claimed: dict[str, int] = {}
         problems = [(t.index, why) for t in tasks if (why := marker_problem(
-            out, read_marker(out / DONE_DIR / f"{t.index:06d}.json"), dataclasses.asdict(t), cfg.formats, claimed))]
+            out, read_marker(marker_path(out, t.index)), dataclasses.asdict(t), cfg.formats, claimed))]
         if problems:
             shown = "; ".join(f"task {i}: {why}" for i, why in problems[:5]) + (" ..." if len(problems) > 5 else "")
             raise BuildError(f"{len(problems)} of {len(tasks)} shard task(s) of {out} are missing or do not hold "
                              f"what their marker claims ({shown}); rerun their shard indices, then merge again")
         return _finish(builder, tasks)
     finally:
-        _unlock(lock_fds)
+        unlock(lock_fds)
 
-
-# Ray workers build their own Builder from the config (a tokenizer and open sources do not pickle well);
-# one per worker process, reused across the tasks it runs.

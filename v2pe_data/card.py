@@ -13,9 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from v2pe_common.buildfolder import BUILD_FILE, MANIFEST_FILE
 from v2pe_common.lengths import format_length
-from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE, load_manifest
+from v2pe_common.schema import load_manifest
 
+from .errors import FolderError
 from .writers.atomic import atomic_path
 
 CARD_FILE = "README.md"
@@ -165,11 +167,14 @@ def write_card(out: Path, manifest: dict, identity: dict | None = None) -> Path:
 def regenerate(out: Path) -> Path:
     """`v2pe-data card OUT`: rewrite the card of a finished build from its manifest.json and build.json."""
     out = Path(out)
-    manifest = load_manifest(out / MANIFEST_FILE)
+    try:
+        manifest = load_manifest(out / MANIFEST_FILE)
+    except ValueError as exc:  # missing, not JSON, or not a manifest
+        raise FolderError(str(exc)) from None
     identity = None
     if (out / BUILD_FILE).is_file():  # only the sources' file digests come from it
         try:
             identity = json.loads((out / BUILD_FILE).read_text())
         except ValueError as exc:
-            raise ValueError(f"{out / BUILD_FILE}: not valid JSON: {exc}") from None
+            raise FolderError(f"{out / BUILD_FILE}: not valid JSON: {exc}") from None
     return write_card(out, manifest, identity)

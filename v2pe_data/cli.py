@@ -9,13 +9,16 @@ from typing import Optional
 import typer
 
 from v2pe_common.cli_logging import FAILURE, USAGE, fail, make_app
+from v2pe_common.recipe import ConfigError
+
+from .errors import V2PEDataError
 
 app = make_app("v2pe-data", __doc__)
 
 
+# Only these become one line on stderr: the package's own errors and the recipe's. Anything else is a bug and
+# keeps its traceback; an OSError names a file of the user's environment and is said in one line too.
 def _exit_code(exc: BaseException) -> int:
-    from v2pe_common.recipe import ConfigError
-
     return USAGE if isinstance(exc, ConfigError) or getattr(exc, "usage", False) else FAILURE
 
 
@@ -65,11 +68,11 @@ def build(
                                                       "of $RAY_ADDRESS; needs the ray extra)."),
 ) -> None:
     """Build samples of an exact token budget into webdataset shards plus manifest.json."""
-    from .build import BuildError, build as run_build
     from v2pe_common.recipe import read_recipe
     from v2pe_common.tokenizer import BUNDLED
 
-    from .config import BuildConfig, ConfigError, parse_options, parse_shard_size
+    from .build import build as run_build
+    from .config import BuildConfig, parse_options, parse_shard_size
 
     flags = {
         "task": task, "length": length, "min_length": min_length, "num_samples": num_samples, "out": out,
@@ -89,7 +92,7 @@ def build(
         given = {k: v for k, v in flags.items() if v is not None}
         cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="command line")
         manifest = run_build(cfg, show_progress=not quiet)
-    except (ConfigError, BuildError, ValueError) as exc:
+    except (ConfigError, V2PEDataError) as exc:
         fail(str(exc), _exit_code(exc))
     except OSError as exc:
         fail(_os_message(exc), FAILURE)
@@ -117,8 +120,6 @@ def build(
 def shard_flags(num_shards: int | None, shard_index: int | None, env) -> dict:
     """`num_shards`/`shard_index` from the flags, else from a Slurm array's variables (ids may start at any
     --array MIN, so the index is TASK_ID - TASK_MIN); a variable that is not an integer is a ConfigError."""
-    from .config import ConfigError
-
     def var(name: str) -> int | None:
         value = env.get(name)
         if value is None or value == "":
@@ -138,11 +139,11 @@ def shard_flags(num_shards: int | None, shard_index: int | None, env) -> dict:
 @app.command()
 def merge(out: Path = typer.Argument(..., help="Build folder the shard runs (--num-shards) wrote into.")) -> None:
     """Check every shard task of a sharded build (marker and sha256) and write its manifest.json."""
-    from .build import BuildError, merge as run_merge
+    from .build import merge as run_merge
 
     try:
         manifest = run_merge(out)
-    except BuildError as exc:
+    except V2PEDataError as exc:
         fail(str(exc), _exit_code(exc))
     except OSError as exc:
         fail(_os_message(exc), FAILURE)
@@ -158,12 +159,12 @@ def show(
     thumb: int = typer.Option(160, help="Thumbnail side in pixels."),
 ) -> None:
     """Preview one sample: its images in order as a contact sheet, question, answer, targets and needles marked."""
-    from .show import ShowError, show as run_show
+    from .show import show as run_show
 
     dest = dest or Path(f"{sample_id}.png")
     try:
         layout = run_show(out, sample_id, dest, thumb=thumb)
-    except ShowError as exc:
+    except V2PEDataError as exc:
         fail(str(exc), _exit_code(exc))
     except OSError as exc:
         fail(_os_message(exc), FAILURE)
@@ -177,11 +178,11 @@ def validate(
     no_images: bool = typer.Option(False, "--no-images", help="Skip decoding images."),
 ) -> None:
     """Check a build folder against the schemas and the manifest's hashes; recount tokens."""
-    from .validate import ValidationError, validate_build
+    from .validate import validate_build
 
     try:
         summary = validate_build(out, tokenizer_path=tokenizer, check_images=not no_images)
-    except ValidationError as exc:
+    except V2PEDataError as exc:
         fail(str(exc), FAILURE)
     for line in summary["warnings"]:
         typer.echo(f"warning: {line}", err=True)
@@ -202,13 +203,13 @@ def contamination(
     --against input: a table, and JSON with --json."""
     import json
 
-    from .contamination import ContaminationError, compare, table
+    from .contamination import compare, table
 
     try:
         report = compare(build, list(against))
         if json_out is not None:
             json_out.write_text(json.dumps(report, indent=1) + "\n")
-    except ContaminationError as exc:
+    except V2PEDataError as exc:
         fail(str(exc), FAILURE)
     except OSError as exc:
         fail(_os_message(exc), FAILURE)
@@ -225,14 +226,14 @@ def stats(
     """Distributions of a build: tokens per sample, target depth, tiles per image, subsets."""
     import json
 
-    from .stats import plot as draw
-    from .stats import summarize
+    from .distributions import plot as draw
+    from .distributions import summarize
 
     try:
         summary = summarize(out)
         if plot is not None and summary["samples"]:
             draw(summary, plot)
-    except ValueError as exc:
+    except V2PEDataError as exc:
         fail(str(exc), FAILURE)
     except OSError as exc:
         fail(_os_message(exc), FAILURE)
@@ -246,7 +247,7 @@ def card(out: Path = typer.Argument(..., help="Finished build folder holding man
 
     try:
         path = regenerate(out)
-    except ValueError as exc:
+    except V2PEDataError as exc:
         fail(str(exc), FAILURE)
     except OSError as exc:
         fail(_os_message(exc), FAILURE)
@@ -267,7 +268,7 @@ def push(
     timeout: float = typer.Option(60.0, help="Seconds to wait for the Hub to answer a request."),
 ) -> None:
     """Publish a build to the Hugging Face Hub in resumable chunks; a rerun skips files already there."""
-    from .config import ConfigError, parse_shard_size
+    from .config import parse_shard_size
     from .hub import PushError, parse_include, push as run_push, use_timeout
 
     try:
@@ -283,5 +284,5 @@ def push(
             use_timeout(timeout)
         run_push(out, repo_id, include=parse_include(include), private=private, revision=revision,
                  dry_run=dry_run, max_files=chunk_files, max_bytes=max_bytes, echo=typer.echo)
-    except PushError as exc:
+    except V2PEDataError as exc:
         fail(str(exc), _exit_code(exc))

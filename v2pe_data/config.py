@@ -12,6 +12,8 @@ from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe, 
 from v2pe_common.lengths import format_length, parse_length
 from v2pe_common.template import TEMPLATES
 
+from .depth import parse_grid
+from .task_registry import TASKS
 from .writers.formats import FORMATS, task_format_error
 
 SPLITS = ("train", "val", "test")
@@ -39,6 +41,7 @@ EXECUTORS = ("local", "ray")
 SOURCE_KINDS = ("synthetic", "docvqa", "infovqa", "chartqa", "generic")
 # Page-like sets are concatenated, small-image sets pasted onto canvases (V2PE's image/ and paste/ subsets).
 DEFAULT_MODE = {"synthetic": "concat", "docvqa": "concat", "infovqa": "concat", "chartqa": "paste", "generic": "concat"}
+DEFAULT_SOURCE = "synthetic"
 _SOURCE_KEYS = {"name", "kind", "path", "mode", "share", "columns", "config", "kinds"}
 _SOURCE_TYPES = {"name": str, "path": str, "mode": str, "columns": dict, "config": str, "kinds": list}
 
@@ -91,7 +94,7 @@ class BuildConfig:
     num_samples: int = 64
     seed: int = 0
     split: str = "train"
-    source: str = "synthetic"  # shorthand for a single entry of `sources`: 'synthetic' or 'docvqa=PATH'
+    source: str = DEFAULT_SOURCE  # shorthand for a single entry of `sources`: 'synthetic' or 'docvqa=PATH'
     mode: str | None = None  # concat | paste; default per source kind
     sources: list | None = None  # the mix: [{kind, path, mode, share, ...}]; overrides `source`
     paste_grid: int = 3  # paste canvases are paste_grid x paste_grid cells of 448 px
@@ -128,8 +131,6 @@ class BuildConfig:
             if not cond:
                 raise ConfigError(f"{key}: {msg}")
 
-        from .tasks import TASKS  # the registry: a new task is one module plus one entry there
-
         def bounded(key: str) -> None:
             lo, hi = LIMITS[key]
             value = getattr(self, key)
@@ -153,8 +154,6 @@ class BuildConfig:
         why = task_format_error(self.formats, self.task)
         need(why is None, "formats", why)
         if isinstance(self.depth, str):
-            from .tasks.long_mr.options import parse_grid
-
             parse_grid(self.depth)
         else:
             need(self.depth is None or 0.0 <= self.depth <= 1.0, "depth", "must lie in [0, 1]")
@@ -167,6 +166,11 @@ class BuildConfig:
         need(self.control_tokens in CONTROL_MODES, "control_tokens", f"choose one of {list(CONTROL_MODES)}")
         if not self.out:
             self.out = f"out/{self.task}_{format_length(self.length)}"
+
+    def sources_untouched(self) -> bool:
+        """Whether `source`, `sources` and `mode` keep their defaults: tasks that read inputs of their own
+        (long_mr's haystack, milebench's folders) refuse a build that sets them."""
+        return self.mode is None and self.sources == normalize_sources([DEFAULT_SOURCE], None)
 
     # Arguments that change the bytes of the output; where and how it is run (`workers`, `out`, the
     # scale-out keys) do not, so every array task and the one-machine build share one build_id.

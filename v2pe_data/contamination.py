@@ -27,15 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from v2pe_common import schema
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 from v2pe_common.paths import PathEscape, resolve_inside
+
+from .errors import V2PEDataError
 
 MIN_WORDS = 4
 _PLACEHOLDER = re.compile(r"<image>|\{(?:image|table)#\d+\}|<Image \d+>")
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
 
-class ContaminationError(ValueError):
+class ContaminationError(V2PEDataError, ValueError):
     """An input that cannot be read as a build, an MM-NIAH folder or a MileBench folder."""
 
 
@@ -57,7 +60,7 @@ def _sha(data: bytes) -> str:
 
 
 def kind_of(path: Path) -> str:
-    if (path / schema.MANIFEST_FILE).is_file():
+    if (path / MANIFEST_FILE).is_file():
         return "build"
     if (path / "annotations").is_dir():
         return "mmniah"
@@ -76,7 +79,7 @@ def entries(path: str | Path) -> Iterator[Entry]:
 
 def _build(path: Path) -> Iterator[Entry]:
     try:
-        manifest = schema.load_manifest(path / schema.MANIFEST_FILE)
+        manifest = schema.load_manifest(path / MANIFEST_FILE)
     except ValueError as exc:
         raise ContaminationError(str(exc)) from None
     for shard in manifest["shards"]:

@@ -1,7 +1,8 @@
 """How a build's shard tasks run: forked local workers that report a lost worker, or Ray tasks on a cluster.
 
-Both call `Builder.run_task` on whole shard tasks, so the output never depends on the executor: finished
-tasks leave their markers, and a rerun after any failure does only the rest.
+Both call the builder's `run_task(task, progress)` on whole shard tasks, so the output never depends on the
+executor: finished tasks leave their markers, and a rerun after any failure does only the rest. The builder is
+whatever object has that method (and, for Ray, a class made from a `cfg`): executors never import the builder.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from .build import Builder, BuildError, ShardTask, _unlock
+from v2pe_common.buildfolder import unlock
+
 from .config import BuildConfig
+from .errors import BuildError
+from .shardtasks import ShardTask
 
 
 # Worker processes inherit the builder through fork; only task indices cross the process boundary.
 _WORKER: dict = {}
 
 
-def _worker_init(builder: Builder, messages, lock_fds: tuple[int, ...]) -> None:
+def _worker_init(builder, messages, lock_fds: tuple[int, ...]) -> None:
     # Only the parent holds the output lock: a worker orphaned by a killed parent must not keep the folder
     # locked. Closing this copy of the descriptor leaves the parent's lock in place (flock is per open file).
-    _unlock(lock_fds)
+    unlock(lock_fds)
     _WORKER["builder"] = builder
     _WORKER["messages"] = messages
 
@@ -37,7 +41,7 @@ def _worker_run(task: ShardTask) -> dict:
     return _WORKER["builder"].run_task(task, progress=lambda s, t: messages.put(("progress", s, t)))
 
 
-def run_parallel(builder: Builder, todo: list[ShardTask], workers: int, progress, lock_fds: tuple[int, ...]) -> None:
+def run_parallel(builder, todo: list[ShardTask], workers: int, progress, lock_fds: tuple[int, ...]) -> None:
     """Run tasks on `workers` forked processes; a worker that dies (SIGKILL, the OOM killer) stops the build.
 
     The executor notices a dead worker at once and stops the others; the BuildError names the task the
@@ -106,13 +110,15 @@ def _lost_worker(procs: list, writing: dict[int, int], finished: set[int], todo:
     return f"a worker process died while shard task(s) {started} were being written; {rest}"
 
 
+# Ray workers build their own builder from the config (a tokenizer and open sources do not pickle well);
+# one per worker process, reused across the tasks it runs.
 _RAY_BUILDERS: dict = {}
 
 
-def _ray_task(cfg: BuildConfig, task: ShardTask) -> dict:
+def _ray_task(make_builder, cfg: BuildConfig, task: ShardTask) -> dict:
     key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if key not in _RAY_BUILDERS:
-        _RAY_BUILDERS[key] = Builder(cfg)
+        _RAY_BUILDERS[key] = make_builder(cfg)
     return _RAY_BUILDERS[key].run_task(task)
 
 
@@ -125,7 +131,7 @@ def import_ray():
     return ray
 
 
-def run_ray(builder: Builder, todo: list[ShardTask], progress) -> None:
+def run_ray(builder, todo: list[ShardTask], progress) -> None:
     """Run tasks as Ray tasks on the cluster of RAY_ADDRESS (or a local one); OUT must be shared by all nodes.
 
     A failed task raises its BuildError line here; finished tasks keep their markers, so a rerun does the rest.
@@ -141,10 +147,10 @@ def run_ray(builder: Builder, todo: list[ShardTask], progress) -> None:
             ray.shutdown()
 
 
-def _wait_ray(ray, builder: Builder, todo: list[ShardTask], progress) -> None:
+def _wait_ray(ray, builder, todo: list[ShardTask], progress) -> None:
     remote = ray.remote(max_retries=0)(_ray_task)
     cfg = dataclasses.replace(builder.cfg, workers=1, executor="local")
-    pending = {remote.remote(cfg, t): t for t in todo}
+    pending = {remote.remote(type(builder), cfg, t): t for t in todo}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         task = pending.pop(done[0])

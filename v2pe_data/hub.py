@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from v2pe_common.schema import BUILD_FILE, MANIFEST_FILE, load_manifest
+from v2pe_common.buildfolder import BUILD_FILE, MANIFEST_FILE
+from v2pe_common.schema import load_manifest
 
 from .card import CARD_FILE, regenerate
+from .errors import V2PEDataError
 
 # Layouts a push may add to the default (parquet + card); each is a folder of the build.
 LAYOUTS = {"parquet": "parquet", "wds": "shards", "internvl": "internvl", "mmniah": "mmniah"}
@@ -32,7 +34,7 @@ DEFAULT_MAX_FILES = 100
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
 
-class PushError(RuntimeError):
+class PushError(V2PEDataError, RuntimeError):
     """The push cannot start or continue; `usage` marks errors in the arguments (exit 2 rather than 1)."""
 
     def __init__(self, message: str, *, usage: bool = False):

@@ -10,6 +10,7 @@ from v2pe_common.template import ChatTemplate
 from v2pe_common.tiling import TilingConfig, image_token_count, num_tiles
 from v2pe_common.tokenizer import TextTokenizer
 
+from .errors import V2PEDataError
 from .records import Item
 
 
@@ -18,7 +19,7 @@ SHORT_PIECES = 1 << 16
 LONG_PIECE_CHARS = 1 << 24  # ~16 MB of text: a 1M-token sample's haystack with room to spare
 
 
-class PlanError(RuntimeError):
+class PlanError(V2PEDataError, RuntimeError):
     """A sample cannot be planned inside its length bin (reason in the message)."""
 
 
@@ -88,6 +89,20 @@ class Accounting:
 
     def meta(self) -> dict:
         return {"template": self.template.name, "tokenizer": self.tokenizer.identity, "tiling": self.tiling.to_dict()}
+
+
+def sample_record(*, id: str, task: str, subset: str, items: Sequence[Item], conversations: list[dict], answer,
+                  seed: int, index: int, split: str, mode: str, budget: Budget, acc: Accounting,
+                  tiles: Sequence[int], counted: encoding.TokenCount, sources: list[dict], **meta) -> dict:
+    """The record of one planned sample, the one place its shape is decided: image i is `i.<ext>` of items[i],
+    `meta` holds what every task records (seed, bin, exact counts, tiles, sizes, provenance, the counting
+    setup) plus the task's own keys (`meta`: they may override the shared ones, the counting setup excepted)."""
+    shared = {"seed": seed, "sample_index": index, "split": split, "mode": mode, "target_len": budget.max_len,
+              "min_len": budget.min_len, "len_bin": budget.len_bin, "num_tokens": counted.total,
+              "text_tokens": counted.text, "image_tokens": counted.image, "tiles": list(tiles),
+              "image_sizes": [[it.width, it.height] for it in items], "sources": sources}
+    return {"id": id, "task": task, "subset": subset, "images": [f"{i}.{it.ext}" for i, it in enumerate(items)],
+            "conversations": conversations, "answer": answer, "meta": {**shared, **meta, **acc.meta()}}
 
 
 def text_cost(make_conversations: Callable[[int], list[dict]], acc: Accounting) -> Callable[[int], int]:

@@ -17,9 +17,9 @@ import copy
 import json
 from pathlib import Path
 
+from v2pe_common.buildfolder import PATHS_FILE
 from v2pe_common.tokenizer import is_hub_id
 
-PATHS_FILE = ".v2pe/paths.json"
 PREFIX = "local:"
 
 

@@ -21,9 +21,11 @@ from pathlib import Path
 
 from PIL.Image import DecompressionBombError
 
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.formats import BadMember, ShardReadError, iter_samples
 from v2pe_common.images import to_rgb
-from v2pe_common.schema import MANIFEST_FILE
+
+from .errors import V2PEDataError
 
 MARK = (220, 20, 60)  # crimson: visible on documents, charts and photos alike
 LABEL = 18  # pixels under each thumbnail for its index and tags
@@ -32,7 +34,7 @@ MAX_COLUMNS = 12
 HEADER_CHARS = 110  # wrap width of the header text, in characters
 
 
-class ShowError(RuntimeError):
+class ShowError(V2PEDataError, RuntimeError):
     """The preview cannot be made; `usage` is True for a bad argument (unknown id, folder, output suffix)."""
 
     def __init__(self, message: str, *, usage: bool = False):

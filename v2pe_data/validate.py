@@ -14,18 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from v2pe_common import encoding, schema
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.control import ControlTokenError, control_tokens
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import BUNDLED, load_tokenizer
 
+from .errors import V2PEDataError
 from .writers.atomic import file_digest
 from .writers.formats import spec
 
 
-class ValidationError(ValueError):
-    pass
+class ValidationError(V2PEDataError, ValueError):
+    """A build folder that does not hold what its manifest and the schemas say."""
 
 
 def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict | None, dict[str, bytes]]]:
@@ -88,7 +90,7 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
 
     out = Path(out)
     try:
-        manifest = schema.load_manifest(out / schema.MANIFEST_FILE)
+        manifest = schema.load_manifest(out / MANIFEST_FILE)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     from .privacy import read_private

@@ -17,15 +17,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from v2pe_common.tiling import TilingConfig
+from v2pe_common.tiling import TILE_SIZE, TOKENS_PER_TILE
 from v2pe_common.tokenizer import TOKENIZER_PATTERNS, TextTokenizer, is_hub_id, resolve_hub_id
 
 from .model_files import save_tokenizer
 from .rope import Float64RotaryEmbedding, dense_attention_mask, install_float64_rope, packed_causal_mask
 
-# The data contract the vision side must meet, defined once in v2pe_common.tiling (the builder counts with it).
-TILE_SIZE = TilingConfig().tile_size
-TOKENS_PER_TILE = TilingConfig().tokens_per_tile
 TINY = "tiny"
 SHAPE_2B = "2b"  # random init in the shape of InternVL2-2B: for throughput and memory benchmarks only
 SHAPE_8B = "8b"  # random init in the shape of InternVL2-8B: for FSDP memory and throughput benchmarks only

@@ -2,7 +2,7 @@
 
 For an image whose `<img>` sits at integer position p and which holds N = 256·tiles context tokens,
 visual token k (1..N) gets p + k·S/256 and `</img>` gets ceil(p + N·S/256) + 1; text continues +1 from
-there. S = 256 reproduces plain integer positions (`default`). See docs: v2pe-method §2.
+there. S = 256 reproduces plain integer positions (`default`); README.md, "V2PE positions".
 
 Everything is float64: S/256 is a binary fraction, so every position is exact up to ~2^44, whereas the
 reference's float32 already rounds 1/256 steps past 2^15. The construction is O(L) numpy with O(images)
@@ -15,12 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from v2pe_common.tiling import TilingConfig
+from v2pe_common.tiling import TOKENS_PER_TILE
 
 MODES = ("default", "v2pe_fix", "v2pe_rnd")
 STRIDES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 STRIDE_DENOMINATOR = 256  # d = S / 256, fixed by the method whatever tokens_per_tile is
-TOKENS_PER_TILE = TilingConfig().tokens_per_tile  # the data contract's, defined in v2pe_common.tiling
 
 
 def draw_strides(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from v2pe_common.schema import MANIFEST_FILE
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.tokenizer import is_hub_id, load_tokenizer, resolve_hub_id
 
 from . import checkpoint as ckpt

@@ -6,6 +6,8 @@ and `stats` cannot disagree about a byte:
     wds       `wds.py`       KEY.json + KEY.<image name> members, fixed headers; THE streaming tar reader
     parquet   `parquet.py`   columns, Hugging Face features, record <-> row; the row-group reader
     internvl  `internvl.py`  record <-> the reference trainer's JSONL line; image paths kept inside their root
+    mmniah    `mmniah.py`    Long-MR record <-> MM-NIAH's annotation line, its prompt and invariants; the reader
+                             (written by the builder only: the trainer does not read it as records)
 
 Every format module has `iter_samples(path, start=0, *, num_samples=None, root=None)`: the samples of one
 shard from offset `start`, each with `key`, `offset` and `members()` (the record first, suffix "json":

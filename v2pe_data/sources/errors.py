@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 
+from ..errors import V2PEDataError
+
 REASONS = ("missing_field", "bad_type", "missing_image", "path_escape", "corrupt_image", "too_many_pixels",
            "bad_encoding", "duplicate_id", "special_token")
 
 
-class SourceError(ValueError):
+class SourceError(V2PEDataError, ValueError):
     """A bad row under `strict=True`, or a source that cannot be read as the kind and layout asked for."""
 
     def __init__(self, message: str, *, reason: str | None = None, source: str | None = None,
                  id: str | None = None):
-        super().__init__(message)
-        self.reason, self.source, self.id = reason, source, id
+        super().__init__(message, reason=reason)
+        self.source, self.id = source, id
 
 
 class HubUnavailable(SourceError, ConnectionError):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .base import (DEFAULT_MAX_PIXELS, OnDisk, RealSource, Reject, Row, SourceError, image_from_cell,
                    need_answers, need_id, need_str, opt_id, opt_label, resolve_under, same_split, split_aliases, tagged)
-from .layouts import Tables, _tables, find_tables, image_locator, iter_rows, load_hub, row_where
+from .layouts import Tables, tables_of, find_tables, image_locator, iter_rows, load_hub, row_where
 from .text import jsonl_rows, need_text
 
 KEYS = ("question", "answers", "image", "id", "doc_id", "question_type", "split")
@@ -65,7 +65,7 @@ def _find(root: Path, split: str, split_col: str | None, config: str | None):
         if root.suffix == ".jsonl":
             return "jsonl", [root]
         if root.suffix == ".parquet":
-            return "parquet", _tables("parquet", "parquet", [root], split)
+            return "parquet", tables_of("parquet", "parquet", [root], split)
         raise SourceError(f"generic: {root}: expected a .jsonl or .parquet file, or a folder")
     if split_col is not None:
         for d in (root, root / "data"):
@@ -74,7 +74,7 @@ def _find(root: Path, split: str, split_col: str | None, config: str | None):
             if sorted(d.glob("*.jsonl")):
                 return "jsonl", sorted(d.glob("*.jsonl"))
             if sorted(d.glob("*.parquet")):
-                return "parquet", _tables("parquet", "parquet", sorted(d.glob("*.parquet")), split)
+                return "parquet", tables_of("parquet", "parquet", sorted(d.glob("*.parquet")), split)
     for alias in aliases:
         if (root / alias / "metadata.jsonl").is_file():
             return "imagefolder", [root / alias / "metadata.jsonl"]

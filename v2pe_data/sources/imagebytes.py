@@ -126,7 +126,7 @@ def arrow_table(path: str):
 
 
 @functools.lru_cache(maxsize=2)
-def _parquet_column(path: str, row_group: int, column: str):
+def parquet_column(path: str, row_group: int, column: str):
     """One row group's image column; the last two are kept per process.
 
     Parquet has no row-level random access: a load reads its row group's column (`datasets` writes groups
@@ -159,7 +159,7 @@ def read_bytes(locator: tuple) -> bytes:
         return cell_bytes(arrow_table(path).column(column)[row].as_py())
     if kind == "parquet":
         _, path, column, group, offset = locator
-        return cell_bytes(_parquet_column(path, group, column)[offset].as_py())
+        return cell_bytes(parquet_column(path, group, column)[offset].as_py())
     raise ValueError(f"unknown image locator {locator!r}")
 
 

@@ -93,10 +93,10 @@ def read_image(locator: tuple, high_depth: bool = False) -> bytes:
     real sources give them, so every reader sees the right pixels.
     """
     if locator[0] == "parquet-item":
-        from .imagebytes import _parquet_column
+        from .imagebytes import parquet_column
 
         _, path, column, group, offset, pos = locator
-        value = _parquet_column(path, group, column)[offset].values[pos].as_py()
+        value = parquet_column(path, group, column)[offset].values[pos].as_py()
         data = value.get("bytes") if isinstance(value, dict) else value
         if not data:
             raise OSError(f"{path}: image bytes vanished from row group {group} row {offset} since it was indexed")

@@ -63,7 +63,7 @@ def _features_of(schema) -> dict:
         return {}
 
 
-def _tables(layout: str, fmt: str, files: Sequence[Path], split_name: str) -> Tables:
+def tables_of(layout: str, fmt: str, files: Sequence[Path], split_name: str) -> Tables:
     schema = _schema_of(fmt, files[0])
     return Tables(layout, fmt, tuple(files), split_name, tuple(schema.names), _features_of(schema))
 
@@ -82,7 +82,7 @@ def _saved_dataset(folder: Path, split_name: str, who: str) -> Tables:
     missing = [str(f) for f in files if not f.is_file()]
     if not files or missing:
         raise SourceError(f"{who}: {folder} is a save_to_disk folder without its Arrow files {missing or ''}")
-    return _tables("save_to_disk", "arrow", files, split_name)
+    return tables_of("save_to_disk", "arrow", files, split_name)
 
 
 def find_saved(root: Path, split: str, who: str) -> Tables | None:
@@ -122,7 +122,7 @@ def find_parquet(root: Path, split: str, config: str | None, who: str) -> Tables
         if on_disk not in aliases:
             raise SourceError(f"{who}: cannot read {root} as split {split!r}: parquet files are named "
                               f"SPLIT-XXXXX-of-NNNNN.parquet and this one names {on_disk!r}")
-        return _tables("parquet", "parquet", [root], on_disk)
+        return tables_of("parquet", "parquet", [root], on_disk)
     dirs = ([root / config] if config else []) + [root / "data", root]
     seen: list[str] = []
     for d in dirs:
@@ -133,7 +133,7 @@ def find_parquet(root: Path, split: str, config: str | None, who: str) -> Tables
             files += [d / f"{alias}.parquet"] if (d / f"{alias}.parquet").is_file() else []
             files += sorted((d / alias).glob("*.parquet")) if (d / alias).is_dir() else []
             if files:
-                return _tables("parquet", "parquet", files, alias)
+                return tables_of("parquet", "parquet", files, alias)
         seen += [str(p.relative_to(root)) for p in sorted(d.glob("*.parquet"))]
     if seen:
         raise SourceError(f"{who}: no parquet files for split {split!r} under {root}; found {sorted(set(seen))[:8]}")
@@ -175,7 +175,7 @@ def load_hub(spec: str, split: str, config: str | None, who: str) -> Tables:
         files = [Path(f["filename"]) for f in ds.cache_files]
         if not files:
             raise SourceError(f"{who}: {spec} loaded in memory only; save_to_disk it and pass the folder")
-        return _tables("hub", "arrow", files, alias)
+        return tables_of("hub", "arrow", files, alias)
     raise SourceError(f"{who}: {spec} has no split {split!r}: {'; '.join(errors)[:400]}")
 
 

@@ -13,12 +13,14 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import V2PEDataError
 
-class SourceUnavailable(RuntimeError):
+
+class SourceUnavailable(V2PEDataError, RuntimeError):
     """The source's local copy is missing (or a Hub id without a network): reported and skipped unless strict."""
 
 
-class SourceChanged(RuntimeError):
+class SourceChanged(V2PEDataError, RuntimeError):
     """An image that the index pass checked cannot be read any more: the source changed under the build."""
 
 

@@ -3,7 +3,10 @@
 A task turns a sample index into a `SamplePlan` (`plan(index)`), deterministically from the build's seed,
 and owns everything between opened sources and plans: which inputs it draws from, how their samples are
 mixed, what the smallest sample costs. The builder owns the rest (tokenizer, shards, workers, manifest),
-so adding a task is one module plus one entry of `tasks.TASKS`.
+so adding a task is one package plus one entry of `task_registry.TASKS`.
+
+A task reads the build config (`v2pe_data.config.BuildConfig`) by duck typing and never imports it: the
+config validates the keys every task shares, each task its own (its `Options`).
 
 Errors: a task raises `ConfigError` (v2pe_common.recipe) for arguments it cannot work with (an unknown
 option, a bin too small for any sample, no usable input): the builder reports them as usage errors.
@@ -14,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from v2pe_common.tiling import TOKENS_PER_TILE
+
 if TYPE_CHECKING:
-    from ..config import BuildConfig
     from ..plan import Accounting, SamplePlan
 
 
@@ -56,7 +60,7 @@ class Task(Protocol):
     inputs: list[Input]
 
     @classmethod
-    def open(cls, cfg: BuildConfig, acc: Accounting) -> Task: ...
+    def open(cls, cfg, acc: Accounting) -> Task: ...
 
     def plan(self, index: int) -> SamplePlan: ...
 
@@ -65,7 +69,7 @@ class Task(Protocol):
         ...
 
 
-def control_of(cfg: BuildConfig, acc: Accounting):
+def control_of(cfg, acc: Accounting):
     """The build's policy for control tokens in source text (`v2pe_common.control`); ConfigError names the key."""
     from v2pe_common.control import control_tokens
     from v2pe_common.recipe import ConfigError
@@ -78,12 +82,12 @@ def control_of(cfg: BuildConfig, acc: Accounting):
 
 def check_bin(floor: int, min_len: int, max_len: int, what: str) -> None:
     """The bin checks every task shares: the top must hold the smallest sample, and a bin narrower than one
-    tile (256 tokens) above that smallest sample may be impossible to hit exactly."""
+    tile (TOKENS_PER_TILE tokens) above that smallest sample may be impossible to hit exactly."""
     from v2pe_common.recipe import ConfigError
 
     if max_len < floor:
         raise ConfigError(f"--len {max_len} is smaller than {what} ({floor} tokens): no sample can be built; "
                           "use a larger --len")
-    if max_len - min_len < 256 and min_len > floor:
-        raise ConfigError(f"bin [{min_len}, {max_len}] is narrower than one image tile (256 tokens); widen it "
-                          "with --min-len")
+    if max_len - min_len < TOKENS_PER_TILE and min_len > floor:
+        raise ConfigError(f"bin [{min_len}, {max_len}] is narrower than one image tile ({TOKENS_PER_TILE} tokens); "
+                          "widen it with --min-len")

@@ -1,6 +1,6 @@
 """One shard task's output, per format and for all requested formats at once.
 
-`ShardOutput` wraps one format's shard writer (opened through the format registry, `formats.SPECS`) for
+`FormatOutput` wraps one format's shard writer (opened through the format registry, `formats.SPECS`) for
 one shard task, or one part of a byte-capped task: samples stream in through the writer protocol
 (`protocol`), `commit()` makes the output visible under its final name(s) and returns its manifest
 entries, `abort()` removes everything it wrote. `ShardOutputs` fans one sample stream out to several
@@ -28,7 +28,7 @@ class _WholeSample:
         self.end()
 
 
-class ShardOutput(_WholeSample):
+class FormatOutput(_WholeSample):
     """One format's output of one shard task: stream samples in, then `commit()` or `abort()`.
 
     Each format's writer stages its output under hidden temporary names and makes it visible on commit
@@ -108,10 +108,10 @@ class ShardOutputs(_WholeSample):
         unknown = [f for f in formats if f not in FORMATS]
         if unknown or len(set(formats)) != len(formats):
             raise ValueError(f"formats must be distinct values of {list(FORMATS)}, got {list(formats)}")
-        self.outputs: list[ShardOutput] = []
+        self.outputs: list[FormatOutput] = []
         try:
             for fmt in formats:
-                self.outputs.append(ShardOutput(fmt, out, split, index, part, **(options or {}).get(fmt, {})))
+                self.outputs.append(FormatOutput(fmt, out, split, index, part, **(options or {}).get(fmt, {})))
         except BaseException:
             self.abort()
             raise

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from v2pe_common.formats import read_records
 
-from .protocol import Committed, FileShard, ShardWriter, atomic_file_shard, shard_name
+from .mmniah import MMNIAHWriter, merge_parts
+from .protocol import ShardWriter, atomic_file_shard, shard_name
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ def _read_parquet(out: Path, entry: dict) -> Iterator[tuple[dict, dict[str, byte
 def _open_internvl(out: Path, split: str, index: int, part: int | None, **options) -> ShardWriter:
     from .internvl import InternVLShardWriter
 
-    writer = InternVLShardWriter(out / "internvl", shard_name(split, index, part), **options)
-    return FileShard(writer, writer.jsonl.tmp, writer.commit, writer.abort)
+    return InternVLShardWriter(out / "internvl", shard_name(split, index, part), **options)
 
 
 def _read_internvl(out: Path, entry: dict) -> Iterator[tuple[dict, dict[str, bytes]]]:
@@ -94,55 +94,11 @@ def _finalize_internvl(out: Path, name: str, shards: Sequence[dict], cfg) -> Non
 # -- mmniah ---------------------------------------------------------------------------------------
 MMNIAH_DIR = "mmniah"
 
-
-class MMNIAHPart:
-    """One shard task's MM-NIAH part (`mmniah.MMNIAHWriter` under OUT/mmniah), tallied per MM-NIAH file."""
-
-    def __init__(self, out: Path, name: str):
-        from ..tasks.long_mr import mmniah
-
-        self._mmniah = mmniah
-        self.writer = mmniah.MMNIAHWriter(out / MMNIAH_DIR, name)
-        self.staged = self.writer.staging
-        self._tally: dict[str, list[int]] = {}  # MM-NIAH file name -> [samples, tokens]
-        self._record: dict | None = None
-
-    def begin(self, record: dict) -> None:
-        self.writer.begin(record)
-        self._record = record
-
-    def add_image(self, name: str, data: bytes) -> None:
-        self.writer.add_image(name, data)
-
-    def end(self) -> None:
-        self.writer.end()
-        tally = self._tally.setdefault(self._mmniah.file_name(self._record), [0, 0])
-        tally[0] += 1
-        tally[1] += int(self._record["meta"]["num_tokens"])
-        self._record = None
-
-    @property
-    def num_samples(self) -> int:
-        return self.writer.num_samples
-
-    def size(self) -> int:
-        return self.writer.size()
-
-    def commit(self) -> list[Committed]:
-        return [Committed(path, *self._tally[path.name]) for path in self.writer.close()]
-
-    def abort(self) -> None:
-        try:
-            self.writer.abort()
-        except Exception:  # it runs while another error is on its way up; what is left is hidden and never read
-            pass
-
-
 def _read_mmniah(out: Path, entry: dict) -> Iterator[tuple[dict, dict[str, bytes]]]:
     """(MM-NIAH line, {image path as the line gives it: bytes}) per line of one part file, read as MM-NIAH's
     evaluation reads it: each line checked against MM-NIAH's invariants (MMNIAHError naming FILE:LINE and
     the field), its images inside OUT/mmniah/images."""
-    from ..tasks.long_mr.mmniah import IMAGES, read_file
+    from v2pe_common.formats.mmniah import IMAGES, read_file
 
     for sample in read_file(out / entry["path"], out / MMNIAH_DIR / IMAGES):
         paths = sample.line["images_list"] + (sample.line["meta"]["choices_image_path"] or [])
@@ -150,8 +106,6 @@ def _read_mmniah(out: Path, entry: dict) -> Iterator[tuple[dict, dict[str, bytes
 
 
 def _finalize_mmniah(out: Path, name: str, shards: Sequence[dict], cfg) -> None:
-    from ..tasks.long_mr.mmniah import merge_parts
-
     # the parts in shard order; a part's files are its folder's
     parts = dict.fromkeys(Path(s["path"]).parent.name for s in shards if s["format"] == "mmniah")
     merge_parts(out / MMNIAH_DIR, list(parts))
@@ -166,7 +120,7 @@ SPECS: dict[str, FormatSpec] = {
                            lambda split, index, part: f"internvl/annotations/{shard_name(split, index, part)}.jsonl",
                            _open_internvl, _read_internvl, finalize=_finalize_internvl),
     "mmniah": FormatSpec("mmniah", lambda split, index, part: f"{MMNIAH_DIR}/parts/{shard_name(split, index, part)}",
-                         lambda out, split, index, part: MMNIAHPart(out, shard_name(split, index, part)),
+                         lambda out, split, index, part: MMNIAHWriter(out / MMNIAH_DIR, shard_name(split, index, part)),
                          _read_mmniah, finalize=_finalize_mmniah, tasks=("long_mr",), records=False),
 }
 FORMATS = tuple(SPECS)

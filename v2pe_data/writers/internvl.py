@@ -43,7 +43,7 @@ from pathlib import Path
 from v2pe_common.formats.internvl import ANNOTATIONS_DIR, IMAGES_DIR, META_FILE, annotation_line, line_bytes
 
 from .atomic import AtomicFile, atomic_path, errors_name, write_json_atomic
-from .protocol import ImageOrder, WriterError
+from .protocol import Committed, ImageOrder, WriterError
 
 STAGING_DIR = ".tmp"
 _SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -84,7 +84,9 @@ class InternVLShardWriter:
         self._ids: list[str] = []  # samples with images, in order
         self._seen: set[str] = set()
         self._bytes = 0
+        self.staged = self.jsonl.tmp
         self.num_samples = 0
+        self.num_tokens = 0
 
     def begin(self, record: dict) -> None:
         key = record["id"]
@@ -113,6 +115,7 @@ class InternVLShardWriter:
         self._seen.add(self._record["id"])
         if self._record["images"]:
             self._ids.append(self._record["id"])
+        self.num_tokens += int(self._record["meta"]["num_tokens"])
         self._record = None
         self.num_samples += 1
 
@@ -123,8 +126,8 @@ class InternVLShardWriter:
         if not self._fh.closed:
             self._fh.close()
 
-    def commit(self) -> Path:
-        """Move the images into place, then rename the JSONL; returns the JSONL's final path."""
+    def commit(self) -> list[Committed]:
+        """Move the images into place, then rename the JSONL; returns the JSONL's final path and tallies."""
         if self._order.open:
             raise WriterError(f"shard {self.name}: commit with sample {self._order.key!r} open")
         with errors_name(self.jsonl.tmp):
@@ -141,7 +144,7 @@ class InternVLShardWriter:
             os.replace(self.staging / key, dest)
         self.staging.rmdir()
         _remove_if_empty(self.root / STAGING_DIR)
-        return self.jsonl.commit()
+        return [Committed(self.jsonl.commit(), self.num_samples, self.num_tokens)]
 
     def abort(self) -> None:
         """Remove the staged images and the temporary JSONL; never raises."""

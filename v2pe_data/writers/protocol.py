@@ -19,8 +19,10 @@ from typing import NamedTuple, Protocol
 
 from .atomic import AtomicFile
 
+from ..errors import V2PEDataError
 
-class WriterError(ValueError):
+
+class WriterError(V2PEDataError, ValueError):
     """The builder broke the writer protocol (images out of order, a sample left open, ...)."""
 
 

@@ -42,7 +42,7 @@ from v2pe_common.formats.internvl import InternVLSample, internvl_root, meta_ent
 from v2pe_common.formats.parquet import ParquetSample  # noqa: F401
 from v2pe_common.formats.wds import TarSample
 from v2pe_common.paths import cached_digest
-from v2pe_common.schema import MANIFEST_FILE
+from v2pe_common.buildfolder import MANIFEST_FILE
 
 FORMATS = formats.READ_FORMATS
 

@@ -25,7 +25,7 @@ from v2pe_common.paths import PathEscape, resolve_inside
 from v2pe_common.template import ChatTemplate
 from v2pe_common.tiling import TilingConfig, num_tiles
 from v2pe_common.tokenizer import TextTokenizer
-from v2pe_common.schema import MANIFEST_FILE
+from v2pe_common.buildfolder import MANIFEST_FILE
 
 from ..data.shards import ShardReadError, iter_samples, resolve_sources
 from ..errors import V2PETrainError

@@ -17,10 +17,6 @@ KINDS = ("invoice", "form", "report", "table", "bar_chart", "line_chart", "pie_c
 # Relative frequency of each kind in the default mix: about half pages, half charts and tables.
 KIND_WEIGHTS = {"invoice": 3, "form": 3, "report": 3, "table": 3, "bar_chart": 3, "line_chart": 2, "pie_chart": 2}
 
-# Identifier prefix per kind; with the code it names a document among distractors.
-PREFIX = {"invoice": "INV", "form": "F", "report": "R", "table": "T", "bar_chart": "C", "line_chart": "C",
-          "pie_chart": "C"}
-
 
 # ---------------------------------------------------------------------------------------------- tables
 

@@ -2,11 +2,11 @@
 
 Modules, one job each: `options` (typed options), `haystack` (document streams), `needles` (text needles),
 `pictures` (image needles and pixel work), `subsets` (the eight subsets' designs), `context` (filling,
-placing, exact positions), `prompt` (the MM-NIAH question turn), `plan` (the task), `mmniah` (the MM-NIAH
-file format: codec, validator, reader, writer).
+placing, exact positions), `prompt` (the answer turn), `task` (the task). The question turn and the MM-NIAH
+file format are `v2pe_common.formats.mmniah`, its writer `v2pe_data.writers.mmniah`.
 """
 
 from .options import SUBSETS, LongMROptions
-from .plan import LongMRTask
+from .task import LongMRTask
 
 __all__ = ["SUBSETS", "LongMROptions", "LongMRTask"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from v2pe_common.recipe import ConfigError, construct, unknown_key
 
+from ...depth import parse_grid
 from .haystack import IMAGES_PER_DOC, SHAPE_KEYS
 
 SUBSETS = ("text_retrieval", "text_retrieval_fake", "text_counting", "text_reasoning", "image_retrieval",
@@ -34,28 +35,11 @@ V2PE_SHARES = {"text_retrieval": 2.0, "image_retrieval": 4.5, "text_counting": 4
 HAYSTACK_KINDS = ("synthetic", "interleaved")
 NEEDLE_SOURCES = ("synthetic", "haystack")
 MAX_NEEDLES = 12
-MAX_GRID = 1001  # depth grid points: 0.001 apart over [0, 1]
 # Upper bounds of the synthetic haystack's document shape: a document of 200 paragraphs of 100 sentences is
 # far beyond a web page, and a bound keeps a typo from planning documents of billions of sentences.
 SHAPE_MAX = {"paragraphs": 200, "sentences": 100, "images": IMAGES_PER_DOC}
 _HAYSTACK_KEYS = {"kind", "path", "name", "max_pixels", *SHAPE_KEYS}
 _ALIASES = {"subsets": "subset"}
-
-
-def parse_grid(text: str) -> tuple[float, ...]:
-    """'0:1:0.2' -> (0.0, 0.2, 0.4, 0.6, 0.8, 1.0): START to STOP inclusive, STEP apart."""
-    parts = text.split(":")
-    try:
-        start, stop, step = (float(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"depth: {text!r} is not a number or a grid START:STOP:STEP such as '0:1:0.2'") from None
-    if not (0.0 <= start <= stop <= 1.0) or not math.isfinite(step) or step <= 0:
-        raise ConfigError(f"depth: grid {text!r} needs 0 <= START <= STOP <= 1 and STEP > 0")
-    n = int(math.floor((stop - start) / step + 1e-9)) + 1  # finite: step > 0 and stop - start <= 1
-    if n > MAX_GRID:
-        raise ConfigError(f"depth: grid {text!r} has {n} points; at most {MAX_GRID} (a STEP of "
-                          f"{1 / (MAX_GRID - 1):g} or more over [0, 1])")
-    return tuple(round(start + i * step, 10) for i in range(n))
 
 
 @dataclass(frozen=True)

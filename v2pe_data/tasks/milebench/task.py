@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from v2pe_common.encoding import TokenCount
 from v2pe_common.recipe import ConfigError
 
-from ...plan import Accounting, Budget, PlanError, SamplePlan
+from ...plan import Accounting, Budget, PlanError, SamplePlan, sample_record
 from ...sources.base import SourceError
 from ...sources.registry import ExplainedLoads
 from ..base import Input, control_of
@@ -26,7 +27,6 @@ from .options import MileBenchOptions
 from .reader import BENCHMARK, Row, TaskSource, key_part, read_task, task_file
 
 TASK = "milebench"
-_SYNTHETIC_ENTRY = {"kind": "synthetic", "name": "synthetic", "mode": "concat", "share": 1.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ class MileBenchTask:
 
     @classmethod
     def open(cls, cfg, acc: Accounting) -> MileBenchTask:
-        if cfg.mode is not None or cfg.sources != [_SYNTHETIC_ENTRY]:
+        if not cfg.sources_untouched():
             raise ConfigError("milebench reads the MileBench folders of options.path (--option path=...), not "
                               "sources/--source/--mode")
         if cfg.depth is not None:
@@ -150,21 +150,14 @@ class MileBenchTask:
         images = ExplainedLoads(source, f"MileBench/{source.name}")
         items = [images.item(k) for k in s.row.images]
         row = s.row
-        meta = {
-            "seed": self.seed, "sample_index": index, "split": self.split, "mode": TASK,
-            "target_len": self.budget.max_len, "min_len": self.budget.min_len, "len_bin": self.budget.len_bin,
-            "num_tokens": s.text_tokens + s.image_tokens, "text_tokens": s.text_tokens,
-            "image_tokens": s.image_tokens, "tiles": list(s.tiles),
-            "image_sizes": [[it.width, it.height] for it in items],
-            "sources": [{**it.provenance("context"), "benchmark": BENCHMARK} for it in items],
-            "eval_benchmark": BENCHMARK,
-            "question_type": row.question_type, "choices": row.choices, "sample_id": row.sample_id,
-            "milebench_task": source.name, "source_file": row.where, "combined": self.options.combined,
-            **row.extra, **self.acc.meta(),
-        }
-        record = {"id": record_id(source.name, row.sample_id), "task": TASK, "subset": source.name,
-                  "images": [f"{i}.{it.ext}" for i, it in enumerate(items)], "conversations": _conversation(row),
-                  "answer": row.response, "meta": meta}
+        record = sample_record(
+            id=record_id(source.name, row.sample_id), task=TASK, subset=source.name, items=items,
+            conversations=_conversation(row), answer=row.response, seed=self.seed, index=index, split=self.split,
+            mode=TASK, budget=self.budget, acc=self.acc, tiles=s.tiles,
+            counted=TokenCount(s.text_tokens, s.image_tokens),
+            sources=[{**it.provenance("context"), "benchmark": BENCHMARK} for it in items],
+            eval_benchmark=BENCHMARK, question_type=row.question_type, choices=row.choices, sample_id=row.sample_id,
+            milebench_task=source.name, source_file=row.where, combined=self.options.combined, **row.extra)
         return SamplePlan(record=record, items=items, rejected={})
 
 

@@ -1,4 +1,6 @@
-"""MM-NIAH's file format for Long-MR records: codec, invariant check, reader and a streaming writer.
+"""MM-NIAH's file format: record <-> line codec, its prompt, the invariant check and the reader.
+
+The streaming writer is `v2pe_data/writers/mmniah.py`; Long-MR (`v2pe_data/tasks/long_mr/`) builds the records.
 
 Layout (as MM-NIAH ships `mm_niah_val/`, whose evaluation joins `images_list` to `root` = `.../images`):
 
@@ -22,18 +24,11 @@ or the inserted image itself), choices, choices_image_path}. The record's human 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from v2pe_common.formats.internvl import line_bytes
-from v2pe_common.tiling import IMAGE_PLACEHOLDER
-
-from ...writers.atomic import AtomicFile
-from ...writers.protocol import ImageOrder, WriterError
-from .prompt import CONTEXT_SEP, question_tail
+from ..tiling import IMAGE_PLACEHOLDER
 
 FILES = {"text_retrieval": "retrieval-text", "text_retrieval_fake": "retrieval-text",
          "text_counting": "counting-text", "text_reasoning": "reasoning-text", "image_retrieval": "retrieval-image",
@@ -42,6 +37,26 @@ FILES = {"text_retrieval": "retrieval-text", "text_retrieval_fake": "retrieval-t
 ANNOTATIONS, IMAGES, PARTS, STAGING = "annotations", "images", "parts", ".tmp"
 META_KEYS = ("placed_depth", "context_length", "context_length_text", "context_length_image", "num_images",
              "needles", "choices", "choices_image_path")
+
+
+# The question turn as MM-NIAH's evaluation builds it (`utils/tools.py:get_input`, then
+# f"{context}\n{question}"): text choices as "\nA. c0", image choices as "\nA. <image>", then the instruction.
+CONTEXT_SEP = "\n"  # between the context and the question
+CHOICE_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
+OPEN_SUFFIX = "\nAnswer the question using a single word or phrase."
+
+
+def letter(i: int) -> str:
+    return chr(ord("A") + i)
+
+
+def question_tail(question: str, choices: list[str] | None, num_choice_images: int) -> str:
+    """The question with its options and instruction: everything after `context + CONTEXT_SEP`."""
+    if choices:
+        return question + "".join(f"\n{letter(i)}. {c}" for i, c in enumerate(choices)) + CHOICE_SUFFIX
+    if num_choice_images:
+        return question + "".join(f"\n{letter(i)}. <image>" for i in range(num_choice_images)) + CHOICE_SUFFIX
+    return question + OPEN_SUFFIX
 
 
 class MMNIAHError(ValueError):
@@ -175,124 +190,3 @@ def _resolve(images: Path, rel: str, where: str) -> Path:
     if not path.is_file():
         raise MMNIAHError(f"{where}: image {rel!r} not found under {images}")
     return path
-
-
-# ------------------------------------------------------------------------------------------ writing
-
-
-class MMNIAHWriter:
-    """Streams records into the layout under `root` (begin / add_image / end, then close()).
-
-    With `part=None` it writes ROOT/annotations/*.jsonl itself. With a part name (one per shard task, so
-    workers never share a file) it writes ROOT/parts/<part>/*.jsonl, and `merge_parts` concatenates the
-    parts in order into ROOT/annotations with ids renumbered. Images are staged and moved into ROOT/images
-    before the annotation files are renamed into place, so a visible line always has its images.
-    """
-
-    format = "mmniah"
-
-    def __init__(self, root: str | Path, part: str | None = None):
-        self.root = Path(root)
-        self.folder = self.root / (ANNOTATIONS if part is None else f"{PARTS}/{part}")
-        self.staging = self.root / STAGING / (part or "_")
-        shutil.rmtree(self.staging, ignore_errors=True)  # left by a killed run of this part
-        self.staging.mkdir(parents=True)
-        self._order = ImageOrder()
-        self._files: dict[str, tuple[AtomicFile, object]] = {}
-        self._next: dict[str, int] = {}
-        self._record: dict | None = None
-        self._ids: list[str] = []
-        self._seen: set[str] = set()
-        self._bytes = 0
-        self.num_samples = 0
-
-    def begin(self, record: dict) -> None:
-        file_name(record)  # an unknown subset fails before any byte is written
-        if record["id"] in self._seen:
-            raise WriterError(f"sample id {record['id']!r} written twice under {self.folder}")
-        self._order.start(record)
-        self._record = record
-        self._seen.add(record["id"])
-        (self.staging / record["id"]).mkdir()
-
-    def add_image(self, name: str, data: bytes) -> None:
-        self._order.image(name)
-        with open(self.staging / self._order.key / name, "wb") as fh:
-            fh.write(data)
-        self._bytes += len(data)
-
-    def end(self) -> None:
-        self._order.finish()
-        record, self._record = self._record, None
-        name = file_name(record)
-        if name not in self._files:
-            target = AtomicFile(self.folder / name)
-            self._files[name] = (target, open(target.tmp, "wb"))
-        data = line_bytes(to_line(record, self._next.get(name, 0)))
-        self._next[name] = self._next.get(name, 0) + 1
-        self._files[name][1].write(data)
-        self._bytes += len(data)
-        self._ids.append(record["id"])
-        self.num_samples += 1
-
-    def size(self) -> int:
-        return self._bytes
-
-    def close(self) -> list[Path]:
-        """Move the images into place, then the annotation files; returns the annotation paths."""
-        if self._order.open:
-            raise WriterError(f"{self.folder}: close() with sample {self._order.key!r} open")
-        images = self.root / IMAGES
-        images.mkdir(parents=True, exist_ok=True)
-        for key in self._ids:
-            if (images / key).exists():  # left by an interrupted close of this part: same bytes
-                shutil.rmtree(images / key)
-            os.replace(self.staging / key, images / key)
-        self._ids = []
-        self._drop_staging()
-        out = []
-        for target, fh in self._files.values():
-            fh.close()
-            out.append(target.commit())
-        self._files = {}
-        return sorted(out)
-
-
-    def abort(self) -> None:
-        """Remove the staged images and the temporary annotation files; nothing becomes visible."""
-        for target, fh in self._files.values():
-            fh.close()
-            target.abort()
-        self._files = {}
-        self._drop_staging()
-
-    def _drop_staging(self) -> None:
-        """Remove this part's staging folder, and ROOT/.tmp once no part stages there (no empty folder left)."""
-        shutil.rmtree(self.staging, ignore_errors=True)
-        try:
-            (self.root / STAGING).rmdir()
-        except OSError:  # another part still stages there, or it is gone already
-            pass
-
-
-def merge_parts(root: str | Path, parts: list[str]) -> list[Path]:
-    """ROOT/parts/<part>/*.jsonl, in `parts` order, into ROOT/annotations/*.jsonl with ids from 0 per file."""
-    root = Path(root)
-    names = sorted({p.name for part in parts for p in (root / PARTS / part).glob("*.jsonl")})
-    out = []
-    for name in names:
-        target = AtomicFile(root / ANNOTATIONS / name)
-        with open(target.tmp, "wb") as dst:
-            n = 0
-            for part in parts:
-                src = root / PARTS / part / name
-                if not src.is_file():
-                    continue
-                with open(src, encoding="utf-8") as fh:
-                    for text in fh:
-                        line = json.loads(text)
-                        line["id"] = n
-                        dst.write(line_bytes(line))
-                        n += 1
-        out.append(target.commit())
-    return out

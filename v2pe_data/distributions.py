@@ -8,16 +8,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from v2pe_common import schema
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
+
+from .errors import FolderError
 
 
 def iter_records(out: Path) -> Iterator[dict]:
     """Every sample record of a build's tar shards, reading only the JSON members (image bytes are skipped).
 
-    A damaged build (a shard missing, cut short or garbled, a record that is not JSON) raises ValueError
+    A damaged build (a shard missing, cut short or garbled, a record that is not JSON) raises FolderError
     naming the shard and, where known, the last good sample: `v2pe-data validate` tells the whole story.
     """
-    manifest = schema.load_manifest(Path(out) / schema.MANIFEST_FILE)
+    try:
+        manifest = schema.load_manifest(Path(out) / MANIFEST_FILE)
+    except ValueError as exc:  # missing, not JSON, or not a manifest
+        raise FolderError(str(exc)) from None
     for shard in manifest["shards"]:
         if shard["format"] != "wds":
             continue
@@ -31,7 +37,7 @@ def iter_records(out: Path) -> Iterator[dict]:
                 last = key
         except (ShardReadError, BadMember) as exc:
             where = f"{path}" + (f" (after {last})" if last else "")
-            raise ValueError(f"{where}: damaged shard: {exc}; run `v2pe-data validate {out}`") from None
+            raise FolderError(f"{where}: damaged shard: {exc}; run `v2pe-data validate {out}`") from None
 
 
 def summarize(out: Path) -> dict:

@@ -7,10 +7,10 @@ and the number of canvases follows from the length goal. The target cell is draw
 
 from __future__ import annotations
 
-from ..canvas import CanvasLayout, canvas_item
-from ..plan import PlanError, SamplePlan, text_cost
-from ..records import Item
-from ..seeding import stable_rng
+from ...plan import PlanError, SamplePlan, sample_record, text_cost
+from ...records import Item
+from ...seeding import stable_rng
+from .canvas import CanvasLayout, canvas_item
 from .concat import INSTRUCTION, MAX_REPLANS, TaskContext
 
 DRAW_TRIES = 64
@@ -66,7 +66,8 @@ def plan(ctx: TaskContext, index: int, layout: CanvasLayout = CanvasLayout()) ->
             return result
         rejected["replanned_out_of_bin"] = rejected.get("replanned_out_of_bin", 0) + 1
     raise PlanError(
-        f"sample {index}: no paste plan fits [{ctx.budget.min_len}, {ctx.budget.max_len}] tokens after {MAX_REPLANS} draws"
+        f"sample {index}: no paste plan fits [{ctx.budget.min_len}, {ctx.budget.max_len}] tokens after "
+        f"{MAX_REPLANS} draws"
     )
 
 
@@ -85,26 +86,19 @@ def _record(ctx: TaskContext, index: int, layout: CanvasLayout, pasted: list[Ite
     if not ctx.budget.contains(counted.total):
         return None
     t_canvas, t_cell = divmod(t, layout.cells)
-    meta = {
-        "seed": ctx.seed, "sample_index": index, "split": ctx.split, "mode": "paste",
-        "target_len": ctx.budget.max_len, "min_len": ctx.budget.min_len, "len_bin": ctx.budget.len_bin,
-        "num_tokens": counted.total, "text_tokens": counted.text, "image_tokens": counted.image,
-        "tiles": tiles, "image_sizes": [[c.width, c.height] for c in canvases],
-        "sources": [{"dataset": "paste", "split": ctx.split, "id": c.id, "doc_id": c.doc_id,
-                     "role": "target" if k == t_canvas else "context"} for k, c in enumerate(canvases)],
-        "pasted": [
-            {**it.provenance("target" if i == t else "distractor"), "canvas": i // layout.cells,
-             "cell": i % layout.cells, "label": labels[i], "box": list(layout.box(i % layout.cells))}
-            for i, it in enumerate(pasted)
-        ],
-        "canvas": {"grid": layout.grid, "cell": layout.cell, "size": layout.size},
-        "target_index": t_canvas, "target_cell": t_cell, "target_label": labels[t],
-        "depth": t / (len(pasted) - 1) if len(pasted) > 1 else 0.0,
-        "answers": list(target.answers), "question_type": target.question_type,
-        **ctx.acc.meta(),
-    }
-    record = {"id": sample_id, "task": ctx.task, "subset": f"{ctx.source.name}_paste", "images": [f"{k}.jpg" for k in range(n)],
-              "conversations": conv, "answer": target.answers[0], "meta": meta}
+    record = sample_record(
+        id=sample_id, task=ctx.task, subset=f"{ctx.source.name}_paste", items=canvases, conversations=conv,
+        answer=target.answers[0], seed=ctx.seed, index=index, split=ctx.split, mode="paste", budget=ctx.budget,
+        acc=ctx.acc, tiles=tiles, counted=counted,
+        sources=[{"dataset": "paste", "split": ctx.split, "id": c.id, "doc_id": c.doc_id,
+                  "role": "target" if k == t_canvas else "context"} for k, c in enumerate(canvases)],
+        pasted=[{**it.provenance("target" if i == t else "distractor"), "canvas": i // layout.cells,
+                 "cell": i % layout.cells, "label": labels[i], "box": list(layout.box(i % layout.cells))}
+                for i, it in enumerate(pasted)],
+        canvas={"grid": layout.grid, "cell": layout.cell, "size": layout.size},
+        target_index=t_canvas, target_cell=t_cell, target_label=labels[t],
+        depth=t / (len(pasted) - 1) if len(pasted) > 1 else 0.0,
+        answers=list(target.answers), question_type=target.question_type)
     return SamplePlan(record=record, items=canvases, rejected=rejected)
 
 

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from v2pe_common.images import to_rgb
+from v2pe_common.tiling import TILE_SIZE
 
-from .records import Item
+from ...records import Item
 
 LABEL_HEIGHT = 44
 PADDING = 8
@@ -24,7 +25,7 @@ JPEG_QUALITY = 90
 @dataclass(frozen=True)
 class CanvasLayout:
     grid: int = 3  # cells per side
-    cell: int = 448  # pixels per cell side: one InternVL tile
+    cell: int = TILE_SIZE  # pixels per cell side: one InternVL tile
 
     @property
     def size(self) -> int:

@@ -10,7 +10,10 @@ is never emitted out of bin. Planning touches no pixels: image items load (and p
 
 from __future__ import annotations
 
-from ...plan import Accounting, Budget, PlanError, SamplePlan
+from v2pe_common.formats.mmniah import CONTEXT_SEP, question_tail
+from v2pe_common.tiling import image_token_count
+
+from ...plan import Accounting, Budget, PlanError, SamplePlan, sample_record
 from ...records import Item
 from ...seeding import stable_rng, stable_seed
 from ...sources.base import SourceError
@@ -19,11 +22,10 @@ from ...sources.synthetic.ids import SPLIT_SIZE
 from . import context as cx
 from .haystack import open_haystack
 from .options import LongMROptions
-from .prompt import CONTEXT_SEP, answer_text, question_tail
+from .prompt import answer_text
 from .subsets import Design, DesignContext, design
 
 TASK = "long_mr"
-_SYNTHETIC_ENTRY = {"kind": "synthetic", "name": "synthetic", "mode": "concat", "share": 1.0}
 MAX_REPLANS = 16
 FLOOR_DRAWS = 16
 HAYSTACK_PICK_TRIES = 64
@@ -57,7 +59,7 @@ class LongMRTask:
 
         from ..base import control_of
 
-        if cfg.mode is not None or cfg.sources != [_SYNTHETIC_ENTRY]:
+        if not cfg.sources_untouched():
             raise ConfigError("long_mr draws from its haystack (options.haystack), not from sources/--source/--mode")
         raw = dict(cfg.options or {})
         if cfg.depth is not None:
@@ -105,7 +107,7 @@ class LongMRTask:
         picture of random size), so one draw would overstate it and refuse bins most designs fit. A bin above
         the floor can still be too small for some designs; those are re-drawn, and a sample none of whose
         draws fits fails with one line naming it."""
-        host = self.acc.tiling.tokens_per_tile + 2
+        host = image_token_count(1, self.acc.tiling)
         floors = []
         for subset in self._subsets:
             costs = []
@@ -225,22 +227,14 @@ class LongMRTask:
         sources = [it.provenance(role) for it, role in zip(items, roles)]
         sources += [it.provenance("target" if j == spec.answer else "distractor")
                     for j, it in enumerate(spec.choice_items)]
-        meta = {
-            "seed": self.seed, "sample_index": index, "split": self.split, "mode": "needle",
-            "target_len": self.budget.max_len, "min_len": self.budget.min_len, "len_bin": self.budget.len_bin,
-            "num_tokens": counted.total, "text_tokens": counted.text, "image_tokens": counted.image,
-            "tiles": tiles, "image_sizes": [[it.width, it.height] for it in items], "sources": sources,
-            "target_index": carriers or None, "depth": placed_depth, "target_depth": depth,
-            "question_type": spec.subset,
-            "question": spec.question, "question_offset": len(m.context) + len(CONTEXT_SEP),
-            "needles": needles, "placed_depth": placed_depth,
-            "choices": spec.choices, "choice_images": list(range(n_ctx, len(items))) or None,
-            "context_length": m.length, "context_length_text": m.text_length,
-            "context_length_image": m.image_length, "num_images": n_ctx, "haystack_documents": documents,
-            "design": spec.extra, **self.acc.meta(),
-        }
-        record = {"id": self._sample_id(index), "task": TASK, "subset": spec.subset,
-                  "images": [f"{i}.{it.ext}" for i, it in enumerate(items)], "conversations": conv,
-                  "answer": spec.answer, "meta": meta}
+        record = sample_record(
+            id=self._sample_id(index), task=TASK, subset=spec.subset, items=items, conversations=conv,
+            answer=spec.answer, seed=self.seed, index=index, split=self.split, mode="needle", budget=self.budget,
+            acc=self.acc, tiles=tiles, counted=counted, sources=sources,
+            target_index=carriers or None, depth=placed_depth, target_depth=depth, question_type=spec.subset,
+            question=spec.question, question_offset=len(m.context) + len(CONTEXT_SEP), needles=needles,
+            placed_depth=placed_depth, choices=spec.choices, choice_images=list(range(n_ctx, len(items))) or None,
+            context_length=m.length, context_length_text=m.text_length, context_length_image=m.image_length,
+            num_images=n_ctx, haystack_documents=documents, design=spec.extra)
         return SamplePlan(record=record, items=items, rejected={})
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..plan import Accounting, Budget, PlanError, SamplePlan, text_cost
-from ..records import Item
-from ..seeding import stable_rng
+from v2pe_common.tiling import image_token_count
+
+from ...plan import Accounting, Budget, PlanError, SamplePlan, sample_record, text_cost
+from ...records import Item
+from ...seeding import stable_rng
 
 INSTRUCTION = "Answer the question using a single word or phrase."
 # Candidates that overshoot the remaining budget before giving up on filling this draw.
@@ -118,34 +120,13 @@ def _record(ctx: TaskContext, index: int, items: list[Item], t: int, rejected: d
     if not ctx.budget.contains(counted.total):
         return None
     n = len(items)
-    record = {
-        "id": f"{ctx.task}-{ctx.split}-{index:08d}",
-        "task": ctx.task,
-        "subset": f"{ctx.source.name}_concat",
-        "images": [f"{i}.{it.ext}" for i, it in enumerate(items)],
-        "conversations": conv,
-        "answer": target.answers[0],
-        "meta": {
-            "seed": ctx.seed,
-            "sample_index": index,
-            "split": ctx.split,
-            "mode": "concat",
-            "target_len": ctx.budget.max_len,
-            "min_len": ctx.budget.min_len,
-            "len_bin": ctx.budget.len_bin,
-            "num_tokens": counted.total,
-            "text_tokens": counted.text,
-            "image_tokens": counted.image,
-            "tiles": tiles,
-            "image_sizes": [[it.width, it.height] for it in items],
-            "sources": [it.provenance("target" if i == t else "distractor") for i, it in enumerate(items)],
-            "target_index": t,
-            "depth": t / (n - 1) if n > 1 else 0.0,
-            "answers": list(target.answers),
-            "question_type": target.question_type,
-            **ctx.acc.meta(),
-        },
-    }
+    record = sample_record(
+        id=f"{ctx.task}-{ctx.split}-{index:08d}", task=ctx.task, subset=f"{ctx.source.name}_concat", items=items,
+        conversations=conv, answer=target.answers[0], seed=ctx.seed, index=index, split=ctx.split, mode="concat",
+        budget=ctx.budget, acc=ctx.acc, tiles=tiles, counted=counted,
+        sources=[it.provenance("target" if i == t else "distractor") for i, it in enumerate(items)],
+        target_index=t, depth=t / (n - 1) if n > 1 else 0.0, answers=list(target.answers),
+        question_type=target.question_type)
     return SamplePlan(record=record, items=items, rejected=rejected)
 
 
@@ -154,4 +135,4 @@ def min_sample_tokens(ctx: TaskContext) -> int:
     probe = ctx.source.item(0)
     label = 0 if _labelled(probe) else None
     text = text_cost(lambda n: conversations(probe.question, probe.answers[0], n, label), ctx.acc)(1)
-    return text + ctx.acc.tiling.tokens_per_tile + 2
+    return text + image_token_count(1, ctx.acc.tiling)

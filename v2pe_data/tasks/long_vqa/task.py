@@ -2,8 +2,8 @@
 
 Sample i's source is drawn by share from (seed, "mix", split, i), so a mix is as reproducible and
 worker-independent as one source. A source without a local copy (or without valid items of the split) is
-reported and skipped unless the build is strict. Options are the build's top-level keys `sources`,
-`mode`, `paste_grid` and `depth` (a float, or None for uniform).
+reported and skipped unless the build is strict. Options (`options.LongVQAOptions`) are the build's
+top-level keys `sources`, `mode`, `paste_grid` and `depth` (a float, or None for uniform).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from v2pe_common.recipe import ConfigError
 
-from ..canvas import CanvasLayout
-from ..plan import Accounting, Budget, SamplePlan
-from ..seeding import stable_rng
-from ..sources.registry import ExplainedLoads, SourceUnavailable, open_source
+from ...plan import Accounting, Budget, SamplePlan
+from ...seeding import stable_rng
+from ...sources.registry import ExplainedLoads, SourceUnavailable, open_source
+from ..base import Input, check_bin, control_of
 from . import concat, paste
-from .base import Input, check_bin, control_of
+from .canvas import CanvasLayout
+from .options import LongVQAOptions
 
 
 @dataclass
@@ -54,14 +55,10 @@ class LongVQATask:
 
     @classmethod
     def open(cls, cfg, acc: Accounting) -> LongVQATask:
-        if isinstance(cfg.depth, str):
-            raise ConfigError(f"depth: long_vqa takes a number in [0, 1] or none, not the grid {cfg.depth!r}")
-        if cfg.options:
-            raise ConfigError(f"options: long_vqa takes no task options (its keys are sources, mode, paste_grid, "
-                              f"depth); got {sorted(cfg.options)}")
+        options = LongVQAOptions.from_config(cfg)
         budget = Budget(cfg.min_length, cfg.length)
-        return cls([_open_slot(cfg, acc, budget, entry) for entry in cfg.sources], cfg.seed, cfg.split,
-                   CanvasLayout(grid=cfg.paste_grid))
+        return cls([_open_slot(cfg, acc, budget, entry, options.depth) for entry in options.sources], cfg.seed,
+                   cfg.split, CanvasLayout(grid=options.paste_grid))
 
     def check_feasible(self, min_len: int, max_len: int) -> None:
         floors = []
@@ -83,7 +80,7 @@ class LongVQATask:
         return self.slot_for(index).plan(index, self.layout)
 
 
-def _open_slot(cfg, acc: Accounting, budget: Budget, entry: dict) -> Slot:
+def _open_slot(cfg, acc: Accounting, budget: Budget, entry: dict, depth: float | None) -> Slot:
     try:
         source = open_source(entry, cfg.split, cfg.seed, cfg.image_format, strict=cfg.strict)
     except SourceUnavailable as exc:
@@ -103,5 +100,5 @@ def _open_slot(cfg, acc: Accounting, budget: Budget, entry: dict) -> Slot:
         return Slot(Input(entry, None, f"unavailable: no valid {cfg.split} items"), None)
     source = ExplainedLoads(source, entry["name"])
     ctx = concat.TaskContext(task=cfg.task, split=cfg.split, seed=cfg.seed, budget=budget, acc=acc, source=source,
-                             depth=cfg.depth)
+                             depth=depth)
     return Slot(Input(entry, source, "available"), ctx)
