@@ -32,6 +32,8 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
+from .config import saved_settings
+
 CKPT_DIR = "checkpoints"
 DCP_DIR = "dcp"  # torch.distributed.checkpoint's folder of a sharded (FSDP) checkpoint
 _STEP_NAME = re.compile(r"step_(\d{8,})")
@@ -175,7 +177,7 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
 
     from .export import save_model_config, save_tokenizer
 
-    config = (extra or {}).get("config") or {}
+    config = saved_settings((extra or {}).get("config") or {})
 
     final = step_dir(run, step)
     tmp = final.with_name(f".{final.name}.tmp")

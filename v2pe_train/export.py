@@ -21,6 +21,7 @@ from v2pe_common.template import get_template
 from v2pe_common.tokenizer import TextTokenizer
 
 from .checkpoint import CheckpointError, _read_json, checkpoints, step_dir
+from .config import saved_settings
 
 DEFAULT_TEMPLATE = "internlm2-chat"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -107,7 +108,7 @@ def export(run: str | Path, out: str | Path, *, step: int | None = None) -> Path
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty folder; export into a new or empty folder")
     meta = _read_json(source / "meta.json")
-    config = (meta.get("config") if isinstance(meta, dict) else None) or {}
+    config = saved_settings((meta.get("config") if isinstance(meta, dict) else None) or {})
     try:
         # The run's own model (its spec, seed and tokenizer) with this checkpoint's weights.
         gen = load_generator(source)

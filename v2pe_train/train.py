@@ -103,12 +103,12 @@ def _naming(batch, step: int):
 
 
 def resolve_tokenizer(cfg: TrainConfig) -> str | None:
-    if cfg.tokenizer:
-        return cfg.tokenizer
-    if cfg.model not in PRESETS and any((Path(cfg.model) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
-        return cfg.model
-    if is_hub_id(cfg.model):  # a Hub model repo carries its tokenizer; load_tokenizer fetches just those files
-        return cfg.model
+    if cfg.model.tokenizer:
+        return cfg.model.tokenizer
+    if cfg.model.name not in PRESETS and any((Path(cfg.model.name) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return cfg.model.name
+    if is_hub_id(cfg.model.name):  # a Hub model repo carries its tokenizer; load_tokenizer fetches just those files
+        return cfg.model.name
     return None
 
 
@@ -137,33 +137,33 @@ def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
     """Fail at once, with what is missing, before any process group or model exists (raises UsageError)."""
     if require_gpu and not torch.cuda.is_available():
         raise UsageError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
-    model_dir = cfg.model
-    if is_hub_id(cfg.model):  # its configs only, at once; the weights come when the model is built
+    model_dir = cfg.model.name
+    if is_hub_id(cfg.model.name):  # its configs only, at once; the weights come when the model is built
         try:
-            model_dir = resolve_hub_id(cfg.model, ("*.json",), "model")
+            model_dir = resolve_hub_id(cfg.model.name, ("*.json",), "model")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    if cfg.model not in PRESETS and not (Path(model_dir) / "config.json").is_file():
-        raise UsageError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
+    if cfg.model.name not in PRESETS and not (Path(model_dir) / "config.json").is_file():
+        raise UsageError(f"model: no checkpoint at {cfg.model.name!r} (expected a native InternVL folder with config.json; "
                          "convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
-    if cfg.cp > 1 and cfg.max_seq_len < 2 * cfg.cp:
-        raise UsageError(f"cp: {cfg.cp} ranks need sequences of at least {2 * cfg.cp} tokens (2 zigzag chunks a rank); "
-                         f"max_seq_len is {cfg.max_seq_len}")
-    if cfg.ring_backend == "flash":
+    if cfg.parallel.cp > 1 and cfg.data.max_seq_len < 2 * cfg.parallel.cp:
+        raise UsageError(f"cp: {cfg.parallel.cp} ranks need sequences of at least {2 * cfg.parallel.cp} tokens (2 zigzag chunks a rank); "
+                         f"max_seq_len is {cfg.data.max_seq_len}")
+    if cfg.parallel.ring_backend == "flash":
         from importlib.util import find_spec
 
         if not torch.cuda.is_available() or find_spec("flash_attn") is None or find_spec("ring_flash_attn") is None:
             raise UsageError("ring_backend: 'flash' needs CUDA plus flash-attn and ring-flash-attn "
                              "(pip install -e '.[gpu]'); use 'auto' or 'torch' on this machine")
-    if not cfg.data and not cfg.datasets:
+    if not cfg.data.paths and not cfg.data.datasets:
         raise UsageError("data: no data given (pass v2pe-data build folders with --data / DATA=...)")
-    for d in cfg.data + [spec["path"] for spec in cfg.datasets or []]:
+    for d in cfg.data.paths + [spec["path"] for spec in cfg.data.datasets or []]:
         import glob
 
         if not Path(d).exists() and not glob.glob(d):
             raise UsageError(f"data: {d!r} does not exist (build it with `v2pe-data build`, or run `make train-tiny`)")
-    if not cfg.allow_eval_data:
-        for d in cfg.data + [spec["path"] for spec in cfg.datasets or []]:
+    if not cfg.data.allow_eval_data:
+        for d in cfg.data.paths + [spec["path"] for spec in cfg.data.datasets or []]:
             found = eval_benchmarks(d)
             if found:
                 raise UsageError(f"data: {d!r} holds records built from the evaluation benchmark {found}: training on "
@@ -217,8 +217,8 @@ def attention_summary(cfg: TrainConfig, cp: int, ring: bool, device: torch.devic
         return "sdpa (cp=1, dense mask)"
     from .ring.select import choose_backend, describe, device_capability
 
-    dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision in ("auto", "bf16") else torch.float32
-    choice = choose_backend(device, dtype, head_dim, device_capability(device), cfg.ring_backend)
+    dtype = torch.bfloat16 if device.type == "cuda" and cfg.optim.precision in ("auto", "bf16") else torch.float32
+    choice = choose_backend(device, dtype, head_dim, device_capability(device), cfg.parallel.ring_backend)
     kernels = describe(choice)
     if choice.name == "torch_flash" and cp == 1:
         kernels = "torch varlen_attn"
@@ -229,40 +229,35 @@ def attention_summary(cfg: TrainConfig, cp: int, ring: bool, device: torch.devic
 
 def loader_config(cfg: TrainConfig, topo: Topology, device: torch.device) -> LoaderConfig:
     """The loader settings of a run: what the trainer reads, and what `v2pe-train inspect` shows."""
-    return LoaderConfig(data=cfg.data, datasets=cfg.datasets, format=cfg.data_format, max_seq_len=cfg.max_seq_len,
-                        max_tiles_per_pack=cfg.max_tiles_per_pack, seed=cfg.seed, num_epochs=None,
-                        dp_rank=topo.dp_rank, dp_size=topo.dp, cp_rank=topo.cp_rank, cp_size=topo.cp,
-                        template=cfg.template, position_mode=cfg.position_mode, stride=cfg.stride,
-                        pixel_dtype="bf16" if device.type == "cuda" else "fp32", strict=cfg.strict,
-                        verify=cfg.verify_shards, data_augment=cfg.data_augment, train_on_prompt=cfg.train_on_prompt,
-                        train_on_eos=cfg.train_on_eos, tiling_backend=cfg.tiling_backend,
-                        control_tokens=cfg.control_tokens, allow_eval_data=cfg.allow_eval_data)
+    return LoaderConfig.of(cfg.data, cfg.sample, seed=cfg.seed, num_epochs=None, dp_rank=topo.dp_rank,
+                           dp_size=topo.dp, cp_rank=topo.cp_rank, cp_size=topo.cp,
+                           pixel_dtype="bf16" if device.type == "cuda" else "fp32")
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, topo: Topology | None = None):
         self.cfg = cfg
-        self.topo = topo or topology_from_env(cfg.cp)
+        self.topo = topo or topology_from_env(cfg.parallel.cp)
         self.device = init_distributed(self.topo)
         torch.manual_seed(cfg.seed)
         self.run_dir = Path(cfg.out)
         self.tokenizer = load_tokenizer(resolve_tokenizer(cfg))
         # FSDP needs a process group: one process keeps the plain model (and DCP checkpoints, to reshard).
-        self.fsdp = cfg.data_parallel == "fsdp" and self.topo.world > 1
+        self.fsdp = cfg.parallel.data_parallel == "fsdp" and self.topo.world > 1
         # A large preset about to be sharded is built on meta: no rank ever holds all its fp32 weights.
-        on_meta = self.fsdp and builds_on_meta(cfg.model, self.tokenizer)
-        self.model = build_model(cfg.model, self.tokenizer, freeze_vision=cfg.freeze_vision,
-                                 freeze_projector=cfg.freeze_projector, freeze_language=cfg.freeze_language,
-                                 seed=cfg.seed, drop_path_rate=cfg.drop_path_rate,
+        on_meta = self.fsdp and builds_on_meta(cfg.model.name, self.tokenizer)
+        self.model = build_model(cfg.model.name, self.tokenizer, freeze_vision=cfg.model.freeze_vision,
+                                 freeze_projector=cfg.model.freeze_projector, freeze_language=cfg.model.freeze_language,
+                                 seed=cfg.seed, drop_path_rate=cfg.model.drop_path_rate,
                                  device="meta" if on_meta else None)
         if not on_meta:
             self.model = self.model.to(self.device)
-        if cfg.gradient_checkpointing:
+        if cfg.parallel.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
         context_parallel = None
         mesh = build_mesh(self.topo, self.device) if self.fsdp else None
-        varlen = cfg.attention == "varlen" or (cfg.attention == "auto" and self.device.type == "cuda")
+        varlen = cfg.parallel.attention == "varlen" or (cfg.parallel.attention == "auto" and self.device.type == "cuda")
         if self.topo.cp > 1 or varlen:
             # Under DDP with cp = 1 the group is this rank alone (groups() gives singletons): never the world.
             if mesh is not None:
@@ -271,7 +266,7 @@ class Trainer:
                 cp_group = groups(self.topo)[0] if self.topo.world > 1 else None
             pad_id = self.tokenizer.hf.pad_token_id
             context_parallel = ContextParallel(self.model, cp_group, self.topo.cp_rank, self.topo.cp,
-                                               pad_id=0 if pad_id is None else pad_id, backend=cfg.ring_backend,
+                                               pad_id=0 if pad_id is None else pad_id, backend=cfg.parallel.ring_backend,
                                                encode_empty=self.topo.dp > 1)
         if self.topo.rank == 0:
             text = self.model.config.text_config
@@ -289,14 +284,14 @@ class Trainer:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         try:
-            self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
-                                             eps=cfg.eps, decay_all=cfg.weight_decay_all)
+            self.optimizer = build_optimizer(self.model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
+                                             eps=cfg.optim.eps, decay_all=cfg.optim.weight_decay_all)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        self.scheduler = cosine_with_warmup(self.optimizer, total_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio,
-                                            min_lr_ratio=cfg.min_lr / cfg.lr)
+        self.scheduler = cosine_with_warmup(self.optimizer, total_steps=cfg.optim.max_steps, warmup_ratio=cfg.optim.warmup_ratio,
+                                            min_lr_ratio=cfg.optim.min_lr / cfg.optim.lr)
         self.loader = TrainDataLoader(loader_config(cfg, self.topo, self.device), self.tokenizer,
-                                      num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+                                      num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")
         self.step = 0
         self.run_id = cfg.run_id()
 
@@ -305,8 +300,8 @@ class Trainer:
         return ckpt.save_checkpoint(
             self.run_dir, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             loader_state=self.loader.state_dict(), rank=self.topo.rank, world=self.topo.world, barrier=barrier,
-            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.keep_last, run_id=self.run_id,
-            tokenizer=self.tokenizer, sharded=self.cfg.data_parallel == "fsdp")
+            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.checkpoint.keep_last, run_id=self.run_id,
+            tokenizer=self.tokenizer, sharded=self.cfg.parallel.data_parallel == "fsdp")
 
     def clear_run_dir(self) -> None:
         """Delete an earlier run's files (RUN_FILES only; anything else in the folder stays)."""
@@ -353,7 +348,7 @@ class Trainer:
         sched._last_lr = lrs
         if self.topo.rank == 0:
             logger.warning("resumed at step %d under a schedule of %d steps: lr %.3g -> %.3g (max_steps grew)",
-                           self.step, self.cfg.max_steps, held[0], lrs[0])
+                           self.step, self.cfg.optim.max_steps, held[0], lrs[0])
 
     def _cut_log(self) -> None:
         """Keep log.jsonl rows up to the resumed step: the steps after it are trained (and logged) again."""
@@ -378,7 +373,7 @@ class Trainer:
         for b in micro_batches:
             lengths = [b.sample_lengths.tolist()]
             shifted = shift_labels(b.labels)
-            prepared.append((b, lengths, shifted, token_weights(shifted, lengths, cfg.loss_reduction)))
+            prepared.append((b, lengths, shifted, token_weights(shifted, lengths, cfg.optim.loss_reduction)))
         local_w = torch.stack([w.sum() for *_, w in prepared]).sum().to(torch.float64)
         # Every rank of a cp group holds the whole sequence's weights: count them once.
         denom = float(all_reduce_sum(local_w.to(self.device)).item()) / self.topo.cp
@@ -390,7 +385,7 @@ class Trainer:
         for i, (b, lengths, shifted, w) in enumerate(prepared):
             last = i == len(prepared) - 1
             sync = contextlib.nullcontext() if (last or self.topo.world == 1) else self._no_sync()
-            with sync, _autocast(self.device, cfg.precision), _naming(b, self.step):
+            with sync, _autocast(self.device, cfg.optim.precision), _naming(b, self.step):
                 sliced = b.tile_range is not None  # this cp rank's share of the pack's tiles, maybe none
                 ce = self.loss_module(b.input_ids.to(self.device), b.position_ids.to(self.device),
                                       b.pixel_values.to(self.device) if sliced or b.pixel_values.numel() else None,
@@ -417,7 +412,7 @@ class Trainer:
     def train_step(self, micro_batches) -> tuple[float, float, int]:
         total, denom, tokens = self.backward(micro_batches)
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+            [p for p in self.model.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor, already reduced over the shards
             grad_norm = grad_norm.full_tensor()
         grad_norm = float(grad_norm)
@@ -433,7 +428,7 @@ class Trainer:
 
         if max_steps is not None and max_steps < 0:
             raise UsageError(f"stop after {max_steps} steps: must be >= 0")
-        stop = self.cfg.max_steps if max_steps is None else min(max_steps, self.cfg.max_steps)
+        stop = self.cfg.optim.max_steps if max_steps is None else min(max_steps, self.cfg.optim.max_steps)
         rank0 = self.topo.rank == 0
         writer = None
         if rank0:
@@ -450,7 +445,7 @@ class Trainer:
         bar = tqdm(total=stop, initial=self.step, disable=not (progress and rank0), unit="step", desc="train")
         while self.step < stop:
             t0 = time.perf_counter()
-            micro = [next(it) for _ in range(self.cfg.grad_accum)]
+            micro = [next(it) for _ in range(self.cfg.optim.grad_accum)]
             loss, grad_norm, tokens = self.train_step(micro)
             dt = time.perf_counter() - t0
             if not math.isfinite(loss):
@@ -467,7 +462,7 @@ class Trainer:
                                              "tokens": tokens, "seconds": dt}) + "\n")
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / dt:.0f}", refresh=False)
                 bar.update(1)
-            if self.step % self.cfg.save_every == 0 or self.step == stop:
+            if self.step % self.cfg.checkpoint.save_every == 0 or self.step == stop:
                 self.save()
         bar.close()
         if writer:
