@@ -29,7 +29,6 @@ is given apart), with the ratio against cp = 1.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import os
@@ -60,7 +59,7 @@ def cp_child(build_dir: str, rank: int, world: int, args) -> dict:
     from v2pe_train.data import LoaderConfig, PackedLoader
 
     tok = load_tokenizer()
-    cfg = LoaderConfig(data=[build_dir], pixel_dtype=args.pixel_dtype, tiling_backend=args.tiling_backend,
+    cfg = LoaderConfig(paths=[build_dir], pixel_dtype=args.pixel_dtype, tiling_backend=args.tiling_backend,
                        position_mode=args.mode, cp_rank=rank, cp_size=world)
     loader = PackedLoader(cfg, tok)
     base = _proc_status_mib("VmRSS")
@@ -155,6 +154,7 @@ def main() -> None:
     from v2pe_common.tiling import num_tiles
     from v2pe_train.data import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, PackedLoader
     from v2pe_train.data.samples import PIXEL_DTYPES, SampleProcessor
+    from v2pe_train.data.options import SampleConfig
 
     length = parse_length(args.length)
     tmp = None
@@ -191,7 +191,8 @@ def main() -> None:
         for data, tiling in images:
             with Image.open(io.BytesIO(data)) as im:
                 sizes.append(num_tiles(im.width, im.height, tiling))
-        tilers = {b: SampleProcessor(tok, pixel_dtype=args.pixel_dtype, tiling_backend=b) for b in ("reference", "fast")}
+        tilers = {b: SampleProcessor(tok, SampleConfig(tiling_backend=b), pixel_dtype=args.pixel_dtype)
+                  for b in ("reference", "fast")}
         threads = torch.get_num_threads()
 
         def tiling_run(backend: str) -> tuple[float, int]:
@@ -208,7 +209,8 @@ def main() -> None:
                 torch.set_num_threads(threads)
 
         # the pixel agreement of the two backends on exactly the images timed (fp32 tiles, before any bf16 rounding)
-        fp32 = {b: SampleProcessor(tok, pixel_dtype="fp32", tiling_backend=b) for b in ("reference", "fast")}
+        fp32 = {b: SampleProcessor(tok, SampleConfig(tiling_backend=b), pixel_dtype="fp32")
+                for b in ("reference", "fast")}
         max_levels = mean_levels_sum = 0.0
         std = torch.tensor(STD).view(1, 3, 1, 1)
         for (data, tiling), n in zip(images, sizes):
@@ -222,7 +224,7 @@ def main() -> None:
             mean_levels_sum += float(levels.mean()) * n
         mean_levels = mean_levels_sum / sum(sizes)
 
-        lcfg = LoaderConfig(data=[str(out)], max_seq_len=length, position_mode=args.mode, pixel_dtype=args.pixel_dtype,
+        lcfg = LoaderConfig(paths=[str(out)], max_seq_len=length, position_mode=args.mode, pixel_dtype=args.pixel_dtype,
                             tiling_backend=args.tiling_backend)
         shard_files = [out / s["path"] for s in manifest["shards"] if s["format"] == lcfg.format]
         shard_bytes = sum(f.stat().st_size for f in shard_files)
@@ -236,7 +238,7 @@ def main() -> None:
 
         def loader(verify: bool = True) -> tuple[float, int, int, int, float]:
             paths.forget_digests()  # every round verifies from scratch, as a first epoch does
-            ld = PackedLoader(dataclasses.replace(lcfg, verify=verify), tok)
+            ld = PackedLoader(lcfg.model_copy(update={"verify_shards": verify}), tok)
             n = tokens = tiles = 0
             t0, c0 = time.perf_counter(), time.process_time()
             for batch in ld:

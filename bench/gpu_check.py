@@ -163,8 +163,8 @@ def measure_training(recipe: str, overrides: dict, steps: int) -> dict:
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    cfg = TrainConfig.from_yaml(ROOT / recipe, {**overrides, "max_steps": steps + 1, "save_every": 10**9,
-                                                "warmup_ratio": 0.0})
+    cfg = TrainConfig.from_yaml(ROOT / recipe, {**overrides, "optim.max_steps": steps + 1,
+                                                "checkpoint.save_every": 10**9, "optim.warmup_ratio": 0.0})
     trainer = Trainer(cfg)
     params = sum(p.numel() for p in trainer.model.parameters())
     it = iter(trainer.loader)
@@ -183,8 +183,8 @@ def measure_training(recipe: str, overrides: dict, steps: int) -> dict:
     step_s = statistics.median(times[1:])
     tok = statistics.median(tokens[1:])
     peak = peak_flops(torch.cuda.get_device_name() if cuda else "")
-    return {"model": cfg.model, "recipe": recipe, "params": params, "max_seq_len": cfg.max_seq_len,
-            "num_workers": cfg.num_workers, "gradient_checkpointing": cfg.gradient_checkpointing,
+    return {"model": cfg.model.name, "recipe": recipe, "params": params, "max_seq_len": cfg.data.max_seq_len,
+            "num_workers": cfg.data.num_workers, "gradient_checkpointing": cfg.parallel.gradient_checkpointing,
             "tokens_per_step": tok, "step_s": round(step_s, 4), "tokens_per_s": round(tok / step_s, 1),
             "mfu": round(6 * params * tok / step_s / peak, 4) if peak else None,
             "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
@@ -192,11 +192,11 @@ def measure_training(recipe: str, overrides: dict, steps: int) -> dict:
 
 
 def _train_overrides(args, data: Path, preset: str, out: str, workers: int) -> dict:
-    over = {"model": "tiny" if args.dry_run else preset, "data": [str(data)], "out": out,
-            "num_workers": 0 if args.dry_run else workers}
+    over = {"model.name": "tiny" if args.dry_run else preset, "data.paths": [str(data)], "out": out,
+            "data.num_workers": 0 if args.dry_run else workers}
     if args.dry_run:
         # Small enough that both training stages fit the CPU test's time budget on a shared machine.
-        over.update(max_seq_len=2048, precision="fp32", data_augment=False)
+        over.update({"data.max_seq_len": 2048, "optim.precision": "fp32", "sample.data_augment": False})
     return over
 
 

@@ -192,17 +192,19 @@ def train_recipe(cfg: StageConfig, *, model: Path | str, tokenizer: Path, data: 
     The tokenizer is named explicitly: the one the data was counted with, so the loader checks every
     sample's length against its meta whatever folder the model starts from.
     """
-    recipe = {
-        "model": str(model), "tokenizer": str(tokenizer), "data": [str(data)], "out": str(out),
-        "max_seq_len": cfg.seq_len, "position_mode": position_mode, "lr": cfg.lr, "warmup_ratio": cfg.warmup_ratio,
-        "max_steps": cfg.steps, "weight_decay": 0.0, "loss_reduction": "token", "precision": cfg.precision,
-        "save_every": save_every or cfg.save_every, "keep_last": keep_last, "log_every": 10, "seed": seed,
-        "tiling_backend": "fast", "train_on_prompt": cfg.train_on_prompt, "train_on_eos": cfg.train_on_eos,
-        "num_workers": cfg.num_workers,
-    }
+    sample = {"position_mode": position_mode, "tiling_backend": "fast", "train_on_prompt": cfg.train_on_prompt,
+              "train_on_eos": cfg.train_on_eos}
     if position_mode == "v2pe_fix":
-        recipe["stride"] = stride
-    return recipe
+        sample["stride"] = stride
+    return {
+        "model": {"name": str(model), "tokenizer": str(tokenizer)},
+        "data": {"paths": [str(data)], "max_seq_len": cfg.seq_len, "num_workers": cfg.num_workers},
+        "sample": sample,
+        "optim": {"lr": cfg.lr, "warmup_ratio": cfg.warmup_ratio, "max_steps": cfg.steps, "weight_decay": 0.0,
+                  "loss_reduction": "token", "precision": cfg.precision},
+        "checkpoint": {"save_every": save_every or cfg.save_every, "keep_last": keep_last},
+        "out": str(out), "log_every": 10, "seed": seed,
+    }
 
 
 def steps_done(run_dir: Path) -> int:
@@ -222,7 +224,7 @@ def train_command(cfg: StageConfig, recipe: dict, recipe_path: Path) -> list[str
     """The command that (re)starts the run of `recipe` (written to `recipe_path`), or None when it has finished."""
     run_dir = Path(recipe["out"])
     done = steps_done(run_dir)
-    if done >= recipe["max_steps"]:
+    if done >= recipe["optim"]["max_steps"]:
         return None
     recipe_path.parent.mkdir(parents=True, exist_ok=True)
     recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))

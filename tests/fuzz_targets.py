@@ -125,7 +125,7 @@ def internvl_lines(lines: list) -> None:
                                                              {"from": "gpt", "value": "noise"}]}
         (root / "a.jsonl").write_bytes(b"".join(_dump(x).replace(b"\n", b" ") + b"\n" for x in [*lines, good]))
         (root / "meta.json").write_text(json.dumps({"x": {"root": str(root), "annotation": "a.jsonl"}}))
-        loader = PackedLoader(LoaderConfig(data=[str(root / "meta.json")], shuffle=False, pixel_dtype="fp32"),
+        loader = PackedLoader(LoaderConfig(paths=[str(root / "meta.json")], shuffle=False, pixel_dtype="fp32"),
                               load_tokenizer())
         ids = [i for b in loader for i in b.ids]
         assert "good" in ids, "the valid line was lost"

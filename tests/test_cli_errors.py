@@ -4,7 +4,6 @@ runtime failure (exit 1) rather than a traceback, usage errors exit 2, and skipp
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

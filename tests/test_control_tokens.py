@@ -97,7 +97,7 @@ def test_a_long_mr_build_on_a_hostile_haystack_counts_or_neutralises_and_its_rec
         "out": str(tmp_path / "out")}), show_progress=False)
     counts = manifest["rejected"]["counts"]
     assert counts.get("special_token", 0) == (len(HOSTILE) if mode == "skip" else 0)
-    loader = PackedLoader(LoaderConfig(data=[str(tmp_path / "out")], shuffle=False), TOK)
+    loader = PackedLoader(LoaderConfig(paths=[str(tmp_path / "out")], shuffle=False), TOK)
     batches = list(loader)
     assert sum(b.num_samples for b in batches) == 2 and loader.stats.counts == {}
     for b in batches:
@@ -154,11 +154,11 @@ def foreign_meta(tmp_path):
 def test_foreign_lines_holding_control_tokens_are_counted_not_trained(foreign_meta):
     from v2pe_train.data import LoaderConfig, PackedLoader
 
-    loader = PackedLoader(LoaderConfig(data=[str(foreign_meta)], shuffle=False), TOK)
+    loader = PackedLoader(LoaderConfig(paths=[str(foreign_meta)], shuffle=False), TOK)
     assert [b.ids for b in loader] == [["ok"]]
     assert loader.stats.counts == {"special_token": 2}
     assert all("control token" in e for e in loader.stats.examples["special_token"])
-    loader = PackedLoader(LoaderConfig(data=[str(foreign_meta)], shuffle=False, control_tokens="neutralise"), TOK)
+    loader = PackedLoader(LoaderConfig(paths=[str(foreign_meta)], shuffle=False, control_tokens="neutralise"), TOK)
     batches = list(loader)
     assert [b.ids[0] for b in batches] == ["ok", "ctx", "turn"] and loader.stats.counts == {}
     for b in batches:
@@ -200,7 +200,6 @@ def test_the_trainer_names_the_samples_and_shards_of_a_pack_the_model_refuses():
 def test_a_training_recipe_can_opt_in_to_neutralising_control_tokens(foreign_meta, tmp_path):
     """`control_tokens` is a training recipe key too (foreign InternVL lines enter at training time): it reaches
     the run's loader, and a bad value is one error naming the key."""
-    import dataclasses
 
     import torch
 
@@ -210,13 +209,14 @@ def test_a_training_recipe_can_opt_in_to_neutralising_control_tokens(foreign_met
     from v2pe_train.parallel.mesh import Topology
     from v2pe_train.train import loader_config
 
-    (tmp_path / "r.yaml").write_text(f"data: [{foreign_meta}]\ncontrol_tokens: neutralise\nout: {tmp_path / 'run'}\n")
+    (tmp_path / "r.yaml").write_text(f"data: {{paths: [{foreign_meta}]}}\nsample: {{control_tokens: neutralise}}\n"
+                                     f"out: {tmp_path / 'run'}\n")
     cfg = TrainConfig.from_yaml(tmp_path / "r.yaml")
     lc = loader_config(cfg, Topology(rank=0, world=1, cp=1), torch.device("cpu"))
     assert lc.control_tokens == "neutralise"
-    loader = PackedLoader(dataclasses.replace(lc, num_epochs=1, shuffle=False), TOK)  # the trainer's is endless
+    loader = PackedLoader(lc.model_copy(update={"num_epochs": 1, "shuffle": False}), TOK)  # the trainer's is endless
     assert [i for b in loader for i in b.ids] == ["ok", "ctx", "turn"] and loader.stats.counts == {}
     assert loader_config(TrainConfig(data=[str(foreign_meta)]), Topology(rank=0, world=1, cp=1),
                          torch.device("cpu")).control_tokens == "skip"
-    with pytest.raises(ConfigError, match="control_tokens: choose one of"):
+    with pytest.raises(ConfigError, match=r"sample.control_tokens: must be one of \['skip', 'neutralise'\]"):
         TrainConfig(data=[str(foreign_meta)], control_tokens="ignore")

@@ -36,7 +36,7 @@ def shard(tmp_path_factory) -> str:
 
 
 def batches(shard: str, rank: int = 0, world: int = 1, **kw):
-    cfg = LoaderConfig(data=[shard], pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=4,
+    cfg = LoaderConfig(paths=[shard], pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=4,
                        cp_rank=rank, cp_size=world, **kw)
     loader = PackedLoader(cfg, TOK)
     return list(loader), loader
@@ -96,7 +96,7 @@ def record_of(sample_id: str) -> dict:
 
 def test_a_cp_rank_resumes_exactly_from_a_saved_state(shard):
     full, _ = batches(shard, 1, 3, max_seq_len=6000, buffer_size=4)
-    cfg = LoaderConfig(data=[shard], pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=4,
+    cfg = LoaderConfig(paths=[shard], pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=4,
                        cp_rank=1, cp_size=3, max_seq_len=6000, buffer_size=4)
     first = PackedLoader(cfg, TOK)
     it = iter(first)
@@ -154,7 +154,7 @@ def test_a_share_of_the_wrong_size_is_refused_naming_the_rank():
 
 def test_loader_config_refuses_a_cp_rank_outside_its_group():
     with pytest.raises(ValueError, match="need 0 <= cp_rank < cp_size, got cp_rank=2, cp_size=2"):
-        LoaderConfig(data=["x.tar"], cp_rank=2, cp_size=2)
+        LoaderConfig(paths=["x.tar"], cp_rank=2, cp_size=2)
 
 
 # -- the model side: pre-sliced pixels give the loss and gradients of the slicing path ---------------

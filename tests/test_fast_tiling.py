@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from v2pe_common.tiling import IMAGENET_STD, TilingConfig, num_tiles
 from v2pe_train.data.samples import SampleError, SampleProcessor
+from v2pe_train.data.options import SampleConfig
 
 MAX_LEVELS = 2.0  # the stated tolerance, in 8-bit levels (1/255 of the unnormalised range)
 MEAN_LEVELS = 0.25
@@ -58,7 +59,8 @@ def _tiles(backend: str, data: bytes, tiling: TilingConfig, **kw) -> torch.Tenso
     with Image.open(io.BytesIO(data)) as im:
         n = num_tiles(im.width, im.height, tiling)
     out = torch.empty((n, 3, tiling.tile_size, tiling.tile_size), dtype=torch.float32)
-    SampleProcessor(None, pixel_dtype="fp32", tiling_backend=backend).tile(data, "0.img", n, tiling, out, **kw)
+    processor = SampleProcessor(None, SampleConfig(tiling_backend=backend), pixel_dtype="fp32")
+    processor.tile(data, "0.img", n, tiling, out, **kw)
     return out
 
 
@@ -100,7 +102,7 @@ def test_fast_augmentation_draws_the_same_qualities_per_key_and_stays_near_the_r
     """JPEG re-encoding runs per tile on the fast path too: deterministic per key, off without one."""
     data = _encode(_picture(300, 200, seed=1), "RGB", "PNG")
     key = ("s1", 0, 3)
-    fast = SampleProcessor(None, pixel_dtype="fp32", tiling_backend="fast", data_augment=True, seed=5)
+    fast = SampleProcessor(None, SampleConfig(tiling_backend="fast", data_augment=True), pixel_dtype="fp32", seed=5)
     n = num_tiles(300, 200, SMALL)
 
     def run(proc, **kw):
@@ -112,13 +114,13 @@ def test_fast_augmentation_draws_the_same_qualities_per_key_and_stays_near_the_r
     assert torch.equal(first, run(fast, key=key))
     assert not torch.equal(first, run(fast, key=("s1", 0, 4)))
     assert torch.equal(run(fast), _tiles("fast", data, SMALL))  # no key: never augmented
-    ref = run(SampleProcessor(None, pixel_dtype="fp32", data_augment=True, seed=5), key=key)
+    ref = run(SampleProcessor(None, SampleConfig(data_augment=True), pixel_dtype="fp32", seed=5), key=key)
     # re-encoding may move a 2-level input difference by a quantisation step, never the picture
     assert float(_levels(first, ref).mean()) < 1.0
 
 
 def test_fast_backend_reports_undecodable_bytes_and_wrong_tile_counts_like_the_reference():
-    fast = SampleProcessor(None, pixel_dtype="fp32", tiling_backend="fast")
+    fast = SampleProcessor(None, SampleConfig(tiling_backend="fast"), pixel_dtype="fp32")
     out = torch.empty((1, 3, 56, 56))
     with pytest.raises(SampleError, match="image 0.img does not decode"):
         fast.tile(b"not an image", "0.img", 1, SMALL, out)
@@ -131,15 +133,15 @@ def test_an_unknown_tiling_backend_is_refused_with_the_key_named():
     from v2pe_train.data import LoaderConfig
 
     with pytest.raises(ValueError, match="tiling_backend must be one of .*'gpu'"):
-        LoaderConfig(data=["x"], tiling_backend="gpu")
+        LoaderConfig(paths=["x"], tiling_backend="gpu")
     with pytest.raises(ValueError, match="tiling_backend must be one of"):
-        SampleProcessor(None, tiling_backend="torchvision")
+        SampleConfig(tiling_backend="torchvision")
 
 
 def test_the_training_recipe_key_picks_the_tiling_backend_and_names_a_bad_one():
     from v2pe_train.config import ConfigError, TrainConfig
 
-    assert TrainConfig.from_dict({"tiling_backend": "fast"}).tiling_backend == "fast"
-    assert TrainConfig().tiling_backend == "reference"
-    with pytest.raises(ConfigError, match="tiling_backend: choose reference or fast"):
-        TrainConfig.from_dict({"tiling_backend": "turbo"})
+    assert TrainConfig.from_dict({"sample": {"tiling_backend": "fast"}}).sample.tiling_backend == "fast"
+    assert TrainConfig().sample.tiling_backend == "reference"
+    with pytest.raises(ConfigError, match=r"sample\.tiling_backend: must be one of \['fast', 'reference'\], got 'turb"):
+        TrainConfig.from_dict({"sample.tiling_backend": "turbo"})

@@ -217,7 +217,7 @@ def first_batch(shard):
     from tests.test_loader import TOK
     from v2pe_train.data import LoaderConfig, PackedLoader
 
-    return next(iter(PackedLoader(LoaderConfig(data=[shard], pixel_dtype="fp32", shuffle=False), TOK)))
+    return next(iter(PackedLoader(LoaderConfig(paths=[shard], pixel_dtype="fp32", shuffle=False), TOK)))
 
 
 def _tileless_worker(rank, world, group, cfg, shards):

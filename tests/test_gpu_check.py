@@ -121,11 +121,11 @@ def test_new_recipes_load(recipe):
 
     cfg = TrainConfig.from_yaml(ROOT / "recipes" / recipe, {"data": ["x"]} if "8b" in recipe else
                                 {"data": ["x"], "model": "2b"})
-    assert cfg.gradient_checkpointing and cfg.cp == 1
+    assert cfg.parallel.gradient_checkpointing and cfg.parallel.cp == 1
     if recipe == "train_128k_1gpu.yaml":
-        assert cfg.max_seq_len == 131072
+        assert cfg.data.max_seq_len == 131072
     else:
-        assert cfg.model == "8b" and cfg.data_parallel == "fsdp"
+        assert cfg.model.name == "8b" and cfg.parallel.data_parallel == "fsdp"
 
 
 def test_training_data_is_built_once_while_the_background_preparer_runs(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def retrieval(tmp_path_factory):
 
 
 def _first_pack(data: str, **kw):
-    loader = PackedLoader(LoaderConfig(data=[data], max_seq_len=2048, shuffle=False, num_epochs=1,
+    loader = PackedLoader(LoaderConfig(paths=[data], max_seq_len=2048, shuffle=False, num_epochs=1,
                                        pixel_dtype="fp32", **kw), TOK)
     return next(iter(loader))
 

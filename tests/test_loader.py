@@ -136,7 +136,7 @@ def assert_batches_equal(a, b) -> None:
 
 # -- content of a batch ---------------------------------------------------------------------------
 def test_every_sample_has_its_meta_length_and_tiles(shards):
-    batches, loader = cached_run(LoaderConfig(data=shards, pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=5))
+    batches, loader = cached_run(LoaderConfig(paths=shards, pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=5))
     assert sorted(ids_of(batches)) == SHARDED
     assert loader.stats.num_errors == 0 and loader.stats.samples == N
     for b in batches:
@@ -151,7 +151,7 @@ def test_every_sample_has_its_meta_length_and_tiles(shards):
 
 
 def test_labels_only_on_assistant_turns(shards):
-    batches, _ = cached_run(LoaderConfig(data=shards, max_seq_len=4096))
+    batches, _ = cached_run(LoaderConfig(paths=shards, max_seq_len=4096))
     seen = 0
     for b in batches:
         for sid, lo, hi, n_sup in zip(b.ids, b.cu_seqlens[:-1], b.cu_seqlens[1:], b.num_supervised):
@@ -178,14 +178,14 @@ def test_an_image_named_twice_fills_both_of_its_places(tmp_path):
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         add(tar, f"{record['id']}.json", json.dumps(record).encode())
         add(tar, f"{record['id']}.{name}", images[0])
-    (batch,), loader = run(LoaderConfig(data=[str(path)], pixel_dtype="fp32", shuffle=False))
+    (batch,), loader = run(LoaderConfig(paths=[str(path)], pixel_dtype="fp32", shuffle=False))
     assert loader.stats.num_errors == 0 and batch.image_tiles.tolist() == tiles
     first, second = batch.pixel_values[: tiles[0]], batch.pixel_values[tiles[0]:]
     assert torch.equal(first, second) and torch.isfinite(first).all() and first.abs().sum() > 0
 
 
 def test_train_on_prompt_supervises_every_text_token_and_no_image_token(shards):
-    batches, _ = run(LoaderConfig(data=shards[:1], max_seq_len=4096, train_on_prompt=True, shuffle=False))
+    batches, _ = run(LoaderConfig(paths=shards[:1], max_seq_len=4096, train_on_prompt=True, shuffle=False))
     for b in batches:
         ids, labels = b.input_ids[0], b.labels[0]
         sup = labels != -100
@@ -198,7 +198,7 @@ def test_train_on_prompt_supervises_every_text_token_and_no_image_token(shards):
 
 @pytest.mark.parametrize("mode", ["default", "v2pe_rnd"])
 def test_packed_positions_restart_per_sample_and_increase(shards, mode):
-    batches, _ = cached_run(LoaderConfig(data=shards, max_seq_len=4096, position_mode=mode))
+    batches, _ = cached_run(LoaderConfig(paths=shards, max_seq_len=4096, position_mode=mode))
     assert any(b.num_samples > 1 for b in batches)
     for b in batches:
         assert b.num_tokens <= 4096
@@ -221,8 +221,8 @@ def test_packed_positions_restart_per_sample_and_increase(shards, mode):
 
 
 def test_packs_match_an_unpacked_pass_sample_by_sample(shards):
-    single, _ = cached_run(LoaderConfig(data=shards, pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=5))
-    packed, _ = run(LoaderConfig(data=shards, pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=5,
+    single, _ = cached_run(LoaderConfig(paths=shards, pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=5))
+    packed, _ = run(LoaderConfig(paths=shards, pixel_dtype="fp32", shuffle=False, position_mode="v2pe_rnd", seed=5,
                                  max_seq_len=4096))
     ref = {b.ids[0]: b for b in single}
     for b in packed:
@@ -243,10 +243,10 @@ def test_imagenet_normalisation_and_dtype(tmp_path):
     buf = io.BytesIO()
     Image.new("RGB", (200, 200), (255, 255, 255)).save(buf, format="PNG")
     write_shard(tmp_path / "w.tar", [(rec, [buf.getvalue()])])
-    (b,), _ = run(LoaderConfig(data=[str(tmp_path / "w.tar")], pixel_dtype="fp32"))
+    (b,), _ = run(LoaderConfig(paths=[str(tmp_path / "w.tar")], pixel_dtype="fp32"))
     expect = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     assert np.allclose(b.pixel_values[0, :, 0, 0].numpy(), expect, atol=1e-4)
-    (b,), _ = run(LoaderConfig(data=[str(tmp_path / "w.tar")]))
+    (b,), _ = run(LoaderConfig(paths=[str(tmp_path / "w.tar")]))
     assert b.pixel_values.dtype == torch.bfloat16
 
 
@@ -257,7 +257,7 @@ RESUME_CFG = dict(seed=7, max_seq_len=2000, buffer_size=3, position_mode="v2pe_r
 @pytest.fixture(scope="module")
 def two_epochs(shards):
     """An uninterrupted 2-epoch packed run, with the loader state saved after every batch."""
-    cfg = LoaderConfig(data=shards, num_epochs=2, **RESUME_CFG)
+    cfg = LoaderConfig(paths=shards, num_epochs=2, **RESUME_CFG)
     loader = PackedLoader(cfg, TOK)
     batches, states = [], []
     for batch in loader:
@@ -269,8 +269,8 @@ def two_epochs(shards):
 def test_order_is_deterministic_per_seed(shards, two_epochs):
     _, batches, _ = two_epochs
     a = ids_of(batches)
-    b = ids_of(run(LoaderConfig(data=shards, num_epochs=1, **RESUME_CFG))[0])
-    c = ids_of(run(LoaderConfig(data=shards, num_epochs=1, **{**RESUME_CFG, "seed": 8}))[0])
+    b = ids_of(run(LoaderConfig(paths=shards, num_epochs=1, **RESUME_CFG))[0])
+    c = ids_of(run(LoaderConfig(paths=shards, num_epochs=1, **{**RESUME_CFG, "seed": 8}))[0])
     assert a[:N] == b and b != c
     assert a[:N] != a[N:]  # each epoch has its own shard order
     assert sorted(a[:N]) == sorted(a[N:]) == sorted(b) == sorted(c) == SHARDED
@@ -282,7 +282,7 @@ def test_dp_ranks_are_disjoint_and_cover_everything(shards, tmp_path, n_shards):
     if n_shards == 1:  # fewer shards than ranks: split every dp_size-th sample
         write_shard(tmp_path / "one.tar", SAMPLES[:5])
         data = [str(tmp_path / "one.tar")]
-    seen = [ids_of(run(LoaderConfig(data=data, seed=3, dp_rank=r, dp_size=2))[0]) for r in range(2)]
+    seen = [ids_of(run(LoaderConfig(paths=data, seed=3, dp_rank=r, dp_size=2))[0]) for r in range(2)]
     assert seen[0] and seen[1] and not set(seen[0]) & set(seen[1])
     expect = SHARDED if n_shards == 4 else [r["id"] for r, _ in SAMPLES[:5]]
     assert sorted(seen[0] + seen[1]) == sorted(expect)
@@ -305,17 +305,17 @@ def test_resume_from_state_gives_the_same_next_batches(two_epochs):
 
 
 def test_state_refuses_another_split(shards):
-    loader = PackedLoader(LoaderConfig(data=shards, seed=1), TOK)
+    loader = PackedLoader(LoaderConfig(paths=shards, seed=1), TOK)
     state = loader.state_dict()
     with pytest.raises(ValueError, match="seed"):
-        PackedLoader(LoaderConfig(data=shards, seed=2), TOK).load_state_dict(state)
+        PackedLoader(LoaderConfig(paths=shards, seed=2), TOK).load_state_dict(state)
     with pytest.raises(ValueError, match="dp_size"):
-        PackedLoader(LoaderConfig(data=shards, seed=1, dp_size=2), TOK).load_state_dict(state)
+        PackedLoader(LoaderConfig(paths=shards, seed=1, dp_size=2), TOK).load_state_dict(state)
 
 
 # -- limits and bad input -------------------------------------------------------------------------
 def test_too_long_samples_are_rejected_whole(shards):
-    batches, loader = run(LoaderConfig(data=shards, max_seq_len=1000))
+    batches, loader = run(LoaderConfig(paths=shards, max_seq_len=1000))
     kept = ids_of(batches)
     too_long = [i for i in SHARDED if BY_ID[i]["meta"]["num_tokens"] > 1000]
     assert too_long and loader.stats.counts["too_long"] == len(too_long)
@@ -326,13 +326,13 @@ def test_too_long_samples_are_rejected_whole(shards):
 
 
 def test_max_tiles_per_pack(shards):
-    batches, _ = run(LoaderConfig(data=shards, max_seq_len=16384, max_tiles_per_pack=6))
+    batches, _ = run(LoaderConfig(paths=shards, max_seq_len=16384, max_tiles_per_pack=6))
     assert all(b.num_tiles <= 6 for b in batches) and len(ids_of(batches)) == N
     assert any(b.num_samples > 1 for b in batches)
 
 
 def test_another_max_tiles_is_a_tiles_mismatch(shards):
-    batches, loader = run(LoaderConfig(data=shards, tiling=TilingConfig(max_tiles=2)))
+    batches, loader = run(LoaderConfig(paths=shards, tiling=TilingConfig(max_tiles=2)))
     assert loader.stats.counts["tiles_mismatch"] > 0
     assert "max_tiles=2" in loader.stats.examples["tiles_mismatch"][0]
     for b in batches:
@@ -351,11 +351,11 @@ def test_another_tokenizer_or_template_trusts_the_trainers_count(shards, tmp_pat
     other = load_tokenizer(str(d))
     assert other.sha256 != TOK.sha256
     with caplog.at_level(logging.WARNING, logger="v2pe_train.data"):
-        loader = PackedLoader(LoaderConfig(data=shards[:2]), other)
+        loader = PackedLoader(LoaderConfig(paths=shards[:2]), other)
         batches = list(loader)
     assert loader.stats.num_errors == 0 and len(batches) == 4
     assert sum("the data was counted with tokenizer" in r.getMessage() for r in caplog.records) == 1  # once
-    batches, loader = run(LoaderConfig(data=shards[:1], template="chatml"))  # a trainer override
+    batches, loader = run(LoaderConfig(paths=shards[:1], template="chatml"))  # a trainer override
     assert loader.stats.num_errors == 0
     assert all(b.num_tokens != BY_ID[b.ids[0]]["meta"]["num_tokens"] for b in batches)
 
@@ -366,7 +366,7 @@ def test_a_broken_length_promise_is_counted(tmp_path):
     rec["meta"]["num_tokens"] += 1
     rec["meta"]["text_tokens"] += 1
     write_shard(tmp_path / "l.tar", [(rec, images)])
-    batches, loader = run(LoaderConfig(data=[str(tmp_path / "l.tar")]))
+    batches, loader = run(LoaderConfig(paths=[str(tmp_path / "l.tar")]))
     assert batches == [] and loader.stats.counts == {"length_mismatch": 1}
     assert "l.tar:s00000: encodes to 450 tokens, $.meta.num_tokens says 451" in loader.stats.examples["length_mismatch"][0]
 
@@ -390,10 +390,10 @@ def test_tar_reader_notices_a_garbage_header_and_members_in_any_order(tmp_path):
         for name, data in reversed(list(zip(rec["images"], images))):
             add(tar, f"{rec['id']}.{name}", data)
         add(tar, f"{rec['id']}.json", json.dumps(rec).encode())
-    (b,), loader = run(LoaderConfig(data=[str(tmp_path / "o.tar")]))
+    (b,), loader = run(LoaderConfig(paths=[str(tmp_path / "o.tar")]))
     assert loader.stats.num_errors == 0 and b.ids == [rec["id"]] and b.image_tiles.tolist() == rec["meta"]["tiles"]
     write_shard(tmp_path / "p.tar", [SAMPLES[1]])
-    (expect,), _ = run(LoaderConfig(data=[str(tmp_path / "p.tar")]))
+    (expect,), _ = run(LoaderConfig(paths=[str(tmp_path / "p.tar")]))
     assert_batches_equal([b], [expect])
 
 
@@ -418,7 +418,7 @@ def bad_data(tmp_path_factory):
 
 def test_bad_input_is_counted_with_shard_and_key_and_the_rest_delivered(bad_data):
     data, good = bad_data
-    batches, loader = run(LoaderConfig(data=data, max_seq_len=4096))
+    batches, loader = run(LoaderConfig(paths=data, max_seq_len=4096))
     st = loader.stats
     assert sorted(ids_of(batches)) == good
     assert st.counts == {"missing_shard": 1, "corrupt_shard": 3, "bad_image": 1, "schema": 1}
@@ -434,7 +434,7 @@ def test_bad_input_is_counted_with_shard_and_key_and_the_rest_delivered(bad_data
 def test_endless_epochs_over_nothing_usable_raise_instead_of_spinning(bad_data):
     data, _ = bad_data
     with pytest.raises(LoaderError, match="a whole epoch over 2 shard"):
-        next(iter(PackedLoader(LoaderConfig(data=[data[1], data[5]], num_epochs=None), TOK)))
+        next(iter(PackedLoader(LoaderConfig(paths=[data[1], data[5]], num_epochs=None), TOK)))
 
 
 @pytest.mark.parametrize("name,match", [
@@ -446,7 +446,7 @@ def test_strict_raises_on_the_first_naming_shard_and_key(bad_data, name, match):
     data, _ = bad_data
     path = next(p for p in data if p.endswith(name))
     with pytest.raises(LoaderError, match=match):
-        run(LoaderConfig(data=[path], strict=True))
+        run(LoaderConfig(paths=[path], strict=True))
 
 
 def test_manifest_promises_are_checked(tmp_path, shards):
@@ -470,7 +470,7 @@ def test_manifest_promises_are_checked(tmp_path, shards):
                 "rejected": {"counts": {}, "examples": []}}
     schema.validate(manifest, schema.MANIFEST)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    batches, loader = run(LoaderConfig(data=[str(tmp_path)], shuffle=False))
+    batches, loader = run(LoaderConfig(paths=[str(tmp_path)], shuffle=False))
     assert len(ids_of(batches)) == 4
     assert loader.stats.counts == {"missing_shard": 1, "corrupt_shard": 1}
     assert "holds 2 samples, its manifest says 3" in loader.stats.examples["corrupt_shard"][0]
@@ -479,7 +479,7 @@ def test_manifest_promises_are_checked(tmp_path, shards):
 
 # -- torch integration ----------------------------------------------------------------------------
 def test_torch_dataloader_without_workers(shards):
-    cfg = LoaderConfig(data=shards, max_seq_len=4096)
+    cfg = LoaderConfig(paths=shards, max_seq_len=4096)
     expect = cached_run(cfg)[0]
     dl = torch.utils.data.DataLoader(LoaderDataset(cfg, TOK), batch_size=None, num_workers=0)
     assert_batches_equal(list(dl), expect)
@@ -488,7 +488,7 @@ def test_torch_dataloader_without_workers(shards):
 
 
 def test_workers_split_the_data_and_resume_exactly(shards):
-    cfg = LoaderConfig(data=shards, seed=4, max_seq_len=3000, buffer_size=4, num_epochs=None)
+    cfg = LoaderConfig(paths=shards, seed=4, max_seq_len=3000, buffer_size=4, num_epochs=None)
     take, cut = 10, 5
     dl = TrainDataLoader(cfg, TOK, num_workers=2)
     it = iter(dl)

@@ -37,7 +37,7 @@ def built(tmp_path_factory):
 
 def test_every_sample_has_the_length_its_meta_promises(built):
     out, records, first_image = built
-    loader = PackedLoader(LoaderConfig(data=[str(out)], pixel_dtype="fp32"), TOK)  # no packing: one sample a batch
+    loader = PackedLoader(LoaderConfig(paths=[str(out)], pixel_dtype="fp32"), TOK)  # no packing: one sample a batch
     batches = list(loader)
     assert loader.stats.num_errors == 0, loader.stats.summary()
     assert sorted(i for b in batches for i in b.ids) == sorted(records)
@@ -62,7 +62,7 @@ def test_every_sample_has_the_length_its_meta_promises(built):
 
 def test_packed_v2pe_rnd_batches_keep_each_sample_intact(built):
     out, records, _ = built
-    cfg = LoaderConfig(data=[str(out)], max_seq_len=16384, position_mode="v2pe_rnd", seed=3)
+    cfg = LoaderConfig(paths=[str(out)], max_seq_len=16384, position_mode="v2pe_rnd", seed=3)
     loader = PackedLoader(cfg, TOK)
     batches = list(loader)
     assert any(b.num_samples == 2 for b in batches)

@@ -48,7 +48,7 @@ def built(tmp_path_factory):
 def baseline(built):
     """An undamaged pass (the same batches in every format): input ids by sample id."""
     out, _, _ = built
-    loader = PackedLoader(LoaderConfig(data=[str(out)], shuffle=False), TOK)
+    loader = PackedLoader(LoaderConfig(paths=[str(out)], shuffle=False), TOK)
     batches = list(loader)
     assert loader.stats.num_errors == 0, loader.stats.summary()
     return {b.ids[0]: b.input_ids.clone() for b in batches}
@@ -121,7 +121,7 @@ def test_a_shard_that_differs_from_its_manifest_is_skipped_whole(built, tmp_path
         edit_first_answer(path)
     else:
         flip_in_first_image(path, first_tar_image(data / shard_path(built, "wds", 1)))
-    delivered, loader = run(LoaderConfig(data=[str(data)], format=fmt, shuffle=False))
+    delivered, loader = run(LoaderConfig(paths=[str(data)], format=fmt, shuffle=False))
     assert_shard_skipped_as_checksum(loader, delivered, built, fmt, bad=1)
 
 
@@ -133,7 +133,7 @@ def test_strict_stops_at_a_checksum_mismatch_naming_the_shard(built, tmp_path, f
         if fmt == "parquet" else edit_first_answer
     edit(data / shard_path(built, fmt, 0))
     with pytest.raises(LoaderError, match=rf"checksum: b/{shard_path(built, fmt, 0)}: sha256 .* differs"):
-        run(LoaderConfig(data=[str(data)], format=fmt, shuffle=False, strict=True))
+        run(LoaderConfig(paths=[str(data)], format=fmt, shuffle=False, strict=True))
 
 
 def rewrite_parquet_answer(path: Path) -> str:
@@ -158,12 +158,12 @@ def test_verify_false_reads_shards_edited_on_purpose(built, baseline, tmp_path, 
     data = copy_of(built, tmp_path)
     path = data / shard_path(built, fmt, 1)
     edited = rewrite_parquet_answer(path) if fmt == "parquet" else edit_first_answer(path)
-    delivered, loader = run(LoaderConfig(data=[str(data)], format=fmt, shuffle=False, verify=False))
+    delivered, loader = run(LoaderConfig(paths=[str(data)], format=fmt, shuffle=False, verify_shards=False))
     assert loader.stats.num_errors == 0, loader.stats.summary()
     assert set(delivered) == set(baseline)
     assert not torch.equal(delivered[edited], baseline[edited])  # the edit is what is trained on
     assert all(torch.equal(delivered[i], baseline[i]) for i in baseline if i != edited)
-    verified, loader = run(LoaderConfig(data=[str(data)], format=fmt, shuffle=False))
+    verified, loader = run(LoaderConfig(paths=[str(data)], format=fmt, shuffle=False))
     assert_shard_skipped_as_checksum(loader, verified, built, fmt, bad=1)
 
 
@@ -171,7 +171,7 @@ def test_a_truncated_shard_is_a_checksum_mismatch_before_any_sample(built, tmp_p
     data = copy_of(built, tmp_path)
     path = data / shard_path(built, "wds", 0)
     path.write_bytes(path.read_bytes()[:-4096])
-    delivered, loader = run(LoaderConfig(data=[str(data)], shuffle=False))
+    delivered, loader = run(LoaderConfig(paths=[str(data)], shuffle=False))
     assert_shard_skipped_as_checksum(loader, delivered, built, "wds", bad=0)
     assert "bytes, its manifest says" in loader.stats.examples["checksum"][0]
 
@@ -183,7 +183,7 @@ def test_a_resume_rereads_only_verified_shards(built, tmp_path):
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["shards"].reverse()  # read train-000001 first, so that train-000000's samples wait in the buffer
     (data / "manifest.json").write_text(json.dumps(manifest))
-    cfg = LoaderConfig(data=[str(data)], shuffle=False, max_seq_len=5000, buffer_size=4, num_epochs=2)
+    cfg = LoaderConfig(paths=[str(data)], shuffle=False, max_seq_len=5000, buffer_size=4, num_epochs=2)
     loader = PackedLoader(cfg, TOK)
     it = iter(loader)
     next(it)
@@ -205,13 +205,13 @@ def test_a_resume_rereads_only_verified_shards(built, tmp_path):
 def test_a_state_saved_before_a_rebuild_is_refused(built, tmp_path):
     """Same shard names, other manifest sha256: the saved offsets would point at other samples."""
     data = copy_of(built, tmp_path)
-    state = PackedLoader(LoaderConfig(data=[str(data)]), TOK).state_dict()
+    state = PackedLoader(LoaderConfig(paths=[str(data)]), TOK).state_dict()
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["shards"][0]["sha256"] = "f" * 64
     (data / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="manifest sha256 differ .* rebuilt"):
-        PackedLoader(LoaderConfig(data=[str(data)]), TOK).load_state_dict(state)
-    PackedLoader(LoaderConfig(data=[str(data)], verify=False), TOK).load_state_dict(state)
+        PackedLoader(LoaderConfig(paths=[str(data)]), TOK).load_state_dict(state)
+    PackedLoader(LoaderConfig(paths=[str(data)], verify_shards=False), TOK).load_state_dict(state)
 
 
 def test_a_shard_is_hashed_once_per_process_until_it_changes(tmp_path, monkeypatch):
@@ -253,7 +253,7 @@ def test_a_broken_tar_header_counts_once_as_corrupt_shard(built, tmp_path, membe
     blob = bytearray(path.read_bytes())
     blob[info.offset : info.offset + tarfile.BLOCKSIZE] = fill * tarfile.BLOCKSIZE
     path.write_bytes(bytes(blob))
-    delivered, loader = run(LoaderConfig(data=[str(data)], shuffle=False, verify=False))
+    delivered, loader = run(LoaderConfig(paths=[str(data)], shuffle=False, verify_shards=False))
     assert loader.stats.counts == {"corrupt_shard": 1}, loader.stats.summary()
     (example,) = loader.stats.examples["corrupt_shard"]
     owner = info.name.split(".")[0]
@@ -289,7 +289,7 @@ def test_internvl_image_paths_that_leave_the_root_are_never_read(built, tmp_path
     d["image"] = [str(root / d["image"][0])]  # absolute, inside the root
     one = root / "annotations" / "all.jsonl"  # a bare JSONL: no manifest hash, the root is its folder's parent
     one.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    delivered, loader = run(LoaderConfig(data=[str(one)], shuffle=False))
+    delivered, loader = run(LoaderConfig(paths=[str(one)], shuffle=False))
     assert set(delivered) == {d["id"]}
     assert loader.stats.counts == {"bad_image": 3}, loader.stats.summary()
     examples = loader.stats.examples["bad_image"]

@@ -102,7 +102,7 @@ def independent_count(line: dict, tiles: list[int]) -> tuple[int, int]:
 
 
 def test_released_layout_loads_with_counts_equal_to_an_independent_count(released):
-    loader = PackedLoader(LoaderConfig(data=[str(released / "meta.json")], shuffle=False, position_mode="v2pe_rnd"), TOK)
+    loader = PackedLoader(LoaderConfig(paths=[str(released / "meta.json")], shuffle=False, position_mode="v2pe_rnd"), TOK)
     batches = list(loader)
     assert loader.stats.num_errors == 0, loader.stats.summary()
     expected = {str(line["id"]): (tiles, *independent_count(line, tiles)) for line, tiles in VQA_LINES + MULTI_LINES}
@@ -127,7 +127,7 @@ def test_a_foreign_image_path_escaping_the_root_is_refused(released, tmp_path):
     ann = tmp_path / "bad.jsonl"
     ann.write_text("".join(json.dumps(line) + "\n" for line in lines))
     (tmp_path / "meta.json").write_text(json.dumps({"bad": {"root": "root", "annotation": "bad.jsonl", "repeat_time": 1}}))
-    loader = PackedLoader(LoaderConfig(data=[str(tmp_path / "meta.json")], shuffle=False), TOK)
+    loader = PackedLoader(LoaderConfig(paths=[str(tmp_path / "meta.json")], shuffle=False), TOK)
     assert [b.ids for b in loader] == [["text-2"]]
     assert loader.stats.counts == {"bad_image": 2}
     escape, missing = loader.stats.examples["bad_image"]
@@ -150,7 +150,7 @@ def test_bad_foreign_lines_are_counted_with_their_cause_and_the_rest_trains(rele
              VQA_LINES[2][0]]
     (tmp_path / "bad.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     (tmp_path / "meta.json").write_text(json.dumps({"bad": {"root": str(released / "data"), "annotation": "bad.jsonl"}}))
-    loader = PackedLoader(LoaderConfig(data=[str(tmp_path / "meta.json")], shuffle=False), TOK)
+    loader = PackedLoader(LoaderConfig(paths=[str(tmp_path / "meta.json")], shuffle=False), TOK)
     assert [b.ids for b in loader] == [["text-2"]]
     assert loader.stats.counts == {"schema": 3}
     video, tags, system = loader.stats.examples["schema"]

@@ -83,7 +83,7 @@ def runs(build_dir):
     """A packed, shuffled 2-epoch pass over each format, with the loader state after every batch."""
     out = {}
     for fmt in FORMATS:
-        cfg = LoaderConfig(data=[str(build_dir)], format=fmt, num_epochs=2, **PACKED)
+        cfg = LoaderConfig(paths=[str(build_dir)], format=fmt, num_epochs=2, **PACKED)
         loader = PackedLoader(cfg, TOK)
         batches, states = [], []
         for batch in loader:
@@ -117,20 +117,20 @@ def test_resume_gives_the_same_next_batches(runs, fmt):
         assert resumed.stats.samples == 2 * N
     # the state names its format's files: it cannot resume a run over another format
     with pytest.raises(ValueError, match="shards"):
-        PackedLoader(LoaderConfig(data=cfg.data, format="wds", num_epochs=2, **PACKED), TOK).load_state_dict(states[0])
+        PackedLoader(LoaderConfig(paths=cfg.paths, format="wds", num_epochs=2, **PACKED), TOK).load_state_dict(states[0])
 
 
 def test_direct_paths_glob_and_internvl_meta(build_dir):
     """A parquet glob (shards in name order) and internvl/meta.json (one merged annotation) give the same batches."""
     cfg = dict(num_epochs=1, shuffle=False, max_seq_len=10000)
-    pq, pq_loader = run(LoaderConfig(data=[str(build_dir / "parquet" / "*.parquet")], **cfg))
-    meta, loader = run(LoaderConfig(data=[str(build_dir / "internvl" / "meta.json")], **cfg))
+    pq, pq_loader = run(LoaderConfig(paths=[str(build_dir / "parquet" / "*.parquet")], **cfg))
+    meta, loader = run(LoaderConfig(paths=[str(build_dir / "internvl" / "meta.json")], **cfg))
     assert [r.format for r in pq_loader.shards] == ["parquet"] * 3
     assert len(loader.shards) == 1 and loader.shards[0].format == "internvl"
     assert pq_loader.stats.num_errors == loader.stats.num_errors == 0
     assert ids_of(pq) == [f"long_vqa-train-{i:08d}" for i in range(N)]
     assert_batches_equal(meta, pq)
-    (ref,) = PackedLoader(LoaderConfig(data=[str(build_dir / "internvl")]), TOK).shards  # a folder holding meta.json
+    (ref,) = PackedLoader(LoaderConfig(paths=[str(build_dir / "internvl")]), TOK).shards  # a folder holding meta.json
     assert ref.path == build_dir / "internvl" / "long_vqa_4k.jsonl" and ref.root == build_dir / "internvl"
 
 
@@ -140,7 +140,7 @@ def test_a_missing_internvl_image_is_counted_with_its_id(build_dir, tmp_path):
     line = json.loads((data / "internvl" / "annotations" / "train-000001.jsonl").read_text().splitlines()[1])
     gone = line["image"][-1]
     (data / "internvl" / gone).unlink()
-    batches, loader = run(LoaderConfig(data=[str(data)], format="internvl", shuffle=False))
+    batches, loader = run(LoaderConfig(paths=[str(data)], format="internvl", shuffle=False))
     assert loader.stats.counts == {"bad_image": 1}
     (example,) = loader.stats.examples["bad_image"]
     assert example.startswith(f"b4k/internvl/annotations/train-000001.jsonl:{line['id']}: image {gone} is missing")
@@ -165,7 +165,7 @@ def test_bad_parquet_and_jsonl_shards_are_counted(build_dir, tmp_path):
                 w.add_image(name, b"\xff\xd8 not an image" if k == 0 and n == len(images) - 1 else data)
             w.end()
     data = [str(cut), str(tmp_path / "gone.parquet"), str(ann / "broken.jsonl"), str(src[1]), str(undecodable)]
-    batches, loader = run(LoaderConfig(data=data, shuffle=False))
+    batches, loader = run(LoaderConfig(paths=data, shuffle=False))
     assert len(ids_of(batches)) == 2  # the good parquet shard
     assert loader.stats.counts == {"corrupt_shard": 1, "missing_shard": 1, "schema": 2, "bad_image": 2}
     first, second = (r["id"] for r, _ in read_parquet_samples(src[2]))
@@ -185,6 +185,6 @@ def test_a_folder_without_the_requested_format_is_refused(build_dir, tmp_path):
     manifest["shards"] = [s for s in manifest["shards"] if s["format"] == "wds"]
     (data / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"holds no 'parquet' shards \(formats present: wds\)"):
-        PackedLoader(LoaderConfig(data=[str(data)], format="parquet"), TOK)
+        PackedLoader(LoaderConfig(paths=[str(data)], format="parquet"), TOK)
     with pytest.raises(ValueError, match="format must be one of"):
-        LoaderConfig(data=[str(data)], format="zip")
+        LoaderConfig(paths=[str(data)], format="zip")

@@ -98,7 +98,7 @@ def test_every_sample_is_in_its_bin_and_its_target_depth_cycles_through_the_grid
 
 
 def test_the_trainers_loader_reads_the_build_unchanged_with_lengths_equal_to_meta(mix):
-    loader = PackedLoader(LoaderConfig(data=[str(mix)], shuffle=False, strict=True))
+    loader = PackedLoader(LoaderConfig(paths=[str(mix)], shuffle=False, strict=True))
     seen = {}
     for batch in loader:  # no max_seq_len: one sample per batch
         (sample_id,) = batch.ids

@@ -314,7 +314,6 @@ def test_milebench_records_are_refused_however_the_trainer_is_pointed_at_them(fx
     """The InternVL copy's own annotation files, and a copy of that folder away from its build (no manifest to
     read), are refused too: the preflight finds the build three levels up, the loader refuses each record that
     says it comes from an evaluation benchmark, unless the recipe allows it."""
-    import dataclasses
     import shutil
 
     import torch
@@ -337,7 +336,7 @@ def test_milebench_records_are_refused_however_the_trainer_is_pointed_at_them(fx
         train = TrainConfig(model="tiny", datasets=[{"path": str(tmp_path / "copy" / "meta.json")}],
                             out=str(tmp_path / "run"), allow_eval_data=allow)
         preflight(train)  # nothing above the copy says where it came from
-        loader = PackedLoader(dataclasses.replace(loader_config(train, topo, cpu), num_epochs=1), None)
+        loader = PackedLoader(loader_config(train, topo, cpu).model_copy(update={"num_epochs": 1}), None)
         if allow:
             assert sum(b.num_samples for b in loader) == 1
         else:

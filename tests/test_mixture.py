@@ -123,7 +123,7 @@ def test_bad_mixture_specs_are_refused_naming_the_key(sets):
         with pytest.raises(ValueError, match=message):
             PackedLoader(LoaderConfig(datasets=datasets), TOK)
     with pytest.raises(ValueError, match="not both"):
-        LoaderConfig(data=[a], datasets=[{"path": a}])
+        LoaderConfig(paths=[a], datasets=[{"path": a}])
 
 
 
@@ -157,6 +157,6 @@ def test_a_recipe_trains_on_a_mixture_and_names_a_bad_dataset_key(sets, tmp_path
 
 def test_plain_data_says_it_does_not_apply_a_meta_repeat_time(sets, caplog):
     with caplog.at_level("WARNING", logger="v2pe_train.data"):
-        ids = [i for b in PackedLoader(LoaderConfig(data=[str(sets / "c_meta.json")]), TOK) for i in b.ids]
+        ids = [i for b in PackedLoader(LoaderConfig(paths=[str(sets / "c_meta.json")]), TOK) for i in b.ids]
     assert len(ids) == SIZES["c"]
     assert any("c_half (0.5)" in r.message and "list the meta file under `datasets`" in r.message for r in caplog.records)

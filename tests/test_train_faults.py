@@ -244,17 +244,20 @@ def test_usage_errors_exit_2_and_runtime_failures_exit_1_with_one_error_line(dat
 
 def test_every_recipe_key_can_be_set_on_the_command_line_as_key_value(data, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"model: tiny\ndata: [{data}]\nmax_seq_len: 1024\nlr: 0.01\nmax_steps: 5\nprecision: fp32\n")
+    recipe.write_text(f"model: {{name: tiny}}\ndata: {{paths: [{data}], max_seq_len: 1024}}\n"
+                      "optim: {lr: 0.01, max_steps: 5, precision: fp32}\n")
     run = tmp_path / "run"
-    done = cli("--recipe", str(recipe), "lr=1e-3", "train_on_eos=false", "betas=[0.9, 0.95]", "max_steps=3",
-               "--out", str(run), "--max-steps", "1")  # a named flag wins over KEY=VALUE, which wins over the recipe
+    done = cli("--recipe", str(recipe), "optim.lr=1e-3", "sample.train_on_eos=false", "optim.betas=[0.9, 0.95]",
+               "optim.max_steps=3", "--out", str(run), "--max-steps", "1")  # a flag wins over KEY=VALUE over the recipe
     assert done.exit_code == 0, done.output
     identity = json.loads((run / "run.json").read_text())["identity"]
     assert (identity["lr"], identity["train_on_eos"], identity["betas"], identity["max_steps"]) == \
         (1e-3, False, [0.9, 0.95], 1)
-    for setting, said in (("max_step=2", "unknown key 'max_step'; did you mean 'max_steps'?"),
-                          ("lr=fast", "lr: expected float, got 'fast'"), ("lr", "'lr': expected KEY=VALUE"),
-                          ("lr=", "'lr=': expected KEY=VALUE"), ("data=[a", "data: '[a' is not a YAML value")):
+    assert json.loads((run / "config.json").read_text())["data"]["max_seq_len"] == 1024  # the section kept
+    for setting, said in (("optim.max_step=2", "unknown key 'optim.max_step'; did you mean 'optim.max_steps'?"),
+                          ("optim.lr=fast", "optim.lr: Input should be a valid number"),
+                          ("lr", "'lr': expected KEY=VALUE"), ("lr=", "'lr=': expected KEY=VALUE"),
+                          ("data.paths=[a", "data.paths: '[a' is not a YAML value")):
         refused = cli("--recipe", str(recipe), setting, "--check-only")
         assert refused.exit_code == 2 and said in one_error_line(refused), (setting, refused.stderr)
 
@@ -319,7 +322,7 @@ def test_float_keys_must_be_finite_and_betas_two_numbers_in_0_1(tmp_path, text, 
         TrainConfig.from_yaml(recipe)
     value = {"lr": float("inf"), "min_lr": float("nan")}.get(key)
     if value is not None:  # the Python API holds the same line
-        with pytest.raises(ConfigError, match=f"{key}: expected a finite number"):
+        with pytest.raises(ConfigError, match=f"{key}: Input should be a finite number"):
             TrainConfig(**{key: value})
 
 

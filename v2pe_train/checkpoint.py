@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from v2pe_common.tokenizer import load_tokenizer
 
-from .config import TrainConfig
+from .config import TrainConfig, saved_settings
 from .errors import V2PETrainError
 from .model import resolve_tokenizer
 from .model_files import save_model_config, save_tokenizer
@@ -184,7 +184,7 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
     from safetensors.torch import save_model
     from transformers import PreTrainedModel
 
-    config = (extra or {}).get("config") or {}
+    config = saved_settings((extra or {}).get("config") or {})
 
     final = step_dir(run, step)
     tmp = final.with_name(f".{final.name}.tmp")

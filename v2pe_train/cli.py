@@ -30,9 +30,9 @@ def _config(recipe: Optional[Path], overrides: dict, settings: Optional[list[str
 
     try:
         raw = read_recipe(recipe) if recipe else {}
-        raw.update(parse_settings(settings or []))  # KEY=null sets a key to null, as in the recipe
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        return TrainConfig.from_dict(raw, where=str(recipe) if recipe else "command line")
+        # KEY=null sets a key to null, as in the recipe; a flag left out changes nothing
+        return TrainConfig.from_dict(raw, str(recipe) if recipe else "command line", parse_settings(settings or []),
+                                     {k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
         fail(str(exc))
 
@@ -58,8 +58,9 @@ def _one_line(*usage: type[BaseException]):
         fail(str(exc), FAILURE)
 
 
-_SETTINGS_HELP = ("Recipe keys to override, as KEY=VALUE (YAML values: lr=1e-3 max_seq_len=64k "
-                  "data='[out/a, out/b]' train_on_eos=false); every key of the recipe can be set.")
+_SETTINGS_HELP = ("Recipe keys to override, as SECTION.KEY=VALUE (YAML values: optim.lr=1e-3 data.max_seq_len=64k "
+                  "data.paths='[out/a, out/b]' sample.train_on_eos=false); every key of the recipe can be set; "
+                  "`v2pe-train config show` lists them.")
 
 
 @app.command()
@@ -91,9 +92,10 @@ def train(
     from .preflight import check_run_dir, preflight
     from .train import train as run
 
-    cfg = _config(recipe, {"model": model, "data": list(data) if data else None, "out": out, "max_steps": max_steps,
-                           "cp": cp, "seed": seed, "lr": lr, "strict": strict or None,
-                           "verify_shards": False if no_verify_shards else None}, settings)
+    cfg = _config(recipe, {"model.name": model, "data.paths": list(data) if data else None, "out": out,
+                           "optim.max_steps": max_steps, "parallel.cp": cp, "seed": seed, "optim.lr": lr,
+                           "data.strict": strict or None, "data.verify_shards": False if no_verify_shards else None},
+                  settings)
     with _one_line(UsageError, RunMismatchError):
         preflight(cfg, require_gpu=require_gpu)
         if check_only:
@@ -104,7 +106,7 @@ def train(
     if result.losses:
         typer.echo(f"step {result.step}: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; run in {result.run_dir}")
     else:
-        stop = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
+        stop = cfg.optim.max_steps if stop_after is None else min(stop_after, cfg.optim.max_steps)
         typer.echo(f"step {result.step}: nothing to train (stop at step {stop}); run in {result.run_dir}")
 
 
@@ -133,6 +135,27 @@ def config_show(
         typer.echo(f"{(r['key'] + ': ' + r['type']).ljust(width)}  {value}\n{' ' * width}  {r['help']}")
 
 
+@config_app.command("migrate")
+def config_migrate(
+    recipe: Path = typer.Argument(..., help="A training recipe written with flat keys (lr: ..., cp: ...)."),
+    write: bool = typer.Option(False, "--write", help="Rewrite the file in place; default: print the result."),
+) -> None:
+    """Rewrite a flat recipe into sections (optim.lr, parallel.cp, ...), comments kept beside their keys."""
+    from .config import ConfigError, migrate
+
+    try:
+        text = migrate(recipe.read_text())
+    except OSError as exc:
+        fail(f"{recipe}: cannot read recipe: {exc.strerror}")
+    except ConfigError as exc:
+        fail(f"{recipe}: {exc}")
+    if write:
+        recipe.write_text(text)
+        typer.echo(f"{recipe}: migrated")
+    else:
+        typer.echo(text, nl=False)
+
+
 @app.command()
 def inspect(
     settings: Optional[list[str]] = typer.Argument(None, help=_SETTINGS_HELP, show_default=False),
@@ -152,8 +175,8 @@ def inspect(
     from .parallel.mesh import Topology
     from .train import loader_config
 
-    cfg = _config(recipe, {"data": list(data) if data else None}, settings)
-    if not cfg.data and not cfg.datasets:
+    cfg = _config(recipe, {"data.paths": list(data) if data else None}, settings)
+    if not cfg.data.paths and not cfg.data.datasets:
         fail("data: no data given (pass a recipe or --data)")
     with _one_line(UsageError, ValueError):
         tok = load_tokenizer(resolve_tokenizer(cfg))

@@ -1,227 +1,410 @@
-"""The training recipe: one typed config, loaded from YAML, validated at the boundary with errors naming the key."""
+"""The training recipe: one tree of typed sections, loaded from YAML, validated at the boundary (pydantic).
+
+    model:      what is trained (preset or checkpoint, tokenizer, frozen parts)
+    data:       what is read and how it is packed (v2pe_train.data.options.DataConfig)
+    sample:     how a record becomes ids, V2PE positions, targets, pixels (.data.options.SampleConfig)
+    optim:      optimizer, schedule, loss, precision
+    parallel:   context parallelism, data parallelism, attention kernels, activation checkpointing
+    checkpoint: how often checkpoints are written and how many are kept
+    out, seed, log_every: the run itself
+
+Every key is addressed as `section.key` (a recipe's nested mapping, or `optim.lr=1e-3` on the command line).
+Recipes written before the sections (flat `lr: 1e-3`) still load; each such key logs one deprecation line
+naming its new place. A run's id and identity are computed over the flat legacy names, so runs and their
+checkpoints written before the sections keep their ids.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import json
+import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from v2pe_common.control import MODES as CONTROL_MODES
-from v2pe_common.recipe import ConfigError, check_type, construct, read_recipe, setting, unknown_key
-from v2pe_common.lengths import parse_length
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .positions import MODES as POSITION_MODES
-from .positions import STRIDES
+from v2pe_common.recipe import ConfigError, read_recipe, unknown_key
+
+from .data.options import DataConfig, SampleConfig, Section, one_of
+
+log = logging.getLogger("v2pe_train.config")
 
 LOSS_REDUCTIONS = ("token", "square")
 PRECISIONS = ("auto", "fp32", "bf16")
-# Keys a resumed run may change: bookkeeping that leaves every batch, gradient and update as they were.
-# Everything else (lr, seed, data, max_steps, model, num_workers, ...) is the run's identity.
-RESUMABLE_KEYS = frozenset({"out", "log_every", "save_every", "keep_last", "strict", "verify_shards"})
-# Keys a resume may raise: users extend a finished run. The cosine schedule is then recomputed over the new
-# total from the step reached (the lr rises again where the old schedule had decayed), as transformers'
-# Trainer does when resumed with more steps; lowering them would cut a schedule short and stays refused.
-EXTENSIBLE_KEYS = frozenset({"max_steps"})
-# The range of every integer key (README, training recipe): wide enough for any real run, narrow enough that no
-# value forks the machine to death (num_workers) or fails deep inside a library without naming the key (seed).
-LIMITS = {
-    "max_seq_len": (1, 2**24),  # 16M tokens, as the data side's `length`
-    "max_tiles_per_pack": (1, 10**6),
-    "max_steps": (1, 10**12),
-    "grad_accum": (1, 10**6),
-    "cp": (1, 4096),
-    "seed": (0, 2**63 - 1),
-    "log_every": (1, 10**12),
-    "save_every": (1, 10**12),
-    "keep_last": (1, 10**6),
-    "num_workers": (0, 256),
-}
 
 
-@dataclass(kw_only=True, slots=True)
-class TrainConfig:
+class ModelConfig(Section):
+    name: str = Field("tiny", min_length=1, description="'tiny' (random init, CPU-sized), '2b' / '8b' presets, a "
+                      "local native InternVL checkpoint folder, or a Hub id org/name")
+    tokenizer: Optional[str] = Field(None, description="tokenizer folder; default: the model folder's, or the bundled "
+                                     "one for tiny")
+    freeze_vision: bool = Field(False, description="keep the vision tower's weights fixed")
+    freeze_projector: bool = Field(False, description="keep the projector's weights fixed")
+    freeze_language: bool = Field(False, description="keep the language model's weights fixed")
+    drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth of the vision tower, in [0, 1); the "
+                                  "reference uses 0.1")
+
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _named(cls, value):
+        if value is None:
+            raise ValueError("give 'tiny', a preset ('2b', '8b'), a native InternVL checkpoint folder or a Hub id "
+                             "(recipes leaving it null expect --model)")
+        return value
+
+
+class OptimConfig(Section):
+    """Defaults: the published V2PE 32K recipe."""
+
+    lr: float = Field(5e-6, gt=0, allow_inf_nan=False, description="peak learning rate (AdamW)")
+    min_lr: float = Field(0.0, ge=0, allow_inf_nan=False, description="learning rate the cosine decays to, in [0, lr]")
+    weight_decay: float = Field(0.05, ge=0, allow_inf_nan=False, description="AdamW weight decay")
+    weight_decay_all: bool = Field(False, description="decay every trainable parameter, norms and biases too, as the "
+                                   "reference's DeepSpeed AdamW; false: matrices only (common practice)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas, two numbers in [0, 1)")
+    eps: float = Field(1e-8, ge=0, allow_inf_nan=False, description="AdamW epsilon")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of max_steps warming the lr up linearly from 0, "
+                                "in [0, 1)")
+    max_steps: int = Field(20000, ge=1, le=10**12, description="optimizer steps of the cosine schedule; may grow on "
+                           "--resume to extend a run")
+    grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False, description="gradient norm clip")
+    grad_accum: int = Field(1, ge=1, le=10**6, description="micro-batches (packs) per optimizer step and rank")
+    loss_reduction: str = Field("square", description="token (mean over target tokens) or square (the reference's: "
+                                "each sample weighted 1/sqrt(its targets))")
+    precision: str = Field("auto", description="auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16")
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas(cls, value):
+        # A string is a sequence too: "ab" must not pass as two betas.
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and 0 <= b < 1 for b in value)
+        if not ok:
+            raise ValueError(f"must be two finite numbers in [0, 1), got {value!r}")
+        return tuple(float(b) for b in value)
+
+    @field_validator("loss_reduction")
+    @classmethod
+    def _reduction(cls, value):
+        return one_of("loss_reduction", value, LOSS_REDUCTIONS)
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value):
+        return one_of("precision", value, PRECISIONS)
+
+    @model_validator(mode="after")
+    def _min_lr(self):
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr: must lie in [0, lr], got {self.min_lr} with lr {self.lr}")
+        return self
+
+
+class ParallelConfig(Section):
+    cp: int = Field(1, ge=1, le=4096, description="context-parallel degree (ring attention); world size = dp x cp")
+    data_parallel: str = Field("ddp", description="ddp (the model replicated) or fsdp (FSDP2: parameters, gradients "
+                               "and optimizer state sharded; checkpoints through torch.distributed.checkpoint)")
+    ring_backend: str = Field("auto", description="attention kernels: auto / torch (torch's own: flash on sm80+ in "
+                              "bf16, else SDPA) or flash (ring-flash-attn, the gpu extra)")
+    attention: str = Field("auto", description="how packed samples are kept apart with cp = 1: mask (an L x L block "
+                           "mask), varlen (cu_seqlens), auto (varlen on CUDA)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory)")
+
+    @field_validator("data_parallel")
+    @classmethod
+    def _dp(cls, value):
+        return one_of("data_parallel", value, ("ddp", "fsdp"))
+
+    @field_validator("ring_backend")
+    @classmethod
+    def _backend(cls, value):
+        return one_of("ring_backend", value, ("auto", "torch", "flash"))
+
+    @field_validator("attention")
+    @classmethod
+    def _attention(cls, value):
+        return one_of("attention", value, ("auto", "mask", "varlen"))
+
+
+class CheckpointConfig(Section):
+    save_every: int = Field(2500, ge=1, le=10**12, description="steps between checkpoints")
+    keep_last: int = Field(2, ge=1, le=10**6, description="checkpoints kept (the newest)")
+
+
+def _trainer_data() -> DataConfig:
+    return DataConfig(max_seq_len=34000)  # the loader alone packs without a limit; a run packs 34K by default
+
+
+class TrainConfig(Section):
     """Every key of a training recipe; `v2pe-train config show` lists them with their help."""
 
-    # what to train
-    model: str = setting("tiny", "'tiny' (random init, CPU-sized), '2b' / '8b' presets, or a local native InternVL "
-                                 "checkpoint folder")
-    tokenizer: str | None = setting(None, "tokenizer folder; default: the model folder's, or the bundled one for tiny")
-    data: list[str] = setting(list, "v2pe-data build folders (manifest.json) or tar files")
-    data_format: str = setting("wds", "which copy of a build to read: wds, parquet or internvl")
-    datasets: list | None = setting(None, "a train-time mixture instead of data: [{path, weight?, repeat_time?, "
-                                          "format?}] (v2pe_train/data/mixture.py)")
-    out: str = setting("runs/tiny", "run folder: checkpoints, log.jsonl, TensorBoard events")
-    # sequence and positions
-    max_seq_len: int = setting(34000, "tokens per packed sequence (34k, 64k also read)")
-    max_tiles_per_pack: int | None = setting(None, "tiles per pack at most (the reference's num_images_expected, 135); "
-                                                   "null: tokens alone decide")
-    position_mode: str = setting("v2pe_rnd", "default (δ = 1), v2pe_fix (one stride) or v2pe_rnd (a random stride "
-                                             "per image)")
-    stride: int | None = setting(None, "v2pe_fix's stride in {1, 2, 4, ..., 256} (δ = stride / 256)")
-    template: str | None = setting(None, "chat template; default: the one recorded in the data")
-    # optimisation (defaults: the published V2PE 32K recipe)
-    lr: float = setting(5e-6, "peak learning rate (AdamW)")
-    min_lr: float = setting(0.0, "learning rate the cosine decays to, in [0, lr]")
-    weight_decay: float = setting(0.05, "AdamW weight decay")
-    weight_decay_all: bool = setting(False, "decay every trainable parameter, norms and biases too, as the reference's "
-                                            "DeepSpeed AdamW; false: matrices only (common practice)")
-    betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas, two numbers in [0, 1)")
-    eps: float = setting(1e-8, "AdamW epsilon")
-    warmup_ratio: float = setting(0.03, "share of max_steps warming the lr up linearly from 0, in [0, 1)")
-    max_steps: int = setting(20000, "optimizer steps of the cosine schedule; may grow on --resume to extend a run")
-    grad_clip: float = setting(1.0, "gradient norm clip")
-    grad_accum: int = setting(1, "micro-batches (packs) per optimizer step and rank")
-    loss_reduction: str = setting("square", "token (mean over target tokens) or square (the reference's: each sample "
-                                            "weighted 1/sqrt(its targets))")
-    precision: str = setting("auto", "auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16")
-    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory)")
-    freeze_vision: bool = setting(False, "keep the vision tower's weights fixed")
-    freeze_projector: bool = setting(False, "keep the projector's weights fixed")
-    freeze_language: bool = setting(False, "keep the language model's weights fixed")
-    drop_path_rate: float = setting(0.0, "stochastic depth of the vision tower, in [0, 1); the reference uses 0.1")
-    data_augment: bool = setting(False, "re-encode every training tile as JPEG at quality 75..100")
-    train_on_prompt: bool = setting(False, "every text token is a target (system, user turns), not only the replies")
-    train_on_eos: bool = setting(True, "the end-of-turn marker closing each reply is a target (the reference's rule)")
-    tiling_backend: str = setting("reference", "reference (transformers' processor, pixel-exact with the data side) or "
-                                               "fast (torch resize, ~4.4x the tiles/s, within 2 levels)")
-    control_tokens: str = setting("skip", "a turn holding a control token (<IMG_CONTEXT>, <|im_start|>, ...): skip the "
-                                          "sample (counted as special_token) or neutralise the token")
-    # parallelism
-    cp: int = setting(1, "context-parallel degree (ring attention); world size = dp x cp")
-    ring_backend: str = setting("auto", "attention kernels: auto / torch (torch's own: flash on sm80+ in bf16, else "
-                                        "SDPA) or flash (ring-flash-attn, the gpu extra)")
-    attention: str = setting("auto", "how packed samples are kept apart with cp = 1: mask (an L x L block mask), "
-                                     "varlen (cu_seqlens), auto (varlen on CUDA)")
-    data_parallel: str = setting("ddp", "ddp (the model replicated) or fsdp (FSDP2: parameters, gradients and "
-                                        "optimizer state sharded; checkpoints through torch.distributed.checkpoint)")
-    # bookkeeping
-    seed: int = setting(0, "initialisation, data order and augmentation seed")
-    log_every: int = setting(1, "steps between log.jsonl / TensorBoard rows")
-    save_every: int = setting(2500, "steps between checkpoints")
-    keep_last: int = setting(2, "checkpoints kept (the newest)")
-    strict: bool = setting(False, "stop at the first bad shard, image or record instead of skipping and counting it")
-    verify_shards: bool = setting(True, "check each shard's sha256 against its manifest before reading it")
-    allow_eval_data: bool = setting(False, "train on builds made from an evaluation benchmark (MileBench); refused by "
-                                           "default: it contaminates its scores")
-    num_workers: int = setting(0, "data loader worker processes per rank")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=_trainer_data)
+    sample: SampleConfig = Field(default_factory=lambda: SampleConfig(position_mode="v2pe_rnd"))
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    out: str = Field("runs/tiny", description="run folder: checkpoints, log.jsonl, TensorBoard events")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="initialisation, data order and augmentation seed")
+    log_every: int = Field(1, ge=1, le=10**12, description="steps between log.jsonl / TensorBoard rows")
 
-    def __post_init__(self) -> None:
-        def need(cond: bool, key: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"{key}: {msg}")
+    def __init__(self, **values):
+        """Keyword arguments by section (`optim=OptimConfig(...)`, `optim={"lr": ...}`), dotted or by their
+        legacy flat names (`lr=1e-3`); a bad value raises ConfigError naming the key."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_first_error(exc)) from None
 
-        for f in dataclasses.fields(self):
-            if f.type == "float":
-                value = getattr(self, f.name)
-                need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-                     f.name, f"expected a finite number, got {value!r}")
-        need(bool(self.model), "model", "give 'tiny' or a local checkpoint directory")
-        need(isinstance(self.data, list) and all(isinstance(d, str) for d in self.data), "data",
-             "must be a list of build folders or tar paths")
-        if self.datasets is not None:
-            from .data.mixture import parse_datasets
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, raw):
+        return nest(raw, deprecate=False) if isinstance(raw, dict) else raw
 
-            try:
-                parse_datasets(self.datasets)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-            need(not self.data, "datasets", "give data (each source read once) or datasets (a mixture), not both")
-        for key, (lo, hi) in LIMITS.items():
-            value = getattr(self, key)
-            need(value is None or lo <= value <= hi, key, f"must lie in [{lo}, {hi}], got {value!r}")
-        need(self.tiling_backend in ("reference", "fast"), "tiling_backend", "choose reference or fast")
-        need(self.control_tokens in CONTROL_MODES, "control_tokens",
-             f"choose one of {list(CONTROL_MODES)}, got {self.control_tokens!r}")
-        need(self.data_format in ("wds", "parquet", "internvl"), "data_format", "choose wds, parquet or internvl")
-        need(self.position_mode in POSITION_MODES, "position_mode", f"choose one of {list(POSITION_MODES)}")
-        need(self.position_mode != "v2pe_fix" or self.stride in STRIDES, "stride",
-             "v2pe_fix needs stride in {1, 2, 4, ..., 256}")
-        need(self.lr > 0, "lr", "must be positive")
-        need(0 <= self.min_lr <= self.lr, "min_lr", "must lie in [0, lr]")
-        need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must lie in [0, 1)")
-        need(self.grad_clip > 0, "grad_clip", "must be positive")
-        need(self.eps >= 0, "eps", "must be >= 0")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(0 <= self.drop_path_rate < 1, "drop_path_rate", f"must lie in [0, 1), got {self.drop_path_rate}")
-        need(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"choose one of {list(LOSS_REDUCTIONS)}")
-        need(self.precision in PRECISIONS, "precision", f"choose one of {list(PRECISIONS)}")
-        need(self.ring_backend in ("auto", "torch", "flash"), "ring_backend", "choose auto, torch or flash")
-        need(self.attention in ("auto", "mask", "varlen"), "attention", "choose auto, mask or varlen")
-        need(self.data_parallel in ("ddp", "fsdp"), "data_parallel", f"choose ddp or fsdp, got {self.data_parallel!r}")
-        # A string is a sequence too: "ab" must not pass as two betas.
-        betas_ok = isinstance(self.betas, (list, tuple)) and len(self.betas) == 2 and all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and 0 <= b < 1
-            for b in self.betas)
-        need(betas_ok, "betas", f"must be two finite numbers in [0, 1), got {self.betas!r}")
-        self.betas = tuple(float(b) for b in self.betas)
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.data.paths and self.data.datasets is not None:
+            raise ValueError("data.datasets: give data.paths (each source read once) or data.datasets (a mixture), "
+                             "not both")
+        return self
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
+        """The nested mapping, as a recipe writes it (saved in every checkpoint's meta.json)."""
+        d = self.model_dump(mode="python")
+        d["optim"]["betas"] = list(self.optim.betas)
         return d
 
+    def flat(self) -> dict:
+        """{dotted key: value} of every leaf ('optim.lr': 5e-06, 'out': 'runs/tiny')."""
+        return flatten(self.to_dict())
+
     def identity(self) -> dict:
-        """The keys that make a run what it is: a checkpoint resumes only under the same values."""
-        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_KEYS}
+        """The keys that make a run what it is, by their legacy flat names: a checkpoint resumes only under
+        the same values (names kept, so the ids of runs written before the sections do not change)."""
+        return {LEGACY.get(k, k): v for k, v in self.flat().items() if k not in RESUMABLE_KEYS}
 
     def identity_changes(self, saved: dict, *, resuming: bool = False) -> list[str]:
-        """'key: <saved> saved, <now> now' for each identity key that differs from a saved config.
-
-        A key the saved config lacks (written before the key existed) counts as its default. When
-        `resuming`, an EXTENSIBLE_KEYS value raised above the saved one is not a change.
-        """
-        defaults = type(self)().to_dict()
+        """'key: <saved> saved, <now> now' for each identity key that differs from a saved config (nested, or
+        flat as written before the sections). A key the saved config lacks counts as its default. When
+        `resuming`, an EXTENSIBLE_KEYS value raised above the saved one is not a change."""
+        defaults = type(self)().identity()
         now = self.identity()
+        was_all = saved_settings(saved)
+        extensible = {LEGACY.get(k, k) for k in EXTENSIBLE_KEYS}
 
         def differs(k: str) -> bool:
-            was = saved.get(k, defaults[k])
-            return was != now[k] and not (resuming and k in EXTENSIBLE_KEYS and isinstance(was, int)
-                                          and now[k] > was)
+            was = was_all.get(k, defaults[k])
+            return was != now[k] and not (resuming and k in extensible and isinstance(was, int) and now[k] > was)
 
-        return [f"{k}: {saved.get(k, defaults[k])!r} saved, {now[k]!r} now" for k in sorted(now) if differs(k)]
+        return [f"{DOTTED.get(k, k)}: {was_all.get(k, defaults[k])!r} saved, {now[k]!r} now"
+                for k in sorted(now) if differs(k)]
 
     def run_id(self) -> str:
         """The run's id (its checkpoints carry it): the identity less EXTENSIBLE_KEYS, so an extended run
         keeps its id and its older checkpoints stay its own for `keep_last`."""
-        import hashlib
-        import json
-
-        key = {k: v for k, v in self.identity().items() if k not in EXTENSIBLE_KEYS}
+        extensible = {LEGACY.get(k, k) for k in EXTENSIBLE_KEYS}
+        key = {k: v for k, v in self.identity().items() if k not in extensible}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, raw: dict, where: str = "recipe") -> TrainConfig:
-        return construct(cls, raw, where, _kwargs)
+    def from_dict(cls, raw: dict, where: str = "recipe", *overrides: dict) -> TrainConfig:
+        """A recipe's mapping (nested, dotted `optim.lr` keys, or legacy flat keys) as a validated config, each
+        of `overrides` (command-line settings, flags) on top, key by key; a ConfigError names `where` and the key."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a mapping of keys to values")
+        try:
+            tree = nest(raw, deprecate=True, where=where)
+            for layer in overrides:
+                for key, value in nest(layer, deprecate=True, where="command line").items():
+                    if isinstance(value, dict) and isinstance(tree.get(key), dict):
+                        tree[key] = {**tree[key], **value}
+                    else:
+                        tree[key] = value
+            return cls.model_validate(tree)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {_first_error(exc)}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_saved(cls, raw: dict) -> TrainConfig:
+        """The config a checkpoint's meta.json holds, in either layout, without deprecation lines."""
+        return cls.model_validate(nest(raw or {}, deprecate=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None):
-        return cls.from_dict(read_recipe(path, overrides), where=str(path))
+        """The recipe at `path` with the non-None `overrides` on top."""
+        return cls.from_dict(read_recipe(path), str(path), {k: v for k, v in (overrides or {}).items()
+                                                             if v is not None})
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "sample": SampleConfig, "optim": OptimConfig,
+            "parallel": ParallelConfig, "checkpoint": CheckpointConfig}
+TOP_KEYS = ("out", "seed", "log_every")
+# Legacy flat key -> its dotted place; a few were renamed as they moved (model -> model.name, ...).
+DOTTED = {"model": "model.name", "data": "data.paths", "data_format": "data.format",
+          **{k: f"{s}.{k}" for s, c in SECTIONS.items() for k in c.model_fields
+             if (s, k) not in {("model", "name"), ("data", "paths"), ("data", "format")}}}
+LEGACY = {v: k for k, v in DOTTED.items()}
+# Keys a resumed run may change: bookkeeping that leaves every batch, gradient and update as they were.
+# Everything else (optim.lr, seed, data, optim.max_steps, model, data.num_workers, ...) is the run's identity.
+RESUMABLE_KEYS = frozenset({"out", "log_every", "checkpoint.save_every", "checkpoint.keep_last", "data.strict",
+                            "data.verify_shards"})
+# Keys a resume may raise: users extend a finished run. The cosine schedule is then recomputed over the new
+# total from the step reached (the lr rises again where the old schedule had decayed), as transformers'
+# Trainer does when resumed with more steps; lowering them would cut a schedule short and stays refused.
+EXTENSIBLE_KEYS = frozenset({"optim.max_steps"})
+
+
+def saved_settings(saved: dict) -> dict:
+    """A saved config or identity (nested, or flat as written before the sections) by legacy flat names;
+    keys this version does not know are left out (a reader takes what it needs, with a default)."""
+    out = {}
+    for key, value in (saved or {}).items():
+        if key in SECTIONS and isinstance(value, dict):
+            out.update({LEGACY.get(f"{key}.{k}", k): v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k in SECTIONS and not prefix:
+            out.update(flatten(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def nest(raw: dict, *, deprecate: bool, where: str = "recipe") -> dict:
+    """`raw` with dotted keys (`optim.lr`) and legacy flat keys (`lr`) moved into their sections.
+
+    A flat key whose name is also a section (`model: tiny`, `data: [out/a]`) is the legacy key when its
+    value is not a mapping. Unknown keys raise a ConfigError with the closest known key.
+    """
+    known = [f"{s}.{k}" for s, c in SECTIONS.items() for k in c.model_fields] + list(TOP_KEYS)
+    tree: dict = {}
+    for key, value in raw.items():
+        key = str(key)
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, v in value.items():
+                dotted = f"{key}.{sub}"
+                if dotted not in known:
+                    raise unknown_key(dotted, known)
+                tree.setdefault(key, {})[sub] = v
+            continue
+        if key in SECTIONS and isinstance(value, Section):
+            tree[key] = value
+            continue
+        if "." in key:
+            dotted = key
+        elif key in TOP_KEYS:
+            tree[key] = value
+            continue
+        elif key in DOTTED:
+            dotted = DOTTED[key]
+            if deprecate:
+                log.warning("%s: key %r is now %r (flat keys still load; write the section)", where, key, dotted)
+        else:
+            raise unknown_key(key, known)
+        if dotted not in known:
+            raise unknown_key(dotted, known)
+        section, sub = dotted.split(".", 1)
+        if isinstance(tree.get(section), Section):
+            tree[section] = tree[section].model_dump()
+        tree.setdefault(section, {})[sub] = value
+    return tree
+
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+    msg = err["msg"].removeprefix("Value error, ")
+    head, sep, rest = msg.partition(": ")
+    if sep and key in SECTIONS and head in SECTIONS[key].model_fields:  # a section's check across its keys
+        key, msg = f"{key}.{head}", rest
+    msg = msg.removeprefix(f"{key.rpartition('.')[2]} ")  # "tiling_backend must be ..." under its own key
+    if err["type"] == "extra_forbidden":
+        return str(unknown_key(key, [f"{s}.{k}" for s, c in SECTIONS.items() for k in c.model_fields]))
+    given = "" if err["type"] == "value_error" else f", got {err.get('input')!r}"
+    return f"{key}: {msg}{given}" if key else f"{msg}{given}"
 
 
 def describe(cfg: TrainConfig) -> list[dict]:
-    """Each key of `cfg`: name, type, value, default and one-line meaning, in the recipe's order."""
-    defaults = TrainConfig()
-    return [{"key": f.name, "type": str(f.type), "value": getattr(cfg, f.name),
-             "default": getattr(defaults, f.name), "help": f.metadata.get("help", "")}
-            for f in dataclasses.fields(TrainConfig)]
+    """Each key of `cfg`: dotted name, type, value, default and one-line meaning, section by section."""
+    defaults = TrainConfig().flat()
+    values = cfg.flat()
+    rows = []
+    for section, model in SECTIONS.items():
+        for name, f in model.model_fields.items():
+            key = f"{section}.{name}"
+            rows.append({"key": key, "type": _type_name(f.annotation), "value": values[key],
+                         "default": defaults[key], "help": f.description or ""})
+    for name in TOP_KEYS:
+        f = TrainConfig.model_fields[name]
+        rows.append({"key": name, "type": _type_name(f.annotation), "value": values[name], "default": defaults[name],
+                     "help": f.description or ""})
+    return rows
 
 
-def _kwargs(key: str, value, known: dict) -> dict:
-    if key not in known:
-        raise unknown_key(key, known)
-    return {key: _coerce(key, value, known[key].type)}
+def _type_name(annotation) -> str:
+    """'int', 'str | None', 'tuple[float, float]': the annotation as a recipe writer reads it."""
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    if getattr(annotation, "__origin__", None) is None or len(args) == len(annotation.__args__):
+        return getattr(annotation, "__name__", None) if not args else str(annotation).replace("typing.", "")
+    return f"{_type_name(args[0])} | None"
 
 
-def _coerce(key: str, value, annotation: str):
-    """YAML gives strings for lengths ('34k') and one path for a list of data; the rest is type-checked."""
-    if value is None:
-        return None
-    if key == "max_seq_len":
-        try:
-            return parse_length(value)
-        except ValueError as exc:
-            raise ConfigError(f"max_seq_len: {exc}") from None
-    if key == "data" and isinstance(value, str):
-        return [value]
-    return check_type(key, value, annotation)
+def migrate(text: str) -> str:
+    """A flat recipe's text rewritten into sections, its comments kept beside their keys.
+
+    A top-level `key: value` line (with the lines indented under it and the comment lines just above it) moves
+    under its section, renamed (`lr:` -> `optim:` / `  lr:`); comments before the first key stay on
+    top (the file's header). The result loads to the same config (checked), so a recipe is migrated or left as it was.
+    """
+    import yaml
+
+    lines = text.splitlines()
+    header: list[str] = []
+    blocks: list[tuple[str, list[str]]] = []  # (dotted key, its lines), in file order
+    pending: list[str] = []
+    for line in lines:
+        top = line[:1] not in ("", " ", "\t", "#", "-") and ":" in line
+        if top:
+            key = line.split(":", 1)[0].strip()
+            blocks.append((key, pending + [line]))
+            pending = []
+        elif line.startswith((" ", "\t", "-")) and blocks and not pending:
+            blocks[-1][1].append(line)
+        elif not blocks:  # the file's own comments, before its first key
+            header.append(line)
+        else:
+            pending.append(line)
+    out = list(header)
+    grouped: dict[str, list[str]] = {}
+    tops: list[str] = []
+    for key, block in blocks:
+        value = yaml.safe_load("\n".join(b for b in block if not b.lstrip().startswith("#")))
+        dotted = key if key in TOP_KEYS or (key in SECTIONS and isinstance(value.get(key), dict)) else DOTTED.get(key)
+        if dotted is None:
+            raise unknown_key(key, list(DOTTED) + list(TOP_KEYS))
+        if "." not in dotted:
+            tops += block
+            continue
+        section, leaf = dotted.split(".", 1)
+        renamed = [leaf + b[len(key):] if b.startswith(key + ":") else b for b in block]
+        grouped.setdefault(section, []).extend("  " + b if b.strip() else b for b in renamed)
+    for section in SECTIONS:
+        if section in grouped:
+            out += [f"{section}:", *grouped[section]]
+    out += tops + pending
+    result = "\n".join(out).rstrip("\n") + "\n"
+    if nest(yaml.safe_load(result) or {}, deprecate=False) != nest(yaml.safe_load(text) or {}, deprecate=False):
+        raise ConfigError("the migrated recipe would load differently; left as it was")
+    return result

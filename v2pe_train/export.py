@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import V2PETrainError
 from .checkpoint import CheckpointError, checkpoints, read_json, step_dir
+from .config import saved_settings
 from .eval.run import load_generator
 from .model import save_model
 
@@ -56,7 +57,7 @@ def export(run: str | Path, out: str | Path, *, step: int | None = None) -> Path
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty folder; export into a new or empty folder")
     meta = read_json(source / "meta.json")
-    config = (meta.get("config") if isinstance(meta, dict) else None) or {}
+    config = saved_settings((meta.get("config") if isinstance(meta, dict) else None) or {})
     try:
         # The run's own model (its spec, seed and tokenizer) with this checkpoint's weights.
         gen = load_generator(source)

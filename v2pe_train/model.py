@@ -384,11 +384,11 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer: TextTokenizer
 def resolve_tokenizer(cfg) -> str | None:
     """The tokenizer a run's config (a TrainConfig: `tokenizer`, `model`) trains with: the one it names, else the
     model folder's or Hub repo's own; None for a preset (the bundled tokenizer)."""
-    if cfg.tokenizer:
-        return cfg.tokenizer
-    folder = Path(cfg.model)
-    if cfg.model not in PRESETS and any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
-        return cfg.model
-    if is_hub_id(cfg.model):  # a Hub model repo carries its tokenizer; load_tokenizer fetches just those files
-        return cfg.model
+    if cfg.model.tokenizer:
+        return cfg.model.tokenizer
+    folder = Path(cfg.model.name)
+    if cfg.model.name not in PRESETS and any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return cfg.model.name
+    if is_hub_id(cfg.model.name):  # a Hub model repo carries its tokenizer; load_tokenizer fetches just those files
+        return cfg.model.name
     return None

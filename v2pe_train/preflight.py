@@ -53,34 +53,34 @@ def preflight(cfg: TrainConfig, *, require_gpu: bool = False) -> None:
     """Fail at once, with what is missing, before any process group or model exists (raises UsageError)."""
     if require_gpu and not torch.cuda.is_available():
         raise UsageError("this recipe needs a CUDA GPU and none is visible; on a CPU machine run `make train-tiny`")
-    model_dir = cfg.model
-    if is_hub_id(cfg.model):  # its configs only, at once; the weights come when the model is built
+    model_dir = cfg.model.name
+    if is_hub_id(cfg.model.name):  # its configs only, at once; the weights come when the model is built
         try:
-            model_dir = resolve_hub_id(cfg.model, ("*.json",), "model")
+            model_dir = resolve_hub_id(cfg.model.name, ("*.json",), "model")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    if cfg.model not in PRESETS and not (Path(model_dir) / "config.json").is_file():
-        raise UsageError(f"model: no checkpoint at {cfg.model!r} (expected a native InternVL folder with config.json; "
-                         "convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
-    if cfg.cp > 1 and cfg.max_seq_len < 2 * cfg.cp:
-        raise UsageError(f"cp: {cfg.cp} ranks need sequences of at least {2 * cfg.cp} tokens (2 zigzag chunks a rank); "
-                         f"max_seq_len is {cfg.max_seq_len}")
-    if cfg.ring_backend == "flash":
+    if cfg.model.name not in PRESETS and not (Path(model_dir) / "config.json").is_file():
+        raise UsageError(f"model.name: no checkpoint at {cfg.model.name!r} (expected a native InternVL folder with "
+                         "config.json; convert remote-code checkpoints with `v2pe-train convert`, or run `make train-tiny`)")
+    if cfg.parallel.cp > 1 and cfg.data.max_seq_len < 2 * cfg.parallel.cp:
+        raise UsageError(f"parallel.cp: {cfg.parallel.cp} ranks need sequences of at least {2 * cfg.parallel.cp} "
+                         f"tokens (2 zigzag chunks a rank); data.max_seq_len is {cfg.data.max_seq_len}")
+    if cfg.parallel.ring_backend == "flash":
         if not torch.cuda.is_available() or find_spec("flash_attn") is None or find_spec("ring_flash_attn") is None:
-            raise UsageError("ring_backend: 'flash' needs CUDA plus flash-attn and ring-flash-attn "
+            raise UsageError("parallel.ring_backend: 'flash' needs CUDA plus flash-attn and ring-flash-attn "
                              "(pip install -e '.[gpu]'); use 'auto' or 'torch' on this machine")
-    if not cfg.data and not cfg.datasets:
-        raise UsageError("data: no data given (pass v2pe-data build folders with --data / DATA=...)")
-    for d in cfg.data + [spec["path"] for spec in cfg.datasets or []]:
+    if not cfg.data.paths and not cfg.data.datasets:
+        raise UsageError("data.paths: no data given (pass v2pe-data build folders with --data / DATA=...)")
+    for d in cfg.data.paths + [spec["path"] for spec in cfg.data.datasets or []]:
         if not Path(d).exists() and not glob.glob(d):
-            raise UsageError(f"data: {d!r} does not exist (build it with `v2pe-data build`, or run `make train-tiny`)")
-    if not cfg.allow_eval_data:
-        for d in cfg.data + [spec["path"] for spec in cfg.datasets or []]:
+            raise UsageError(f"data.paths: {d!r} does not exist (build it with `v2pe-data build`, or run `make train-tiny`)")
+    if not cfg.data.allow_eval_data:
+        for d in cfg.data.paths + [spec["path"] for spec in cfg.data.datasets or []]:
             found = eval_benchmarks(d)
             if found:
                 raise UsageError(f"data: {d!r} holds records built from the evaluation benchmark {found}: training on "
                                  "them contaminates that benchmark's scores (V2PE trained on the tasks' training "
-                                 "splits, not on the benchmark); set allow_eval_data: true in the recipe to train "
+                                 "splits, not on the benchmark); set data.allow_eval_data: true in the recipe to train "
                                  "on it anyway")
     try:
         load_tokenizer(resolve_tokenizer(cfg))  # cached: the Trainer gets this same object

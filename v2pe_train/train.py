@@ -71,20 +71,16 @@ def _autocast(device: torch.device, precision: str):
 
 def loader_config(cfg: TrainConfig, topo: Topology, device: torch.device) -> LoaderConfig:
     """The loader settings of a run: what the trainer reads, and what `v2pe-train inspect` shows."""
-    return LoaderConfig(data=cfg.data, datasets=cfg.datasets, format=cfg.data_format, max_seq_len=cfg.max_seq_len,
-                        max_tiles_per_pack=cfg.max_tiles_per_pack, seed=cfg.seed, num_epochs=None,
-                        dp_rank=topo.dp_rank, dp_size=topo.dp, cp_rank=topo.cp_rank, cp_size=topo.cp,
-                        template=cfg.template, position_mode=cfg.position_mode, stride=cfg.stride,
-                        pixel_dtype="bf16" if device.type == "cuda" else "fp32", strict=cfg.strict,
-                        verify=cfg.verify_shards, data_augment=cfg.data_augment, train_on_prompt=cfg.train_on_prompt,
-                        train_on_eos=cfg.train_on_eos, tiling_backend=cfg.tiling_backend,
-                        control_tokens=cfg.control_tokens, allow_eval_data=cfg.allow_eval_data)
+    return LoaderConfig.of(cfg.data, cfg.sample, seed=cfg.seed, num_epochs=None, dp_rank=topo.dp_rank,
+                           dp_size=topo.dp, cp_rank=topo.cp_rank, cp_size=topo.cp,
+                           pixel_dtype="bf16" if device.type == "cuda" else "fp32")
 
 
 def build_train_model(cfg: TrainConfig, tokenizer: TextTokenizer, device: torch.device, *, on_meta: bool) -> nn.Module:
     """The single-device model in train mode: on `device`, or on meta (`on_meta`) for FSDP to shard first."""
-    model = build_model(cfg.model, tokenizer, freeze_vision=cfg.freeze_vision, freeze_projector=cfg.freeze_projector,
-                        freeze_language=cfg.freeze_language, seed=cfg.seed, drop_path_rate=cfg.drop_path_rate,
+    m = cfg.model
+    model = build_model(m.name, tokenizer, freeze_vision=m.freeze_vision, freeze_projector=m.freeze_projector,
+                        freeze_language=m.freeze_language, seed=cfg.seed, drop_path_rate=m.drop_path_rate,
                         device="meta" if on_meta else None)
     if not on_meta:
         model = model.to(device)
@@ -94,19 +90,20 @@ def build_train_model(cfg: TrainConfig, tokenizer: TextTokenizer, device: torch.
 def build_schedule(cfg: TrainConfig, model: nn.Module):
     """(optimizer, lr scheduler) of a run; a recipe asking for what the optimizer refuses is a UsageError."""
     try:
-        optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.eps,
-                                    decay_all=cfg.weight_decay_all)
+        o = cfg.optim
+        optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
+                                    decay_all=o.weight_decay_all)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    scheduler = cosine_with_warmup(optimizer, total_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio,
-                                   min_lr_ratio=cfg.min_lr / cfg.lr)
+    scheduler = cosine_with_warmup(optimizer, total_steps=cfg.optim.max_steps, warmup_ratio=cfg.optim.warmup_ratio,
+                                   min_lr_ratio=cfg.optim.min_lr / cfg.optim.lr)
     return optimizer, scheduler
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, topo: Topology | None = None):
         self.cfg = cfg
-        self.topo = topo or topology_from_env(cfg.cp)
+        self.topo = topo or topology_from_env(cfg.parallel.cp)
         self.device = init_distributed(self.topo)
         torch.manual_seed(cfg.seed)
         self.run_dir = Path(cfg.out)
@@ -115,23 +112,23 @@ class Trainer:
         self.tokenizer = load_tokenizer(resolve_tokenizer(cfg))
         self.mesh = build_mesh(self.topo, self.device)  # None for one process
         # FSDP needs a process group: one process keeps the plain model (and DCP checkpoints, to reshard).
-        self.fsdp = cfg.data_parallel == "fsdp" and self.mesh is not None
+        self.fsdp = cfg.parallel.data_parallel == "fsdp" and self.mesh is not None
         # A large preset about to be sharded is built on meta: no rank ever holds all its fp32 weights.
-        on_meta = self.fsdp and builds_on_meta(cfg.model, self.tokenizer)
+        on_meta = self.fsdp and builds_on_meta(cfg.model.name, self.tokenizer)
         self.model = build_train_model(cfg, self.tokenizer, self.device, on_meta=on_meta)
         pad_id = self.tokenizer.hf.pad_token_id
         self.loss_module = parallelize(self.model, self.mesh, cfg, self.device, pad_id=pad_id or 0, on_meta=on_meta)
         self.optimizer, self.scheduler = build_schedule(cfg, self.model)
         self.loader = TrainDataLoader(loader_config(cfg, self.topo, self.device), self.tokenizer,
-                                      num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+                                      num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")
 
     # -- the run folder and checkpoints ------------------------------------------------------------
     def save(self) -> Path:
         return ckpt.save_checkpoint(
             self.run_dir, self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             loader_state=self.loader.state_dict(), rank=self.topo.rank, world=self.topo.world, barrier=barrier,
-            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.keep_last, run_id=self.run_id,
-            tokenizer=self.tokenizer, sharded=self.cfg.data_parallel == "fsdp")
+            extra={"config": self.cfg.to_dict()}, keep_last=self.cfg.checkpoint.keep_last, run_id=self.run_id,
+            tokenizer=self.tokenizer, sharded=self.cfg.parallel.data_parallel == "fsdp")
 
     def clear_run_dir(self) -> None:
         """Delete an earlier run's files (RUN_FILES only; anything else in the folder stays)."""
@@ -178,7 +175,7 @@ class Trainer:
         sched._last_lr = lrs
         if self.topo.rank == 0:
             logger.warning("resumed at step %d under a schedule of %d steps: lr %.3g -> %.3g (max_steps grew)",
-                           self.step, self.cfg.max_steps, held[0], lrs[0])
+                           self.step, self.cfg.optim.max_steps, held[0], lrs[0])
 
     def _cut_log(self) -> None:
         """Keep log.jsonl rows up to the resumed step: the steps after it are trained (and logged) again."""
@@ -198,7 +195,7 @@ class Trainer:
     # -- one optimizer step ----------------------------------------------------------------------
     def backward(self, micro_batches) -> tuple[torch.Tensor, float, int]:
         """Accumulate the gradient of the global-batch loss; return (local CE sum, global weight sum, tokens)."""
-        prepared = [(b, loss_batch(b, self.cfg.loss_reduction)) for b in micro_batches]
+        prepared = [(b, loss_batch(b, self.cfg.optim.loss_reduction)) for b in micro_batches]
         local_w = torch.stack([lb.weights.sum() for _, lb in prepared]).sum().to(torch.float64)
         # Every rank of a cp group holds the whole sequence's weights: count them once.
         denom = float(all_reduce_sum(local_w.to(self.device)).item()) / self.topo.cp
@@ -210,7 +207,7 @@ class Trainer:
         for i, (b, lb) in enumerate(prepared):
             last = i == len(prepared) - 1
             sync = contextlib.nullcontext() if (last or self.topo.world == 1) else self._no_sync()
-            with sync, _autocast(self.device, self.cfg.precision), _naming(b, self.step):
+            with sync, _autocast(self.device, self.cfg.optim.precision), _naming(b, self.step):
                 ce = loss(self.loss_module, lb.to(self.device)).ce
             (ce * scale).backward()
             total += ce.detach().double().cpu()
@@ -233,7 +230,7 @@ class Trainer:
     def train_step(self, micro_batches) -> tuple[float, float, int]:
         total, denom, tokens = self.backward(micro_batches)
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+            [p for p in self.model.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor, already reduced over the shards
             grad_norm = grad_norm.full_tensor()
         grad_norm = float(grad_norm)
@@ -249,7 +246,7 @@ class Trainer:
 
         if max_steps is not None and max_steps < 0:
             raise UsageError(f"stop after {max_steps} steps: must be >= 0")
-        stop = self.cfg.max_steps if max_steps is None else min(max_steps, self.cfg.max_steps)
+        stop = self.cfg.optim.max_steps if max_steps is None else min(max_steps, self.cfg.optim.max_steps)
         rank0 = self.topo.rank == 0
         writer = None
         if rank0:
@@ -266,7 +263,7 @@ class Trainer:
         bar = tqdm(total=stop, initial=self.step, disable=not (progress and rank0), unit="step", desc="train")
         while self.step < stop:
             t0 = time.perf_counter()
-            micro = [next(it) for _ in range(self.cfg.grad_accum)]
+            micro = [next(it) for _ in range(self.cfg.optim.grad_accum)]
             loss, grad_norm, tokens = self.train_step(micro)
             dt = time.perf_counter() - t0
             if not math.isfinite(loss):
@@ -283,7 +280,7 @@ class Trainer:
                                              "tokens": tokens, "seconds": dt}) + "\n")
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / dt:.0f}", refresh=False)
                 bar.update(1)
-            if self.step % self.cfg.save_every == 0 or self.step == stop:
+            if self.step % self.cfg.checkpoint.save_every == 0 or self.step == stop:
                 self.save()
         bar.close()
         if writer:

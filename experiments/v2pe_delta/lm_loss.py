@@ -76,7 +76,7 @@ def measure(cfg: ExperimentConfig, out: Path, say: Callable[[str], None]) -> Non
                 continue
             if model is None:
                 model = build_model(latest_checkpoint(out / "runs" / run), tokenizer).to(cfg.device).eval()
-            loader = PackedLoader(LoaderConfig(data=[str(out / "data" / eval_dir_name(m))], shuffle=False,
+            loader = PackedLoader(LoaderConfig(paths=[str(out / "data" / eval_dir_name(m))], shuffle=False,
                                                num_epochs=1, pixel_dtype="fp32", train_on_prompt=cfg.train_on_prompt,
                                                train_on_eos=cfg.train_on_eos, tiling_backend="fast"), tokenizer)
             result = text_loss(model, loader, cfg.strides[mode], tokenizer.img_start_id)

@@ -1,7 +1,7 @@
 """The training loader: v2pe-data shards -> packed, tiled, tokenised batches with V2PE positions.
 
     from v2pe_train.data import LoaderConfig, TrainDataLoader
-    loader = TrainDataLoader(LoaderConfig(data=["out/long_vqa_32k"], format="wds", max_seq_len=32768,
+    loader = TrainDataLoader(LoaderConfig(paths=["out/long_vqa_32k"], format="wds", max_seq_len=32768,
                                           position_mode="v2pe_rnd", dp_rank=r, dp_size=n, num_epochs=None), tok)
     for batch in loader: ...          # Batch: input_ids, labels, position_ids, pixel_values, cu_seqlens, ...
     ckpt["data"] = loader.state_dict()  # exact resume: loader.load_state_dict(ckpt["data"])

@@ -40,20 +40,21 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from typing import Optional
+
+from pydantic import Field, field_validator, model_validator
 
 from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
 from ..parallel.context import cp_tile_range
-from ..positions import MODES, STRIDES
 from .collate import Batch, collate
-from .fast_tiling import BACKENDS as TILING_BACKENDS
-from .mixture import DatasetSpec, Mixture, parse_datasets
+from .mixture import Mixture, parse_datasets
+from .options import DataConfig, SampleConfig, one_of
 from .packing import Packer
-from .samples import CONTROL_MODES, IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleProcessor
-from .shards import (FORMATS, ShardReadError, ShardRef, content_fingerprint, epoch_order, fingerprint, iter_samples,
+from .samples import IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleProcessor
+from .shards import (ShardReadError, ShardRef, content_fingerprint, epoch_order, fingerprint, iter_samples,
                      owns_sample, resolve_sources, skip_to)
 from .stats import LoaderError, LoaderStats, SampleError
 
@@ -61,80 +62,56 @@ log = logging.getLogger("v2pe_train.data")
 STATE_VERSION = 1
 
 
-@dataclass(kw_only=True)
-class LoaderConfig:
-    data: Sequence[str] = ()  # build folders / manifest.json / shard paths (.tar, .parquet, .jsonl) / globs / internvl meta.json
-    # A train-time mixture instead of `data`: [{path, weight?, repeat_time?, format?}] (see mixture.py)
-    datasets: Sequence[dict | DatasetSpec] | None = None
-    format: str = "wds"  # which shards of a build folder to read: wds | parquet | internvl (never two: same samples)
-    max_seq_len: int | None = None  # pack samples up to this many tokens; None: one sample per batch, no limit
-    max_tiles_per_pack: int | None = None
-    buffer_size: int = 16  # packing candidates held at most (see packing.py)
-    seed: int = 0
+class LoaderConfig(DataConfig, SampleConfig):
+    """The recipe's `data` and `sample` sections (each key declared there, once) and the run's layout.
+
+    `LoaderConfig.of(cfg.data, cfg.sample, seed=..., dp_rank=...)` is what the trainer reads; library users
+    set any key directly (`LoaderConfig(paths=[...], max_seq_len=4096, position_mode="v2pe_rnd")`).
+    """
+
+    buffer_size: int = Field(16, ge=1)  # packing candidates held at most (see packing.py)
+    seed: int = Field(0, ge=0)
     shuffle: bool = True  # shard order per epoch; False: the order given
-    num_epochs: int | None = 1  # None: endless
-    dp_rank: int = 0
-    dp_size: int = 1
+    num_epochs: Optional[int] = Field(1, ge=0)  # None: endless
+    dp_rank: int = Field(0, ge=0)
+    dp_size: int = Field(1, ge=1)
     # Context parallelism: every rank of a cp group reads the same packs, but decodes and holds only tiles
     # [cp_rank * ceil(T / cp_size), ...) of a pack's T, the share its vision tower encodes (parallel/context.py).
-    cp_rank: int = 0
-    cp_size: int = 1
-    template: str | None = None  # None: the template named in each record's meta
-    tiling: TilingConfig | None = None  # None: the tiling recorded in each record's meta
-    position_mode: str = "default"  # default | v2pe_fix | v2pe_rnd
-    stride: int | None = None  # for v2pe_fix
+    cp_rank: int = Field(0, ge=0)
+    cp_size: int = Field(1, ge=1)
+    tiling: Optional[TilingConfig] = None  # None: the tiling recorded in each record's meta
     pixel_dtype: str = "bf16"  # bf16 | fp32 | fp16
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
-    strict: bool = False
-    # Check each shard file against the sha256 and size its manifest lists before reading a sample of it;
-    # False for shards edited on purpose. Bare shard paths (no manifest) carry no hash and are never checked.
-    verify: bool = True
-    # JPEG re-encoding of every tile at a random quality, seeded per (seed, sample, image, epoch): the
-    # reference's `data_augment` (SampleProcessor.tile). Training only; evaluation never sets it.
-    data_augment: bool = False
-    # Every text token of the conversation is a target (system, user turns), not only the replies: training
-    # from scratch, where the model must first learn language (and copying) from the prompts.
-    train_on_prompt: bool = False
-    # The end-of-turn marker after each reply is a target (the reference trainer's rule). Off, a one-token
-    # answer is the only target of its sample (docs/experiments/learning.md: what that changes).
-    train_on_eos: bool = True
-    # reference: transformers' GotOcr2 processor, bit-exact with the data side (~57 tiles/s a process);
-    # fast: torch resize, several times faster, pixels within 2 of 255 levels of it (bench/RESULTS.md, loader)
-    tiling_backend: str = "reference"
-    control_tokens: str = "skip"  # a turn holding <IMG_CONTEXT>, <|im_start|>...: skip | neutralise (v2pe_common.control)
-    # A record built from an evaluation benchmark (meta.eval_benchmark: MileBench) stops the loader with
-    # LoaderError unless this is set: training on it contaminates the benchmark's scores.
-    allow_eval_data: bool = False
 
-    def __post_init__(self) -> None:
-        if isinstance(self.data, str):
-            self.data = [self.data]
-        if self.datasets is not None:
-            self.datasets = parse_datasets(self.datasets)
-        if bool(self.data) == bool(self.datasets):
-            raise ValueError("give data (sources read once each) or datasets (a mixture), not both or neither")
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
-        if not 0 <= self.dp_rank < self.dp_size:
+    @classmethod
+    def of(cls, data: DataConfig, sample: SampleConfig, **layout) -> LoaderConfig:
+        return cls(**dict(data), **dict(sample), **layout)
+
+    @property
+    def sample(self) -> SampleConfig:
+        """This config's `sample` section, as SampleProcessor takes it."""
+        return SampleConfig(**{k: getattr(self, k) for k in SampleConfig.model_fields})
+
+    @field_validator("datasets")
+    @classmethod
+    def _specs(cls, value):
+        return None if value is None else parse_datasets(value)
+
+    @field_validator("pixel_dtype")
+    @classmethod
+    def _pixel_dtype(cls, value):
+        return one_of("pixel_dtype", value, sorted(PIXEL_DTYPES))
+
+    @model_validator(mode="after")
+    def _layout(self):
+        if bool(self.paths) == bool(self.datasets):
+            raise ValueError("give paths (sources read once each) or datasets (a mixture), not both or neither")
+        if not self.dp_rank < self.dp_size:
             raise ValueError(f"need 0 <= dp_rank < dp_size, got dp_rank={self.dp_rank}, dp_size={self.dp_size}")
-        if not 0 <= self.cp_rank < self.cp_size:
+        if not self.cp_rank < self.cp_size:
             raise ValueError(f"need 0 <= cp_rank < cp_size, got cp_rank={self.cp_rank}, cp_size={self.cp_size}")
-        if self.position_mode not in MODES:
-            raise ValueError(f"position_mode must be one of {MODES}, got {self.position_mode!r}")
-        if self.position_mode == "v2pe_fix" and self.stride not in STRIDES:
-            raise ValueError(f"position_mode 'v2pe_fix' needs stride in {STRIDES}, got {self.stride!r}")
-        if self.pixel_dtype not in PIXEL_DTYPES:
-            raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {self.pixel_dtype!r}")
-        for key, allowed in (("tiling_backend", TILING_BACKENDS), ("control_tokens", CONTROL_MODES)):
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
-        if self.max_seq_len is not None and self.max_seq_len < 1:
-            raise ValueError(f"max_seq_len must be positive, got {self.max_seq_len}")
-        if self.num_epochs is not None and self.num_epochs < 0:
-            raise ValueError(f"num_epochs must be >= 0 or None, got {self.num_epochs}")
-        if self.buffer_size < 1:
-            raise ValueError(f"buffer_size must be >= 1, got {self.buffer_size}")
+        return self
 
 
 class PackedLoader:
@@ -149,33 +126,19 @@ class PackedLoader:
         self.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else load_tokenizer(tokenizer)
         self.mixture = None if not config.datasets else Mixture(
             config.datasets, default_format=config.format, seed=config.seed, shuffle=config.shuffle,
-            rank=config.dp_rank, world=config.dp_size, verify=config.verify)
-        self.shards: list[ShardRef] = self.mixture.shards if self.mixture else resolve_sources(config.data, config.format)
+            rank=config.dp_rank, world=config.dp_size, verify=config.verify_shards)
+        self.shards: list[ShardRef] = self.mixture.shards if self.mixture else resolve_sources(config.paths,
+                                                                                              config.format)
         repeated = [f"{r.name} ({r.repeat_time:g})" for r in self.shards if r.repeat_time not in (None, 1.0)]
         if repeated and self.mixture is None:
             log.warning("data: meta entries %s set repeat_time, which `data` does not apply (every sample is read "
                         "once an epoch); list the meta file under `datasets` to mix by it", ", ".join(repeated))
         self.stats = LoaderStats(strict=config.strict)
         self.processor = SampleProcessor(
-            self.tokenizer,
-            template=config.template,
-            tiling=config.tiling,
-            position_mode=config.position_mode,
-            stride=config.stride,
-            seed=config.seed,
-            pixel_dtype=config.pixel_dtype,
-            image_mean=config.image_mean,
-            image_std=config.image_std,
-            max_seq_len=config.max_seq_len,
-            max_tiles_per_pack=config.max_tiles_per_pack,
-            data_augment=config.data_augment,
-            train_on_prompt=config.train_on_prompt,
-            train_on_eos=config.train_on_eos,
-            tiling_backend=config.tiling_backend,
-            defer_pixels=config.cp_size > 1,
-            control_tokens=config.control_tokens,
-            allow_eval_data=config.allow_eval_data,
-        )
+            self.tokenizer, config.sample, tiling=config.tiling, seed=config.seed, pixel_dtype=config.pixel_dtype,
+            image_mean=config.image_mean, image_std=config.image_std, max_seq_len=config.max_seq_len,
+            max_tiles_per_pack=config.max_tiles_per_pack, defer_pixels=config.cp_size > 1,
+            allow_eval_data=config.allow_eval_data)
         self.packer = Packer(config.max_seq_len, max_tiles_per_pack=config.max_tiles_per_pack, buffer_size=config.buffer_size)
         self._fingerprint = fingerprint(self.shards)
         self._content = content_fingerprint(self.shards)
@@ -203,7 +166,7 @@ class PackedLoader:
             ref = self.shards[shard]
             wanted = sorted(set(wanted))  # a mixture repeating a dataset can buffer one sample twice
             pos = wanted[0][0]
-            it = iter_samples(ref, start=pos, verify=self.config.verify)
+            it = iter_samples(ref, start=pos, verify=self.config.verify_shards)
             for offset, sample_id in wanted:
                 try:
                     skip_to(it, offset - pos)
@@ -268,7 +231,7 @@ class PackedLoader:
         c = self.config
         key = None
         try:
-            it = iter_samples(ref, start=self.offset, verify=c.verify)
+            it = iter_samples(ref, start=self.offset, verify=c.verify_shards)
             for ts in it:
                 key = ts.key
                 self.offset = ts.offset + 1  # consumed, whatever becomes of it
@@ -377,7 +340,7 @@ class PackedLoader:
                 "loader state was saved for other data or another split: "
                 + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in bad.items())
             )
-        if c.verify and state.get("content", self._content) != self._content:
+        if c.verify_shards and state.get("content", self._content) != self._content:
             # same shard names, other bytes (a rebuild): the saved offsets would point at other samples
             raise ValueError(
                 f"loader state was saved for shards whose manifest sha256 differ from these (content "

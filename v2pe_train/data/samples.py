@@ -38,6 +38,7 @@ from v2pe_common.tiling import IMAGENET_MEAN, IMAGENET_STD
 from v2pe_common.control import MODES as CONTROL_MODES, ControlTokenError, control_tokens  # noqa: F401
 
 from . import fast_tiling, foreign
+from .options import SampleConfig
 from .shards import BadMember, InternVLSample, ParquetSample, TarSample
 from .stats import LoaderError, SampleError
 
@@ -108,34 +109,28 @@ class SampleProcessor:
     def __init__(
         self,
         tokenizer: TextTokenizer,
+        sample: SampleConfig | None = None,
         *,
-        template: str | None = None,
         tiling: TilingConfig | None = None,
-        position_mode: str = "default",
-        stride: int | None = None,
         seed: int = 0,
         pixel_dtype: str = "bf16",
         image_mean: tuple[float, float, float] = IMAGENET_MEAN,
         image_std: tuple[float, float, float] = IMAGENET_STD,
         max_seq_len: int | None = None,
         max_tiles_per_pack: int | None = None,
-        data_augment: bool = False,
-        train_on_prompt: bool = False,
-        train_on_eos: bool = True,
-        tiling_backend: str = "reference",
         defer_pixels: bool = False,
-        control_tokens: str = "skip",
         allow_eval_data: bool = True,
     ):
+        """`sample`: the recipe's sample section (template, positions, targets, tiling backend, control
+        tokens), validated there; None: its defaults."""
         if pixel_dtype not in PIXEL_DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(PIXEL_DTYPES)}, got {pixel_dtype!r}")
-        if tiling_backend not in fast_tiling.BACKENDS:
-            raise ValueError(f"tiling_backend must be one of {list(fast_tiling.BACKENDS)}, got {tiling_backend!r}")
+        sample = sample or SampleConfig()
         self.tokenizer = tokenizer
-        self.template: ChatTemplate | None = get_template(template) if template else None
+        self.template: ChatTemplate | None = get_template(sample.template) if sample.template else None
         self.tiling = tiling
-        self.position_mode = position_mode
-        self.stride = stride
+        self.position_mode = sample.position_mode
+        self.stride = sample.stride
         self.seed = seed
         self.dtype = PIXEL_DTYPES[pixel_dtype]
         self.image_mean = list(image_mean)
@@ -143,14 +138,14 @@ class SampleProcessor:
         self.max_seq_len = max_seq_len
         self.max_tiles_per_pack = max_tiles_per_pack
         # The reference's training transform: each tile re-encoded as JPEG at a random quality (see `tile`).
-        self.data_augment = bool(data_augment)
-        self.train_on_prompt = bool(train_on_prompt)  # every text token a target, not only the replies
-        self.train_on_eos = bool(train_on_eos)  # the end-of-turn marker closing a reply is a target
+        self.data_augment = sample.data_augment
+        self.train_on_prompt = sample.train_on_prompt  # every text token a target, not only the replies
+        self.train_on_eos = sample.train_on_eos  # the end-of-turn marker closing a reply is a target
         # fast: torch resize (within 2 8-bit levels of the reference, see fast_tiling); reference: the processor
-        self.tiling_backend = tiling_backend
+        self.tiling_backend = sample.tiling_backend
         self.defer_pixels = bool(defer_pixels)
         # Turn text holding a control token is skipped (special_token) or neutralised; made on first use.
-        self.control_mode = control_tokens
+        self.control_mode = sample.control_tokens
         self._control = None
         # False (the trainer's loader unless the recipe allows it): a record of an evaluation benchmark raises
         # LoaderError; evaluation reads such records on purpose, so True is the default here.

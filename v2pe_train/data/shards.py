@@ -175,7 +175,7 @@ def verify_shard(ref: ShardRef) -> None:
     if digest != ref.sha256:
         raise ShardReadError(
             "checksum", f"sha256 {digest[:16]}… differs from its manifest's {ref.sha256[:16]}… (content changed since "
-            "the build; train with --no-verify-shards (verify_shards: false; LoaderConfig.verify=False) to read shards edited on purpose)"
+            "the build; train with --no-verify-shards (data.verify_shards: false) to read shards edited on purpose)"
         )
 
 

@@ -14,7 +14,7 @@ log = logging.getLogger("v2pe_train.data")
 REASONS = (
     "missing_shard",
     "corrupt_shard",
-    "checksum",  # the file differs from its manifest's size or sha256: no sample of it is used (LoaderConfig.verify)
+    "checksum",  # the file differs from its manifest's size or sha256: no sample of it is used (LoaderConfig.verify_shards)
     "bad_image",  # an image member missing or failing to decode
     "schema",  # record not JSON, failing the sample schema or its invariants, or not encodable
     "tiles_mismatch",  # tiles per image differ from meta["tiles"] (e.g. another max_tiles)

@@ -3,7 +3,6 @@ what the training loop iterates, with the resumable state of every worker."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import torch
@@ -39,7 +38,8 @@ class LoaderDataset(torch.utils.data.IterableDataset):
         else:
             n = info.num_workers
             logical = (info.id + self.first_worker) % n
-            cfg = dataclasses.replace(self.config, dp_rank=self.config.dp_rank * n + logical, dp_size=self.config.dp_size * n)
+            cfg = self.config.model_copy(update={"dp_rank": self.config.dp_rank * n + logical,
+                                                 "dp_size": self.config.dp_size * n})
         loader = PackedLoader(cfg, self.tokenizer)
         if logical in self.worker_states:
             loader.load_state_dict(self.worker_states[logical])

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import saved_settings
 from ..positions import STRIDES
 from . import mmniah_report as mr
 from . import tasks
@@ -52,7 +53,7 @@ def load_generator(spec: str | Path, *, tokenizer: str | None = None, device: st
         return V2PEGenerator.load(spec, tokenizer=tokenizer, device=device)
     from safetensors.torch import load_model
 
-    config = json.loads(meta_file.read_text()).get("config") or {}
+    config = saved_settings(json.loads(meta_file.read_text()).get("config") or {})
     if "model" not in config:
         raise EvalInputError(f"--model: {meta_file} names no model (not a v2pe-train checkpoint)")
     gen = V2PEGenerator.load(config["model"], tokenizer=tokenizer or config.get("tokenizer"), device=device,

@@ -56,7 +56,7 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: Meshes, device: torch.de
 
 def uses_ring(cfg, mesh: Meshes | None, device: torch.device) -> bool:
     """The language model runs the ring attention: over a cp group, or varlen on one rank (cu_seqlens)."""
-    varlen = cfg.attention == "varlen" or (cfg.attention == "auto" and device.type == "cuda")
+    varlen = cfg.parallel.attention == "varlen" or (cfg.parallel.attention == "auto" and device.type == "cuda")
     return cp_ring(mesh).world > 1 or varlen
 
 
@@ -70,8 +70,8 @@ def attention_summary(cfg, cp: int, ring: bool, device: torch.device, head_dim: 
         return "sdpa (cp=1, dense mask)"
     from ..ring.select import choose_backend, describe, device_capability
 
-    dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision in ("auto", "bf16") else torch.float32
-    choice = choose_backend(device, dtype, head_dim, device_capability(device), cfg.ring_backend)
+    dtype = torch.bfloat16 if device.type == "cuda" and cfg.optim.precision in ("auto", "bf16") else torch.float32
+    choice = choose_backend(device, dtype, head_dim, device_capability(device), cfg.parallel.ring_backend)
     kernels = describe(choice)
     if choice.name == "torch_flash" and cp == 1:
         kernels = "torch varlen_attn"
@@ -103,14 +103,14 @@ def parallelize(model: nn.Module, mesh: Meshes | None, cfg, device: torch.device
     context_parallel = None
     if ring:
         context_parallel = ContextParallel(model, cp.group, cp.rank, cp.world, pad_id=pad_id,
-                                           backend=cfg.ring_backend, encode_empty=encode_empty)
+                                           backend=cfg.parallel.ring_backend, encode_empty=encode_empty)
     _log_attention(cfg, model, mesh, ring, device)
-    if cfg.gradient_checkpointing:
+    if cfg.parallel.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     root: nn.Module = LossModule(model, context_parallel, encode_empty=encode_empty)
     if mesh is None:
         return root
-    if cfg.data_parallel == "fsdp":
+    if cfg.parallel.data_parallel == "fsdp":
         apply_fsdp(root, model, mesh, device)
         if on_meta:
             materialise(model, device, root=root, seed=cfg.seed, stream=shard_rank(mesh))
