@@ -176,7 +176,7 @@ class SampleProcessor:
             datasets = sorted({str(s.get("dataset")) for s in meta["sources"] if isinstance(s, dict)})
             raise LoaderError(f"sample {record['id']!r} was built from the evaluation benchmark {meta['eval_benchmark']} "
                               f"({', '.join(datasets)}): training on it contaminates that benchmark's scores; set "
-                              "allow_eval_data: true in the recipe to train on it anyway")
+                              "data.allow_eval_data: true in the recipe to train on it anyway")
         meta_tiling = {k: meta["tiling"][k] for k in _TILING_FIELDS if k in meta["tiling"]}
         try:
             tiling = self.tiling or _tiling_from_meta(tuple(sorted(meta_tiling.items())))
