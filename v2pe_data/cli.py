@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.cli_logging import FAILURE, USAGE, fail, make_app
 from v2pe_common.recipe import ConfigError
 
@@ -148,7 +149,7 @@ def merge(out: Path = typer.Argument(..., help="Build folder the shard runs (--n
     except OSError as exc:
         fail(_os_message(exc), FAILURE)
     tars = sum(1 for s in manifest["shards"] if s["format"] == "wds")
-    typer.echo(f"{manifest['num_samples']} samples in {tars} shards -> {out}/manifest.json")
+    typer.echo(f"{manifest['num_samples']} samples in {tars} shards -> {out / MANIFEST_FILE}")
 
 
 @app.command()
