@@ -14,8 +14,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import V2PETrainError
 from .checkpoint import CheckpointError, checkpoints, read_json, step_dir
+from .errors import V2PETrainError
 from .eval.run import load_generator
 from .model import save_model
 
