@@ -2,9 +2,8 @@
 
 Exit status: 0 done; 2 a usage error (bad recipe key or value, bad flag, missing data or model, a run
 folder holding another run, a checkpoint of other settings); 1 a runtime failure (disk full, non-finite
-loss, corrupt or unsafe checkpoint, a bad shard under --strict). Either way one `error: ...` line on stderr,
-except for failures of the machine (CUDA out of memory, a broken NCCL/gloo collective): exit 1 with their
-traceback.
+loss, corrupt or unsafe checkpoint, a bad shard under --strict). Either way one `error: ...` line on stderr;
+anything else (CUDA out of memory, a broken NCCL/gloo collective, a bug) exits 1 with its traceback.
 """
 
 from __future__ import annotations
@@ -40,21 +39,16 @@ def _config(recipe: Optional[Path], overrides: dict, settings: Optional[list[str
 @contextlib.contextmanager
 def _one_line(*usage: type[BaseException]):
     """One `error:` line for a failure the user can act on: `usage` ones exit 2; the package's own
-    (V2PETrainError) and the builtin errors torch and the OS raise about the inputs (a shape, a full disk)
-    exit 1. A failure of the machine (CUDA out of memory, a broken NCCL/gloo collective) keeps its traceback,
-    which is what the user and a bug report need."""
-    import torch
-    import torch.distributed as dist
-
+    (V2PETrainError) and the OS's about the user's files (a full disk, a folder not readable) exit 1.
+    Anything else (CUDA out of memory, a broken NCCL/gloo collective, a bug's RuntimeError) keeps its
+    traceback, which is what the user and a bug report need."""
     try:
         yield
     except typer.Exit:  # click's Exit is a RuntimeError: a command's own exit passes as it is
         raise
     except usage as exc:
         fail(str(exc), USAGE)
-    except (torch.OutOfMemoryError, dist.DistError):
-        raise
-    except (V2PETrainError, RuntimeError, ValueError, OSError) as exc:
+    except (V2PETrainError, OSError) as exc:
         fail(str(exc), FAILURE)
 
 

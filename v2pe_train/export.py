@@ -14,9 +14,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import V2PETrainError
 from .checkpoint import CheckpointError, checkpoints, read_json, step_dir
 from .config import saved_settings
+from .errors import V2PETrainError
 from .eval.run import load_generator
 from .model import save_model
 

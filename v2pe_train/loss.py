@@ -9,6 +9,7 @@ gradient does not depend on how the batch is split across ranks or accumulation 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,48 @@ def token_weights(shifted: torch.Tensor, sample_lengths: Sequence[Sequence[int]]
                 weights[b, start : start + int(n)] = seg / count.sqrt()
             start += int(n)
     return weights
+
+
+@dataclass
+class LossBatch:
+    """One packed row as the loss sees it, labels shifted and weighted over the whole sequence."""
+
+    input_ids: torch.Tensor  # int64 [1, L]
+    position_ids: torch.Tensor  # float64 [1, L]
+    pixel_values: torch.Tensor | None  # the pack's tiles, or a cp rank's share of them (`total_tiles` set)
+    sample_lengths: list[list[int]]
+    labels: torch.Tensor  # int64 [1, L], shifted (`shift_labels`)
+    weights: torch.Tensor  # float32 [1, L] (`token_weights`)
+    total_tiles: int | None = None  # the pack's tile count when `pixel_values` hold only a share
+
+    @property
+    def cu_seqlens(self) -> list[int]:
+        cu = [0]
+        for n in self.sample_lengths[0]:
+            cu.append(cu[-1] + int(n))
+        return cu
+
+    @property
+    def tiles(self) -> int:
+        """Tiles of the whole pack."""
+        if self.total_tiles is not None:
+            return self.total_tiles
+        return 0 if self.pixel_values is None else int(self.pixel_values.shape[0])
+
+    def to(self, device: torch.device) -> LossBatch:
+        pixels = None if self.pixel_values is None else self.pixel_values.to(device)
+        return LossBatch(self.input_ids.to(device), self.position_ids.to(device), pixels, self.sample_lengths,
+                         self.labels.to(device), self.weights.to(device), self.total_tiles)
+
+
+def loss_batch(batch, reduction: str) -> LossBatch:
+    """A loader batch (data.collate.Batch) with its shifted labels and `reduction`'s token weights."""
+    lengths = [batch.sample_lengths.tolist()]
+    shifted = shift_labels(batch.labels)
+    sliced = batch.tile_range is not None  # this cp rank's share of the pack's tiles, maybe none
+    pixels = batch.pixel_values if sliced or batch.pixel_values.numel() else None
+    return LossBatch(batch.input_ids, batch.position_ids, pixels, lengths, shifted,
+                     token_weights(shifted, lengths, reduction), batch.total_tiles if sliced else None)
 
 
 def _chunk_ce(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

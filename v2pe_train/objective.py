@@ -13,37 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .loss import shift_labels, token_weights, weighted_ce_sum
+from .loss import LossBatch, weighted_ce_sum
 from .model import forward
 from .parallel.context import ContextParallel, empty_image_term
-
-
-@dataclass
-class LossBatch:
-    """One packed row as the loss sees it, labels shifted and weighted over the whole sequence."""
-
-    input_ids: torch.Tensor  # int64 [1, L]
-    position_ids: torch.Tensor  # float64 [1, L]
-    pixel_values: torch.Tensor | None  # the pack's tiles, or a cp rank's share of them (`total_tiles` set)
-    sample_lengths: list[list[int]]
-    labels: torch.Tensor  # int64 [1, L], shifted: the label of position t is the token at t+1
-    weights: torch.Tensor  # float32 [1, L]
-    total_tiles: int | None = None  # the pack's tile count when `pixel_values` hold only a share
-
-    def to(self, device: torch.device) -> LossBatch:
-        pixels = None if self.pixel_values is None else self.pixel_values.to(device)
-        return LossBatch(self.input_ids.to(device), self.position_ids.to(device), pixels, self.sample_lengths,
-                         self.labels.to(device), self.weights.to(device), self.total_tiles)
-
-
-def loss_batch(batch, reduction: str) -> LossBatch:
-    """A loader batch (data.collate.Batch) with its shifted labels and `reduction`'s token weights."""
-    lengths = [batch.sample_lengths.tolist()]
-    shifted = shift_labels(batch.labels)
-    sliced = batch.tile_range is not None  # this cp rank's share of the pack's tiles, maybe none
-    pixels = batch.pixel_values if sliced or batch.pixel_values.numel() else None
-    return LossBatch(batch.input_ids, batch.position_ids, pixels, lengths, shifted,
-                     token_weights(shifted, lengths, reduction), batch.total_tiles if sliced else None)
 
 
 @dataclass
@@ -68,11 +40,8 @@ class LossModule(nn.Module):
         """CE sum; with `return_hidden` (CE sum, hidden [l, H], rows [l]). `total_tiles`: the pack's tile count
         when `pixel_values` hold only this cp rank's share of them."""
         if self.cp is not None:
-            cu = [0]
-            for n in sample_lengths[0]:
-                cu.append(cu[-1] + int(n))
-            ce, hidden, shard = self.cp.forward(input_ids, position_ids, pixel_values, cu, shifted, weights,
-                                                total_tiles=total_tiles)
+            batch = LossBatch(input_ids, position_ids, pixel_values, sample_lengths, shifted, weights, total_tiles)
+            ce, hidden, shard = self.cp.forward(batch)
             return (ce, hidden, shard.rows(input_ids.shape[1])) if return_hidden else ce
         # before the language model, where a pack with tiles runs the tower: FSDP's gathers go in one order
         extra = empty_image_term(self.model, input_ids.device) if pixel_values is None and self.encode_empty else None

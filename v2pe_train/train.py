@@ -32,10 +32,11 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import LoaderConfig, TrainDataLoader
 from .errors import TrainError, UsageError
+from .loss import loss_batch
 from .model import build_model, builds_on_meta, resolve_tokenizer
-from .objective import loss, loss_batch
+from .objective import loss
 from .optim import build_optimizer, cosine_with_warmup
-from .parallel.apply import parallelize
+from .parallel.apply import describe_attention, parallelize
 from .parallel.mesh import Topology, all_reduce_sum, barrier, build_mesh, init_distributed, topology_from_env
 from .preflight import RUN_FILE, RUN_FILES, check_run_dir, preflight
 
@@ -118,6 +119,8 @@ class Trainer:
         self.model = build_train_model(cfg, self.tokenizer, self.device, on_meta=on_meta)
         pad_id = self.tokenizer.hf.pad_token_id
         self.loss_module = parallelize(self.model, self.mesh, cfg, self.device, pad_id=pad_id or 0, on_meta=on_meta)
+        if self.topo.rank == 0:
+            logger.info("attention: %s", describe_attention(cfg, self.model, self.mesh, self.device))
         self.optimizer, self.scheduler = build_schedule(cfg, self.model)
         self.loader = TrainDataLoader(loader_config(cfg, self.topo, self.device), self.tokenizer,
                                       num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")

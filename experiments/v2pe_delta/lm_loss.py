@@ -32,8 +32,8 @@ def text_loss(model, loader, strides, img_start_id: int) -> dict:
     (one sample a batch), each sample decoded once and scored at every stride."""
     import torch
 
-    from v2pe_train.loss import shift_labels
-    from v2pe_train.objective import LossBatch, LossModule, loss
+    from v2pe_train.loss import LossBatch, shift_labels
+    from v2pe_train.objective import LossModule, loss
     from v2pe_train.positions import position_ids
 
     device = next(model.parameters()).device

@@ -24,8 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..loss import IGNORE_INDEX, shift_labels
-from ..objective import LossBatch, LossModule, loss
+from ..loss import IGNORE_INDEX, LossBatch, shift_labels
+from ..objective import LossModule, loss
 from ..parallel.context import ContextParallel
 
 

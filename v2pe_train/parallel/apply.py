@@ -7,8 +7,6 @@ plain: this step only decides how attention runs, what is recomputed and where p
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
@@ -16,8 +14,6 @@ from ..model import materialise
 from ..objective import LossModule
 from .context import ContextParallel
 from .mesh import Meshes, cp_ring, shard_rank
-
-logger = logging.getLogger(__name__)
 
 
 def fsdp_units(model: nn.Module) -> list[nn.Module]:
@@ -80,12 +76,11 @@ def attention_summary(cfg, cp: int, ring: bool, device: torch.device, head_dim: 
     return f"ring {kernels} kernels (cp={cp}, {layout}{note})"
 
 
-def _log_attention(cfg, model: nn.Module, mesh: Meshes | None, ring: bool, device: torch.device) -> None:
-    if mesh is not None and mesh.world.get_rank() != 0:
-        return
+def describe_attention(cfg, model: nn.Module, mesh: Meshes | None, device: torch.device) -> str:
+    """`attention_summary` of the run `parallelize` lays out: what the trainer logs once at start."""
     text = model.config.text_config
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    logger.info("attention: %s", attention_summary(cfg, cp_ring(mesh).world, ring, device, head_dim=head_dim))
+    return attention_summary(cfg, cp_ring(mesh).world, uses_ring(cfg, mesh, device), device, head_dim=head_dim)
 
 
 def parallelize(model: nn.Module, mesh: Meshes | None, cfg, device: torch.device, *, pad_id: int,
@@ -104,7 +99,6 @@ def parallelize(model: nn.Module, mesh: Meshes | None, cfg, device: torch.device
     if ring:
         context_parallel = ContextParallel(model, cp.group, cp.rank, cp.world, pad_id=pad_id,
                                            backend=cfg.parallel.ring_backend, encode_empty=encode_empty)
-    _log_attention(cfg, model, mesh, ring, device)
     if cfg.parallel.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     root: nn.Module = LossModule(model, context_parallel, encode_empty=encode_empty)

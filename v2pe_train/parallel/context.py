@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..loss import IGNORE_INDEX, weighted_ce_sum
+from ..loss import IGNORE_INDEX, LossBatch, weighted_ce_sum
 from ..ring import PaddedLayout, RingContext, pad_to_multiple, use_ring_attention, zigzag_indices
 from .mesh import CpRing
 
@@ -125,17 +126,20 @@ class CpShard:
         return self.layout.pad(torch.arange(length), -1)[self.index]
 
 
-def cp_shard(cu_seqlens: Sequence[int], input_ids: torch.Tensor, position_ids: torch.Tensor, labels: torch.Tensor,
-             weights: torch.Tensor, ring: CpRing, *, pad_id: int, total_tiles: int = 0) -> CpShard:
-    """Pad each sample of a [1, L] row to a multiple of 2W and take `ring.rank`'s zigzag shard of every
+def cp_shard(batch: LossBatch, ring: CpRing, *, pad_id: int) -> CpShard:
+    """Pad each sample of the [1, L] row to a multiple of 2W and take `ring.rank`'s zigzag shard of every
     per-token tensor (labels already shifted over the whole sequence), and its share of the pack's tiles."""
-    layout = pad_to_multiple(cu_seqlens, 2 * ring.world)
+    layout = pad_to_multiple(batch.cu_seqlens, 2 * ring.world)
     idx = torch.from_numpy(zigzag_indices(layout.cu_seqlens, ring.rank, ring.world))
-    pos = layout.pad_positions(position_ids[0])
-    lab = layout.pad(labels[0], IGNORE_INDEX)
-    w = layout.pad(weights[0], 0.0)
-    return CpShard(layout, idx, layout.pad(input_ids[0], pad_id), pos[idx], lab[idx], w[idx],
-                   cp_tile_range(total_tiles, ring.rank, ring.world))
+    pos = layout.pad_positions(batch.position_ids[0])
+    lab = layout.pad(batch.labels[0], IGNORE_INDEX)
+    w = layout.pad(batch.weights[0], 0.0)
+    return CpShard(layout, idx, layout.pad(batch.input_ids[0], pad_id), pos[idx], lab[idx], w[idx],
+                   cp_tile_range(batch.tiles, ring.rank, ring.world))
+
+
+def _lengths(cu_seqlens: Sequence[int]) -> list[list[int]]:
+    return [[int(b) - int(a) for a, b in pairwise(cu_seqlens)]]
 
 
 class ContextParallel:
@@ -158,32 +162,29 @@ class ContextParallel:
     def shard(self, cu_seqlens: Sequence[int], input_ids: torch.Tensor, position_ids: torch.Tensor,
               shifted: torch.Tensor, weights: torch.Tensor):
         """(layout, padded ids, index, positions, labels, weights) of this rank: `cp_shard` as a tuple."""
-        s = cp_shard(cu_seqlens, input_ids, position_ids, shifted, weights, self.ring, pad_id=self.pad_id)
+        batch = LossBatch(input_ids, position_ids, None, _lengths(cu_seqlens), shifted, weights)
+        s = cp_shard(batch, self.ring, pad_id=self.pad_id)
         return s.layout, s.padded_ids, s.index, s.positions, s.labels, s.weights
 
     def __call__(self, input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights, *,
                  total_tiles: int | None = None) -> torch.Tensor:
         """`total_tiles` = T of the pack says `pixel_values` hold only this rank's share of its tiles (possibly
         none, when T < W); without it they hold all T."""
-        return self.forward(input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights,
-                            total_tiles=total_tiles)[0]
+        batch = LossBatch(input_ids, position_ids, pixel_values, _lengths(cu_seqlens), shifted, weights, total_tiles)
+        return self.forward(batch)[0]
 
-    def forward(self, input_ids, position_ids, pixel_values, cu_seqlens, shifted, weights, *,
-                total_tiles: int | None = None) -> tuple[torch.Tensor, torch.Tensor, CpShard]:
+    def forward(self, batch: LossBatch) -> tuple[torch.Tensor, torch.Tensor, CpShard]:
         """(CE sum over this rank's tokens, their final hidden states [l, H], the shard they come from)."""
         model, ring = self.model, self.ring
-        presliced = total_tiles
-        if total_tiles is None:
-            total_tiles = 0 if pixel_values is None else int(pixel_values.shape[0])
-        shard = cp_shard(cu_seqlens, input_ids, position_ids, shifted, weights, ring, pad_id=self.pad_id,
-                         total_tiles=total_tiles)
-        device = input_ids.device
+        shard = cp_shard(batch, ring, pad_id=self.pad_id)
+        device = batch.input_ids.device
         idx = shard.index.to(device)
         ids = shard.padded_ids
         embeds = model.get_input_embeddings()(ids[idx])
         extra = None
-        if total_tiles:
-            feats = sharded_image_features(model, pixel_values, ring.group, ring.rank, ring.world, presliced)
+        if batch.tiles:
+            feats = sharded_image_features(model, batch.pixel_values, ring.group, ring.rank, ring.world,
+                                           batch.total_tiles)
             feats = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
             is_img = ids == model.config.image_token_id
             if int(is_img.sum()) != feats.shape[0]:
