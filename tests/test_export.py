@@ -114,7 +114,7 @@ def test_export_writes_a_clean_folder_that_from_pretrained_and_the_generator_loa
 def test_the_documented_inference_call_on_an_export_answers_as_the_run_does(run, tmp_path):
     """README: `V2PEGenerator.load(dir)` + `generate(prompt, stride=64)` on an export = the run's own checkpoint."""
     out = export(run.out, tmp_path / "model")
-    record, images = next(read_records(iter_samples(resolve_sources(run.data)[0])))[1:]
+    record, images = next(read_records(iter_samples(resolve_sources(run.data.paths)[0])))[1:]
     ours = V2PEGenerator.load(out)
     theirs = load_generator(run.out)
     a = ours.generate(ours.prepare(record, images), stride=64, max_new_tokens=4, return_logits=True)[0]

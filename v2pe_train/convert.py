@@ -6,7 +6,7 @@ model (InternLM2 is Llama with a fused, grouped `wqkv`), so training never needs
 
 What changes on the way (also recorded in `v2pe_convert.json` next to the weights):
 - InternLM2's `rope_scaling` (dynamic NTK ×2 on InternLM2-1.8B) is dropped: V2PE replaces it with a
-  plain rotary at factor 1.0 (v2pe-method §3), and our float64 rope accepts only the default type.
+  plain rotary at factor 1.0 (as rope.py explains), and our float64 rope accepts only the default type.
 - The tokenizer is rewritten as a plain fast tokenizer, image tokens added when missing; the embedding
   rows gained that way start at the mean row (as the reference trainer does).
 """

@@ -3,13 +3,13 @@
 Why float64: transformers' rotary modules compute `position_ids.float() * inv_freq` in float32, whose
 spacing is 1/16 at 1e6, so V2PE steps of 1/256 vanish (1e6 + 1/256 == 1e6) and long-context visual
 tokens collapse onto the same angle. Here the product pos ⊗ inv_freq and cos/sin run in float64 and only
-the result is cast to the activation dtype, as the reference V2PE rotary does (v2pe-method §3).
+the result is cast to the activation dtype, as the reference V2PE rotary does.
 
 The frequencies themselves are the stock float32 values (upcast): they are what the base model was
 trained with, so integer positions give the stock angles up to float32 rounding of the product.
 
 Only the default rope type is supported: V2PE forces a plain rotary with factor 1.0, which removes the
-base model's dynamic-NTK scaling (v2pe-method §3); silently keeping or dropping another type would
+base model's dynamic-NTK scaling; silently keeping or dropping another type would
 change the model, so it is an error.
 
 Why explicit masks: with `attention_mask=None` and no cache, transformers' `create_causal_mask` treats

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..choices import option_letter
 from ..tiling import IMAGE_PLACEHOLDER
 
 FILES = {"text_retrieval": "retrieval-text", "text_retrieval_fake": "retrieval-text",
@@ -46,16 +47,13 @@ CHOICE_SUFFIX = "\nAnswer with the option's letter from the given choices direct
 OPEN_SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
-def letter(i: int) -> str:
-    return chr(ord("A") + i)
-
-
 def question_tail(question: str, choices: list[str] | None, num_choice_images: int) -> str:
     """The question with its options and instruction: everything after `context + CONTEXT_SEP`."""
     if choices:
-        return question + "".join(f"\n{letter(i)}. {c}" for i, c in enumerate(choices)) + CHOICE_SUFFIX
+        return question + "".join(f"\n{option_letter(i)}. {c}" for i, c in enumerate(choices)) + CHOICE_SUFFIX
     if num_choice_images:
-        return question + "".join(f"\n{letter(i)}. <image>" for i in range(num_choice_images)) + CHOICE_SUFFIX
+        return question + "".join(f"\n{option_letter(i)}. {IMAGE_PLACEHOLDER}" for i in range(num_choice_images)) \
+            + CHOICE_SUFFIX
     return question + OPEN_SUFFIX
 
 

@@ -1,6 +1,6 @@
 """Answering a record with a V2PE model: greedy generation with a KV cache, or one teacher-forced pass.
 
-Positions (v2pe-method §2, §9). The prompt -- the record's conversation up to and including the final
+Positions (the rule in positions.py). The prompt -- the record's conversation up to and including the final
 `<|im_start|>assistant\\n`, i.e. everything before the last supervised run of its encoding -- gets the
 `v2pe_fix` positions of `positions.position_ids` for the chosen stride S (or `default`; S = 256 is the
 same). Every token after the prompt continues at +1 from the last prompt position: the k-th generated

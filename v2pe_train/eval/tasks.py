@@ -29,6 +29,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from v2pe_common.formats.mmniah import CONTEXT_SEP, question_tail
 from v2pe_common.tiling import IMAGE_PLACEHOLDER
 
 from . import milebench as mb
@@ -37,8 +38,6 @@ from . import scorers as sc
 from .rectify import normalise
 
 STYLES = mmniah.STYLES
-CHOICE_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
-OPEN_SUFFIX = "\nAnswer the question using a single word or phrase."
 MAX_CHOICES = 26  # MM-NIAH letters options chr(ord('A') + i): past Z it would print "[", "\\", ...
 MILEBENCH_TOKENS = 32
 
@@ -245,10 +244,6 @@ def max_new_tokens(obj: dict, **kwargs) -> int:
 # ------------------------------------------------------------------------------------------ MM-NIAH prompt
 
 
-def _letter(i: int) -> str:
-    return chr(ord("A") + i)
-
-
 def mmniah_prompt(line: dict, style: str = "official") -> tuple[str, list[str]]:
     """(prompt text with `<image>` placeholders, image paths in placeholder order) of an MM-NIAH line.
 
@@ -281,14 +276,9 @@ def mmniah_prompt(line: dict, style: str = "official") -> tuple[str, list[str]]:
     if len(options) > MAX_CHOICES:
         raise ValueError(f"{where}: meta.{'choices' if choices else 'choices_image_path'}: {len(options)} options; "
                          f"MM-NIAH's letters stop at Z ({MAX_CHOICES})")
-    if choices:
-        tail = "".join(f"\n{_letter(i)}. {c}" for i, c in enumerate(choices)) + CHOICE_SUFFIX
-    elif choice_images:
-        tail = "".join(f"\n{_letter(i)}. {IMAGE_PLACEHOLDER}" for i in range(len(choice_images))) + CHOICE_SUFFIX
-        images += list(choice_images)
-    elif isinstance(line.get("answer"), list) and style == "v2pe":
-        tail = ""
-    else:
-        tail = OPEN_SUFFIX
-    sep = "\n" if style == "official" else ""
-    return context + sep + question + tail, images
+    images += list(choice_images or [])
+    if not options and isinstance(line.get("answer"), list) and style == "v2pe":
+        tail = question
+    else:  # the turn our Long-MR records hold after their context (v2pe_common.formats.mmniah)
+        tail = question_tail(question, choices, len(choice_images or []))
+    return context + (CONTEXT_SEP if style == "official" else "") + tail, images

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 
-from v2pe_common.formats.mmniah import letter
+from v2pe_common.choices import option_letter
 
 
 def answer_text(answer, multiple_choice: bool) -> str:
     """The assistant turn for a raw answer: the option letter, a JSON list such as "[2, 5]", or the string."""
     if multiple_choice:
-        return letter(answer)
+        return option_letter(answer)
     if isinstance(answer, list):
         return json.dumps(answer)
     return str(answer)
