@@ -172,6 +172,13 @@ def test_flat_recipes_still_load_with_one_deprecation_line_a_key_and_the_same_ru
     assert new.identity_changes({**old.identity(), "lr": 0.5}) == ["optim.lr: 0.5 saved, 0.001 now"]
 
 
+def test_a_section_given_in_part_keeps_the_run_s_defaults_for_the_rest():
+    cfg = TrainConfig.from_dict({"model": {"name": "tiny"}, "data": {"paths": ["a"]}, "sample": {"stride": None}})
+    assert (cfg.data.max_seq_len, cfg.sample.position_mode) == (34000, "v2pe_rnd") == \
+        (TrainConfig().data.max_seq_len, TrainConfig().sample.position_mode)
+    assert TrainConfig(model="tiny", data=["a"]).run_id() == "9900e94147d5c3ec"  # the id it had before the sections
+
+
 def test_settings_address_any_key_as_section_dot_key_over_the_recipe(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: {name: tiny}\noptim: {lr: 1e-3, max_steps: 9}\n")

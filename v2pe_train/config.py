@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from v2pe_common.recipe import ConfigError, read_recipe, unknown_key
 
-from .data.options import DataConfig, SampleConfig, Section, one_of
+from .data.options import DataConfig, SampleConfig, Section, choice
 
 log = logging.getLogger("v2pe_train.config")
 
@@ -86,15 +86,9 @@ class OptimConfig(Section):
             raise ValueError(f"must be two finite numbers in [0, 1), got {value!r}")
         return tuple(float(b) for b in value)
 
-    @field_validator("loss_reduction")
-    @classmethod
-    def _reduction(cls, value):
-        return one_of("loss_reduction", value, LOSS_REDUCTIONS)
+    _reduction = choice("loss_reduction", LOSS_REDUCTIONS)
 
-    @field_validator("precision")
-    @classmethod
-    def _precision(cls, value):
-        return one_of("precision", value, PRECISIONS)
+    _precision = choice("precision", PRECISIONS)
 
     @model_validator(mode="after")
     def _min_lr(self):
@@ -113,20 +107,11 @@ class ParallelConfig(Section):
                            "mask), varlen (cu_seqlens), auto (varlen on CUDA)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory)")
 
-    @field_validator("data_parallel")
-    @classmethod
-    def _dp(cls, value):
-        return one_of("data_parallel", value, ("ddp", "fsdp"))
+    _dp = choice("data_parallel", ("ddp", "fsdp"))
 
-    @field_validator("ring_backend")
-    @classmethod
-    def _backend(cls, value):
-        return one_of("ring_backend", value, ("auto", "torch", "flash"))
+    _backend = choice("ring_backend", ("auto", "torch", "flash"))
 
-    @field_validator("attention")
-    @classmethod
-    def _attention(cls, value):
-        return one_of("attention", value, ("auto", "mask", "varlen"))
+    _attention = choice("attention", ("auto", "mask", "varlen"))
 
 
 class CheckpointConfig(Section):
@@ -134,16 +119,17 @@ class CheckpointConfig(Section):
     keep_last: int = Field(2, ge=1, le=10**6, description="checkpoints kept (the newest)")
 
 
-def _trainer_data() -> DataConfig:
-    return DataConfig(max_seq_len=34000)  # the loader alone packs without a limit; a run packs 34K by default
+# A run's defaults where they differ from the data stream's own (which packs without a limit and keeps δ = 1):
+# a section given in part keeps them for the keys it leaves out.
+RUN_DEFAULTS = {"data": {"max_seq_len": 34000}, "sample": {"position_mode": "v2pe_rnd"}}
 
 
 class TrainConfig(Section):
     """Every key of a training recipe; `v2pe-train config show` lists them with their help."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=_trainer_data)
-    sample: SampleConfig = Field(default_factory=lambda: SampleConfig(position_mode="v2pe_rnd"))
+    data: DataConfig = Field(default_factory=lambda: DataConfig(**RUN_DEFAULTS["data"]))
+    sample: SampleConfig = Field(default_factory=lambda: SampleConfig(**RUN_DEFAULTS["sample"]))
     optim: OptimConfig = Field(default_factory=OptimConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -162,7 +148,13 @@ class TrainConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _nest(cls, raw):
-        return nest(raw, deprecate=False) if isinstance(raw, dict) else raw
+        if not isinstance(raw, dict):
+            return raw
+        tree = nest(raw, deprecate=False)
+        for section, defaults in RUN_DEFAULTS.items():
+            if isinstance(tree.get(section), dict):
+                tree[section] = {**defaults, **tree[section]}
+        return tree
 
     @model_validator(mode="after")
     def _one_source(self):

@@ -51,7 +51,7 @@ from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 from ..parallel.context import cp_tile_range
 from .collate import Batch, collate
 from .mixture import Mixture, parse_datasets
-from .options import DataConfig, SampleConfig, one_of
+from .options import DataConfig, SampleConfig, choice
 from .packing import Packer
 from .samples import IMAGENET_MEAN, IMAGENET_STD, PIXEL_DTYPES, Sample, SampleProcessor
 from .shards import (ShardReadError, ShardRef, content_fingerprint, epoch_order, fingerprint, iter_samples,
@@ -98,10 +98,7 @@ class LoaderConfig(DataConfig, SampleConfig):
     def _specs(cls, value):
         return None if value is None else parse_datasets(value)
 
-    @field_validator("pixel_dtype")
-    @classmethod
-    def _pixel_dtype(cls, value):
-        return one_of("pixel_dtype", value, sorted(PIXEL_DTYPES))
+    _pixel_dtype = choice("pixel_dtype", sorted(PIXEL_DTYPES))
 
     @model_validator(mode="after")
     def _layout(self):

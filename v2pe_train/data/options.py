@@ -40,11 +40,16 @@ class Section(BaseModel):
         return raw
 
 
-def one_of(key: str, value, allowed) -> Any:
-    """`value` if it is one of `allowed`; the ValueError names the key (pydantic puts it on its own line)."""
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
-    return value
+def choice(key: str, allowed) -> Any:
+    """A field validator refusing a value outside `allowed` (`_mode = choice("position_mode", MODES)` in a
+    section's body); the ValueError names the key, which pydantic puts on a line of its own."""
+
+    def check(cls, value):
+        if value not in allowed:
+            raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
+        return value
+
+    return field_validator(key)(check)
 
 
 class DataConfig(Section):
@@ -80,10 +85,7 @@ class DataConfig(Section):
     def _length(cls, value):
         return None if value is None else parse_length(value)
 
-    @field_validator("format")
-    @classmethod
-    def _format(cls, value):
-        return one_of("format", value, FORMATS)
+    _format = choice("format", FORMATS)
 
     @field_validator("datasets")
     @classmethod
@@ -111,20 +113,11 @@ class SampleConfig(Section):
     control_tokens: str = Field("skip", description="a turn holding a control token (<IMG_CONTEXT>, <|im_start|>, "
                                 "...): skip the sample (counted as special_token) or neutralise the token")
 
-    @field_validator("position_mode")
-    @classmethod
-    def _mode(cls, value):
-        return one_of("position_mode", value, POSITION_MODES)
+    _mode = choice("position_mode", POSITION_MODES)
 
-    @field_validator("tiling_backend")
-    @classmethod
-    def _backend(cls, value):
-        return one_of("tiling_backend", value, TILING_BACKENDS)
+    _backend = choice("tiling_backend", TILING_BACKENDS)
 
-    @field_validator("control_tokens")
-    @classmethod
-    def _control(cls, value):
-        return one_of("control_tokens", value, CONTROL_MODES)
+    _control = choice("control_tokens", CONTROL_MODES)
 
     @model_validator(mode="after")
     def _stride(self):
