@@ -53,6 +53,43 @@ def _proc_status_mib(field: str) -> float:
     raise KeyError(field)
 
 
+# The loader's phases, each the profiled functions whose cumulative time it is (a phase nested in another is
+# taken out of it: decoding happens inside `tile`). What no phase holds is "other": tar streaming, the
+# manifest check, schema and bookkeeping.
+PHASES = {
+    "decode": [("PIL/ImageFile.py", "load")],
+    "processor": [("transformers/image_processing_utils.py", "__call__")],  # what the floor runs too
+    "rgb": [("v2pe_common/images.py", "to_rgb")],
+    "tiling": [("v2pe_train/data/samples.py", "tile")],  # less the three above: checks, the copy into the batch dtype
+    "encoding": [("v2pe_train/data/samples.py", "plan")],
+    "positions": [("v2pe_train/positions.py", "position_ids")],
+    "packing": [("v2pe_train/data/packing.py", "add"), ("v2pe_train/data/packing.py", "flush")],
+    "collation": [("v2pe_train/data/collate.py", "collate")],
+}
+NESTED = {"tiling": ["decode", "processor", "rgb"]}
+
+
+def phase_breakdown(run) -> dict:
+    """Seconds (under cProfile, one pass of `run()`) spent in each of PHASES, and the total."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    run()
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # {(file, line, name): (calls, prim, tottime, cumtime, callers)}
+    total = max(v[3] for v in stats.values())
+    seconds = {}
+    for phase, wanted in PHASES.items():
+        seconds[phase] = sum(v[3] for (file, _, name), v in stats.items()
+                             if any(file.endswith(f) and name == n for f, n in wanted))
+    for outer, inner in NESTED.items():
+        seconds[outer] -= sum(seconds[i] for i in inner)
+    seconds["other"] = total - sum(seconds.values())
+    return {"total_s": round(total, 3), **{k: round(v, 3) for k, v in seconds.items()}}
+
+
 def cp_child(build_dir: str, rank: int, world: int, args) -> dict:
     """One cp rank's loader over the build, in a process of its own (its VmHWM is this rank's peak)."""
     from v2pe_common.tokenizer import load_tokenizer
@@ -309,6 +346,15 @@ def main() -> None:
         print(f"tiling, 1 thread (one worker): reference {r_tiles / r_dt:7.1f} tiles/s, fast {x_tiles / x_dt:7.1f} tiles/s, "
               f"fast / reference = {tiling_ratio:.2f}x (target >= 3); pixels differ by <= {max_levels:.2f} levels "
               f"(mean {mean_levels:.4f})")
+        # Where the loader's time goes, so the next regression names its phase (cProfile inflates the Python-heavy
+        # phases a little; the shares, not the seconds, are the guard).
+        phases = phase_breakdown(lambda: loader())
+        result["phases_s"] = phases
+        print("loader phases (one cProfile pass): " + ", ".join(
+            f"{k} {v:.2f}s ({100 * v / phases['total_s']:.1f}%)" for k, v in phases.items() if k != "total_s"))
+        beyond = phases["total_s"] - phases["decode"] - phases["processor"]
+        print(f"beyond the floor's work (decode + processor): {beyond:.2f}s = {100 * beyond / phases['total_s']:.1f}% "
+              "of the loader's profiled time")
         print(json.dumps(result))
     finally:
         if tmp:
