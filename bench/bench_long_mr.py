@@ -48,6 +48,50 @@ def config(args, out: Path, **over):
     return BuildConfig.from_dict(raw)
 
 
+# The build's time beyond the floor, by phase: each the profiled functions whose cumulative time it is. `load`
+# is the floor's own work (render or decode every image, paste, encode); the rest is what a build adds.
+BUILD_PHASES = {
+    "set-up (builder: tokenizer, sources)": [("v2pe_data/build.py", "__init__")],
+    "source checks": [("v2pe_data/build.py", "check_sources_unchanged"), ("v2pe_data/build.py", "check_feasible"),
+                      ("v2pe_data/build.py", "source_report")],
+    "prepare (folder, lock)": [("v2pe_data/build.py", "prepare_out")],
+    "the sample: plan, load, check, write": [("v2pe_data/build.py", "_run_task")],
+    "finish (manifest, card, markers)": [("v2pe_data/build.py", "_finish")],
+}
+# inside "the sample": its plan, what the writer and the hash take; the rest is the floor's work and the checks
+NESTED_PHASES = {"  plan": [("v2pe_data/build.py", "plan")],
+                 "  tar members": [("v2pe_data/writers/wds.py", "begin"), ("v2pe_data/writers/wds.py", "add_image"),
+                                 ("v2pe_data/writers/wds.py", "end")],
+                 "  sha256": [("~", "<method 'update' of '_hashlib.HASH' objects>"),
+                            ("~", "<built-in method _hashlib.openssl_sha256>")]}
+
+
+def build_phases(args, tmp: Path) -> dict:
+    """Seconds of one more build of the sample under cProfile, by BUILD_PHASES, and the total."""
+    import cProfile
+    import pstats
+
+    from v2pe_data.build import build
+
+    profile = cProfile.Profile()
+    profile.enable()
+    build(config(args, tmp / "profiled"), show_progress=False)
+    profile.disable()
+    stats = pstats.Stats(profile).stats
+    total = max(v[3] for v in stats.values())
+    out = {}
+    for phase, wanted in {**BUILD_PHASES, **NESTED_PHASES}.items():
+        # a function counts once even when it calls another of its phase (a load inside a load)
+        found = {key: v for key, v in stats.items()
+                 if any((f in key[0] or f == key[0]) and key[2] == name for f, name in wanted)}
+        out[phase] = sum(v[3] for key, v in found.items()
+                         if not any(caller in found for caller in v[4]))
+    out["  load and checks (the floor's work and more)"] = out["the sample: plan, load, check, write"] - sum(
+        out[k] for k in NESTED_PHASES)
+    out["other"] = total - sum(out[k] for k in BUILD_PHASES)
+    return {"total_s": round(total, 3), **{k: round(v, 3) for k, v in out.items()}}
+
+
 def child_build(args, tmp: Path) -> dict:
     from v2pe_data.build import build
 
@@ -56,7 +100,7 @@ def child_build(args, tmp: Path) -> dict:
     manifest = build(config(args, tmp / "build"), show_progress=False)
     seconds = time.perf_counter() - t
     return {"build_s": seconds, "vm_hwm_mib": vm_hwm_mib(), "tokens": manifest["token_stats"]["total"],
-            "bytes": sum(s["bytes"] for s in manifest["shards"])}
+            "bytes": sum(s["bytes"] for s in manifest["shards"]), "phases_s": build_phases(args, tmp)}
 
 
 def child_floor(args, tmp: Path) -> dict:
@@ -139,6 +183,10 @@ def main() -> None:
     print(f"build/floor = {figures['build_over_floor']} (target <= {RATIO_TARGET}); build peak RSS = "
           f"{figures['build_peak_rss_mib']} MiB (target < {RSS_TARGET_MIB}; child's own VmHWM "
           f"{figures['build_vm_hwm_mib']}), floor process {figures['floor_vm_hwm_mib']} MiB")
+    phases = b["phases_s"]
+    figures["build_phases_s"] = phases
+    print("build phases (one more build under cProfile): " + ", ".join(
+        f"{k} {v:.2f}s ({100 * v / phases['total_s']:.0f}%)" for k, v in phases.items() if k != "total_s"))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
