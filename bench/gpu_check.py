@@ -436,6 +436,14 @@ def _pct(x) -> str:
 
 
 def summary_line(name: str, r: dict) -> str:
+    """One line for the console; a result without the expected fields reads "ok" rather than stopping the run."""
+    try:
+        return _summary(name, r)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"{r.get('status')} (no summary: {type(exc).__name__} {exc})"
+
+
+def _summary(name: str, r: dict) -> str:
     if r.get("status") != "ok":
         return f"{r.get('status')}: {r.get('error', '')}"
     if name == "env":

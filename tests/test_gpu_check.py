@@ -147,7 +147,7 @@ def test_a_stage_past_its_timeout_is_recorded_and_the_rest_still_run(tmp_path, m
 
     monkeypatch.setattr(mod, "_spawn", fake_spawn)
     out = tmp_path / "r.json"
-    mod.orchestrate(_args(mod, out, budget_s=60))
+    mod.orchestrate(_args(mod, out, budget_s=400))
     assert calls == list(mod.STAGES)
     report = json.loads(out.read_text())
     assert report["stages"]["kernels"]["status"] == "timeout"
@@ -155,7 +155,7 @@ def test_a_stage_past_its_timeout_is_recorded_and_the_rest_still_run(tmp_path, m
 
 
 def _args(mod, out, **kw):
-    return mod.argparse.Namespace(**{"dry_run": True, "out": str(out), "install": None, "budget_s": 60,
+    return mod.argparse.Namespace(**{"dry_run": True, "out": str(out), "install": None, "budget_s": 400,
                                      "work": out.parent, "resume": None, "fresh": True, **kw})
 
 
