@@ -35,9 +35,13 @@ test-slow:
 test-gpu:
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
 
-# On a fresh H100/H200: install, test-gpu, kernels, ring, 2B throughput at 32K, the 128K one-GPU step (< 8 min).
+# On an H100/H200, inside one budget (GPU_BUDGET_S seconds, install included; default 470): install, then by
+# value kernels, 2B tokens/s/GPU and MFU at 32K, the 128K one-GPU fit, ring throughput, test-gpu. Resumable: with
+# the last report at $OUT/gpu_check.json or bench/gpu_check.json, only stages not yet ok run (bench/RESULTS.md).
+GPU_BUDGET_S ?=
+GPU_CHECK_ARGS ?=
 gpu-check:
-	bash bench/gpu_check.sh
+	$(if $(GPU_BUDGET_S),GPU_BUDGET_S=$(GPU_BUDGET_S)) bash bench/gpu_check.sh $(GPU_CHECK_ARGS)
 
 bench:
 	$(PY) bench/bench_build.py

@@ -3,8 +3,9 @@ the same measurement on data it builds):
 
     python bench/gpu_train.py --data out/long_vqa_32k_bench [--presets tiny,2b] [--steps 6] [--json out.json]
 
-Per preset: median seconds per optimizer step after one warm-up step, tokens/s, MFU (6 x params x tokens;
-attention excluded), peak CUDA memory, and the loader's wait, from `gpu_check.measure_training` on
+Per preset: median seconds per optimizer step after one warm-up step, tokens/s/GPU, MFU in torchtitan's units
+(6 N + 12 L H Q T FLOPs a token) and as 6 x params (attention excluded), peak CUDA memory, and the loader's
+wait, from `gpu_check.measure_training` on
 `recipes/train_32k.yaml` (34K tokens a pack, v2pe_rnd, gradient checkpointing except for `tiny`).
 """
 

@@ -1,5 +1,6 @@
-"""`make gpu-check` on CPU: the dry run takes every stage's code path and writes the JSON a GPU run writes;
-the 8b preset is sized without materialising its weights."""
+"""`make gpu-check` on CPU: the dry run takes every stage's code path and writes the JSON a GPU run writes, in
+the order of value, resumable (a second dry run reruns only the stage that was not ok), within a budget that
+skips what does not fit as "out of time"; the 8b preset is sized without materialising its weights."""
 
 from __future__ import annotations
 
@@ -17,8 +18,38 @@ from v2pe_train.model import PRESETS, preset_parameter_count, shape_8b_config
 from tests.deadline import CLI_DEADLINE
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN_KEYS = {"model", "params", "tokens_per_step", "step_s", "tokens_per_s", "mfu", "peak_mem_gib",
-              "loader_wait_s_median", "num_workers", "losses"}
+TRAIN_KEYS = {"model", "params", "tokens_per_step", "step_s", "tokens_per_s", "tokens_per_s_per_gpu", "gpus",
+              "params_non_embedding", "flop_shape", "flops_per_token_torchtitan", "mfu_torchtitan", "mfu_6n",
+              "peak_mem_gib", "loader_wait_s_median", "num_workers", "losses", "device"}
+# By value (bench/gpu_check.py says why): a loan that ends early has the kernels and the 2B figure first.
+ORDER = ["env", "kernels", "train_2b_32k", "train_128k_1gpu", "ring", "test_gpu"]
+
+
+def _dry_run(out: Path, work: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OUT", None)
+    env.pop("GPU_BUDGET_S", None)
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out", str(out),
+                           "--work", str(work), *extra], capture_output=True, text=True, timeout=CLI_DEADLINE,
+                          env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    """One fresh dry run, then one resumed from its report with `ring` marked timed out (the work folder,
+    with its tiny data build, shared): both reports and the second run's output."""
+    tmp = tmp_path_factory.mktemp("gpu_check")
+    first = tmp / "first.json"
+    proc = _dry_run(first, tmp / "work", "--fresh")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(first.read_text())
+    edited = json.loads(first.read_text())
+    edited["stages"]["ring"] = {"status": "timeout", "error": "stage ring passed its 45 s timeout", "run": 1}
+    (tmp / "edited.json").write_text(json.dumps(edited))
+    second = tmp / "second.json"
+    proc2 = _dry_run(second, tmp / "work", "--resume", str(tmp / "edited.json"))
+    assert proc2.returncode == 0, proc2.stderr[-2000:]
+    return report, proc.stdout, json.loads(second.read_text()), proc2.stdout
 
 
 def _gpu_check():
@@ -48,30 +79,43 @@ def test_8b_preset_has_internvl2_8b_shapes_and_size_without_allocating():
     assert "8b" in PRESETS
 
 
-def test_dry_run_writes_every_stage_with_the_gpu_keys(tmp_path):
-    """`gpu_check.py --dry-run` runs all six stages on CPU and records each one's numbers (MFU and peak
-    memory are null without CUDA), within an explicit deadline."""
-    out = tmp_path / "check.json"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("OUT", None)
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out", str(out),
-                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=CLI_DEADLINE, env=env,
-                          cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+def test_dry_run_writes_every_stage_in_order_with_the_gpu_keys(dry_runs):
+    """`gpu_check.py --dry-run` runs all six stages on CPU, in the order of value, and records each one's
+    numbers: tokens/s/GPU and both MFUs (null without CUDA, as is peak memory), torchtitan's FLOPs per token."""
+    report, stdout, _, _ = dry_runs
     stages = report["stages"]
-    assert list(stages) == ["env", "test_gpu", "kernels", "ring", "train_2b_32k", "train_128k_1gpu"]
+    assert list(stages) == ORDER == list(_gpu_check().STAGES)
     assert all(s["status"] == "ok" for s in stages.values()), {k: s.get("error") for k, s in stages.items()}
+    assert report["pending"] == [] and len(report["runs"]) == 1 and report["runs"][0]["ran"] == ORDER
     assert stages["test_gpu"]["passed"]
     by_check = {c["check"]: max(c["max_abs_diff"].values()) for c in stages["kernels"]["checks"]}
     assert by_check["torch_fp32 vs fp64 reference"] < 1e-4
     assert by_check["torch_bf16 vs fp64 reference"] < 0.2
     assert {t["tokens"] for t in stages["ring"]["throughput"]} == {1024, 2048}
     for name in ("train_2b_32k", "train_128k_1gpu"):
-        assert TRAIN_KEYS <= set(stages[name]), name
-        assert stages[name]["tokens_per_s"] > 0 and stages[name]["mfu"] is None
+        r = stages[name]
+        assert TRAIN_KEYS <= set(r), name
+        assert r["tokens_per_s_per_gpu"] > 0 and r["gpus"] == 1
+        assert r["mfu_torchtitan"] is None and r["mfu_6n"] is None
+        shape = r["flop_shape"]
+        assert 0 < r["params_non_embedding"] < r["params"]  # the tiny model's token table is left out
+        assert r["flops_per_token_torchtitan"] == 6 * r["params_non_embedding"] + 12 * shape["layers"] * \
+            shape["heads"] * shape["head_dim"] * shape["seq_len"]
     assert stages["train_128k_1gpu"]["fits"] is True
-    assert "[gpu-check] train_2b_32k:" in proc.stdout
+    assert stages["train_128k_1gpu"]["reference"]["tokens_per_s_per_gpu"] == 1071
+    assert "[gpu-check] train_2b_32k:" in stdout and "every stage ok" in stdout
+
+
+def test_a_resumed_dry_run_reruns_only_the_stage_that_was_not_ok(dry_runs):
+    """Resume: the stages ok in the previous report are kept as they were; only the timed-out one runs."""
+    first, _, second, stdout = dry_runs
+    assert second["runs"][1]["ran"] == ["ring"] and second["runs"][1]["resumed_from"].endswith("edited.json")
+    assert second["stages"]["ring"]["status"] == "ok" and second["stages"]["ring"]["run"] == 2
+    for name in ORDER:
+        if name != "ring":
+            assert second["stages"][name] == first["stages"][name], name
+    assert second["pending"] == [] and list(second["stages"]) == ORDER
+    assert "[gpu-check] kernels: kept" in stdout
 
 
 def test_128k_stage_reports_out_of_memory_as_does_not_fit(tmp_path, monkeypatch):
@@ -103,16 +147,78 @@ def test_a_stage_past_its_timeout_is_recorded_and_the_rest_still_run(tmp_path, m
 
     monkeypatch.setattr(mod, "_spawn", fake_spawn)
     out = tmp_path / "r.json"
-    args = mod.argparse.Namespace(dry_run=True, out=str(out), install=None, budget_s=60, work=tmp_path)
-    mod.orchestrate(args)
+    mod.orchestrate(_args(mod, out, budget_s=400))
     assert calls == list(mod.STAGES)
-    assert json.loads(out.read_text())["stages"]["kernels"]["status"] == "timeout"
+    report = json.loads(out.read_text())
+    assert report["stages"]["kernels"]["status"] == "timeout"
+    assert report["pending"] == list(mod.STAGES)  # none ok: every stage is still to run
+
+
+def _args(mod, out, **kw):
+    return mod.argparse.Namespace(**{"dry_run": True, "out": str(out), "install": None, "budget_s": 400,
+                                     "work": out.parent, "resume": None, "fresh": True, **kw})
+
+
+def test_the_budget_skips_what_no_longer_fits_as_out_of_time_and_says_what_is_still_to_run(tmp_path, monkeypatch):
+    """Each stage here takes 50 s of a 130 s budget: env and kernels run; the 2B stage (needs 60 s) and the
+    128K stage (45 s) are skipped with 30 s left, the cheaper ring stage still runs, and test_gpu is out of time."""
+    mod = _gpu_check()
+    now = [0.0]
+
+    def fake_spawn(name, args, timeout):
+        now[0] += 50
+        return {"status": "ok"}
+
+    monkeypatch.setattr(mod, "_clock", lambda: now[0])
+    monkeypatch.setattr(mod, "_spawn", fake_spawn)
+    out = tmp_path / "r.json"
+    mod.orchestrate(_args(mod, out, budget_s=130))
+    report = json.loads(out.read_text())
+    stages = report["stages"]
+    skipped = ["train_2b_32k", "train_128k_1gpu", "test_gpu"]
+    assert report["runs"][0]["ran"] == ["env", "kernels", "ring"] and report["runs"][0]["out_of_time"] == skipped
+    for name in skipped:
+        assert stages[name]["status"] == "skipped" and stages[name]["error"].startswith("out of time"), name
+    assert report["pending"] == skipped
+
+
+def test_resume_takes_the_out_file_then_the_committed_report_and_never_mixes_dry_and_gpu(tmp_path, monkeypatch):
+    """Without --resume, the --out file is the source; a GPU report is not resumed into a dry run (noted, and
+    every stage runs), and --resume naming an unusable file stops with its path and the field."""
+    mod = _gpu_check()
+    calls = []
+    monkeypatch.setattr(mod, "_spawn", lambda name, args, timeout: calls.append(name) or {"status": "ok"})
+    monkeypatch.setattr(mod, "COMMITTED", tmp_path / "absent.json")
+    out = tmp_path / "r.json"
+    ok = {n: {"status": "ok", "run": 1} for n in mod.STAGES}
+    out.write_text(json.dumps({"dry_run": True, "stages": {**ok, "test_gpu": {"status": "error"}}}))
+    mod.orchestrate(_args(mod, out, fresh=False))
+    assert calls == ["test_gpu"]
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps({"dry_run": False, "stages": ok}))
+    monkeypatch.setattr(mod, "COMMITTED", gpu)
+    calls.clear()
+    mod.orchestrate(_args(mod, tmp_path / "r3.json", fresh=False))
+    assert calls == list(mod.STAGES)
+    with pytest.raises(SystemExit, match="dry_run"):
+        mod.orchestrate(_args(mod, tmp_path / "r4.json", fresh=False, resume=str(gpu)))
 
 
 def test_peak_flops_knows_hopper_and_nothing_else():
     mod = _gpu_check()
     assert mod.peak_flops("NVIDIA H200") == mod.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert mod.peak_flops("NVIDIA H100 PCIe") == 756e12 and mod.peak_flops("NVIDIA H100 NVL") == 835e12
     assert mod.peak_flops("cpu") is None
+
+
+def test_torchtitan_flops_per_token_on_llama3_8b_at_128k():
+    """torchtitan's 6 * N + 12 * L * H * Q * T on Llama 3.1 8B's shapes (32 layers, 32 heads of 128; 8.03B
+    parameters, 7.50B without the 128,256 x 4096 token table) at T = 131,072: the attention term dominates."""
+    mod = _gpu_check()
+    n = 8_030_261_248 - 128_256 * 4096
+    flops = mod.torchtitan_flops_per_token(n, 32, 32, 128, 131072)
+    assert flops == 6 * n + 12 * 32 * 32 * 128 * 131072
+    assert 2.0e11 < 12 * 32 * 32 * 128 * 131072 < flops < 2.6e11
 
 
 @pytest.mark.parametrize("recipe", ["train_32k_8b.yaml", "train_128k_1gpu.yaml"])
