@@ -303,3 +303,21 @@ def test_rejects_wrong_sources(remote_dir, converted, tmp_path):
     (bad / "config.json").write_text(json.dumps({**REMOTE, "llm_config": qwen}))
     with pytest.raises(NotImplementedError, match="only InternLM2"):
         convert(bad, tmp_path / "out")
+
+
+def test_the_cli_says_a_wrong_source_or_destination_in_one_line_with_exit_2(remote_dir, converted, tmp_path):
+    """`v2pe-train --help`: exit 2 for usage errors, a missing source among them (issue 22)."""
+    from cli_invoke import invoke
+
+    from v2pe_train.cli import app
+
+    bad = tmp_path / "qwen"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({**REMOTE, "llm_config": {**LLM, "architectures": ["Qwen2ForCausalLM"],
+                                                                          "model_type": "qwen2"}}))
+    for args, said in (((tmp_path / "missing", tmp_path / "o1"), "is not a directory"),
+                       ((remote_dir, converted), "exists"),
+                       ((bad, tmp_path / "o2"), "only InternLM2")):
+        code, output = invoke(app, "convert", *args)
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], (args, output)

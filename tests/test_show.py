@@ -95,7 +95,12 @@ def test_the_png_sheet_holds_every_image_in_order_with_the_targets_marked(builds
             ys, xs = np.nonzero(changed)
             scale = thumb.width / width
             assert abs(xs.min() - x0 * scale) <= 2 and abs(xs.max() - x1 * scale) <= 3, (xs.min(), xs.max())
-    assert f"A: {rec['answer']}" in layout["header"]
+    options = meta.get("choices") or meta.get("choice_images")
+    letter = f"{chr(65 + rec['answer'])} (option {rec['answer']})" if options and isinstance(rec["answer"], int) \
+        else rec["answer"]
+    assert f"A: {letter}" in layout["header"]  # the letter the model is trained to answer, not the index
+    labelled = {c["index"]: c["choice"] for c in layout["cells"] if "choice" in c}
+    assert labelled == {i: chr(65 + k) for k, i in enumerate(meta.get("choice_images") or [])}
 
 
 def test_the_html_page_inlines_every_image_and_lists_text_needles_with_their_depth(builds, tmp_path):
@@ -142,3 +147,16 @@ def test_a_folder_without_a_manifest_is_a_usage_error(tmp_path):
     with pytest.raises(ShowError, match="manifest.json does not exist") as err:
         show(tmp_path, "x", tmp_path / "x.png")
     assert err.value.usage
+
+
+def test_a_multiple_choice_answer_shows_its_letter_and_image_options_are_labelled():
+    from v2pe_data.show import answer_text, choice_labels, header_lines
+
+    text = {"id": "s", "task": "long_mr", "images": [], "answer": 2, "conversations": [{"value": "q"}],
+            "meta": {"question": "Which?", "choices": ["red", "green", "blue"]}}
+    assert answer_text(text) == "C (option 2)" and "choices: A. red  B. green  C. blue" in header_lines(text)
+    pictures = {**text, "meta": {"question": "Which?", "choice_images": [7, 8, 9, 10]}, "answer": 3}
+    assert answer_text(pictures) == "D (option 3)"
+    assert choice_labels(pictures) == {7: "A", 8: "B", 9: "C", 10: "D"}
+    for plain in ({**text, "meta": {}}, {**text, "answer": [1, 2]}, {**text, "answer": "7"}):
+        assert answer_text(plain) == str(plain["answer"])  # a count, a list or a word stays as stored

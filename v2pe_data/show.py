@@ -22,6 +22,7 @@ from pathlib import Path
 from PIL.Image import DecompressionBombError
 
 from v2pe_common.buildfolder import MANIFEST_FILE
+from v2pe_common.choices import option_letter
 from v2pe_common.formats import BadMember, ShardReadError, iter_samples
 from v2pe_common.images import to_rgb
 
@@ -94,6 +95,20 @@ def marks(record: dict) -> dict[int, list]:
     return found
 
 
+def answer_text(record: dict) -> str:
+    """The answer as the model is trained to give it: an option's letter for a multiple-choice record (its
+    stored 0-based index beside it), else the answer as stored."""
+    answer, meta = record.get("answer"), record.get("meta") or {}
+    if isinstance(answer, int) and not isinstance(answer, bool) and (meta.get("choices") or meta.get("choice_images")):
+        return f"{option_letter(answer)} (option {answer})"
+    return str(answer)
+
+
+def choice_labels(record: dict) -> dict[int, str]:
+    """{image index: its option letter} for a record whose options are images (Long-MR image choices)."""
+    return {int(i): option_letter(k) for k, i in enumerate((record.get("meta") or {}).get("choice_images") or [])}
+
+
 def header_lines(record: dict) -> list[str]:
     """Question, answer, depth(s) and the text needles with their depth, wrapped for the sheet."""
     meta = record.get("meta") or {}
@@ -105,8 +120,8 @@ def header_lines(record: dict) -> list[str]:
     lines = [f"{record['id']}  ({record.get('task', '')}/{record.get('subset', '')}, {meta.get('num_tokens')} tokens, "
              f"{len(record['images'])} images)", f"Q: {question}"]
     if meta.get("choices"):
-        lines.append("choices: " + "  ".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(meta["choices"])))
-    lines.append(f"A: {record.get('answer')}")
+        lines.append("choices: " + "  ".join(f"{option_letter(i)}. {c}" for i, c in enumerate(meta["choices"])))
+    lines.append(f"A: {answer_text(record)}")
     if depth is not None:
         lines.append("depth: " + (", ".join(f"{d:.3f}" for d in depths) if depths else f"{depth:.3f}"))
     for i, needle in enumerate(meta.get("needles") or []):
@@ -173,6 +188,7 @@ def _render(shard: Path, record: dict, members, dest: Path, kind: str, thumb: in
     sheet = _sheet(layout, header) if kind == "png" else None
     tiles: list[str] = []
     seen: set[str] = set()
+    choices = choice_labels(record)
     try:
         for member in members:  # streamed in tar order: one image in memory at a time
             if member.suffix not in names or member.suffix in seen:
@@ -185,7 +201,10 @@ def _render(shard: Path, record: dict, members, dest: Path, kind: str, thumb: in
             tags = [m[-1] for m in drawn.get(index, [])]
             layout["cells"].append({"index": index, "image": member.suffix, "xy": xy, "size": image.size,
                                     "marks": tags})
-            caption = f"#{index} {' '.join(tags)}".strip()
+            choice = choices.get(index)
+            if choice:
+                layout["cells"][-1]["choice"] = choice
+            caption = f"#{index} {' '.join(tags)}{f' choice {choice}' if choice else ''}".strip()
             if sheet is not None:
                 _paste(sheet, image, xy, caption, thumb)
             else:

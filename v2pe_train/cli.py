@@ -196,7 +196,8 @@ def convert(src: Path = typer.Argument(..., help="Remote-code InternVL2 checkpoi
         fail(f"--dtype: choose bf16, fp16 or fp32, got {dtype!r}")
     try:
         out = run(src, dst, tokenizer=tokenizer, dtype=dtypes[dtype])
-    except ValueError as exc:
+    # the arguments' fault: no such source, a destination already there, a checkpoint of another kind
+    except (ValueError, NotImplementedError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         fail(str(exc), USAGE)
     except OSError as exc:
         fail(str(exc), FAILURE)
