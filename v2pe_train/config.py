@@ -185,11 +185,10 @@ class TrainConfig(Section):
         defaults = type(self)().identity()
         now = self.identity()
         was_all = saved_settings(saved)
-        extensible = {LEGACY.get(k, k) for k in EXTENSIBLE_KEYS}
 
         def differs(k: str) -> bool:
             was = was_all.get(k, defaults[k])
-            return was != now[k] and not (resuming and k in extensible and isinstance(was, int) and now[k] > was)
+            return was != now[k] and not (resuming and k in _EXTENSIBLE_NAMES and isinstance(was, int) and now[k] > was)
 
         return [f"{DOTTED.get(k, k)}: {was_all.get(k, defaults[k])!r} saved, {now[k]!r} now"
                 for k in sorted(now) if differs(k)]
@@ -197,8 +196,7 @@ class TrainConfig(Section):
     def run_id(self) -> str:
         """The run's id (its checkpoints carry it): the identity less EXTENSIBLE_KEYS, so an extended run
         keeps its id and its older checkpoints stay its own for `keep_last`."""
-        extensible = {LEGACY.get(k, k) for k in EXTENSIBLE_KEYS}
-        key = {k: v for k, v in self.identity().items() if k not in extensible}
+        key = {k: v for k, v in self.identity().items() if k not in _EXTENSIBLE_NAMES}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -222,11 +220,6 @@ class TrainConfig(Section):
             raise ConfigError(f"{where}: {exc}") from None
 
     @classmethod
-    def from_saved(cls, raw: dict) -> TrainConfig:
-        """The config a checkpoint's meta.json holds, in either layout, without deprecation lines."""
-        return cls.model_validate(nest(raw or {}, deprecate=False))
-
-    @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None):
         """The recipe at `path` with the non-None `overrides` on top."""
         return cls.from_dict(read_recipe(path), str(path), {k: v for k, v in (overrides or {}).items()
@@ -236,6 +229,7 @@ class TrainConfig(Section):
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "sample": SampleConfig, "optim": OptimConfig,
             "parallel": ParallelConfig, "checkpoint": CheckpointConfig}
 TOP_KEYS = ("out", "seed", "log_every")
+KEYS = [f"{s}.{k}" for s, c in SECTIONS.items() for k in c.model_fields] + list(TOP_KEYS)  # every key, dotted
 # Legacy flat key -> its dotted place; a few were renamed as they moved (model -> model.name, ...).
 DOTTED = {"model": "model.name", "data": "data.paths", "data_format": "data.format",
           **{k: f"{s}.{k}" for s, c in SECTIONS.items() for k in c.model_fields
@@ -249,6 +243,7 @@ RESUMABLE_KEYS = frozenset({"out", "log_every", "checkpoint.save_every", "checkp
 # total from the step reached (the lr rises again where the old schedule had decayed), as transformers'
 # Trainer does when resumed with more steps; lowering them would cut a schedule short and stays refused.
 EXTENSIBLE_KEYS = frozenset({"optim.max_steps"})
+_EXTENSIBLE_NAMES = frozenset(LEGACY.get(k, k) for k in EXTENSIBLE_KEYS)  # as the identity names them
 
 
 def saved_settings(saved: dict) -> dict:
@@ -279,15 +274,14 @@ def nest(raw: dict, *, deprecate: bool, where: str = "recipe") -> dict:
     A flat key whose name is also a section (`model: tiny`, `data: [out/a]`) is the legacy key when its
     value is not a mapping. Unknown keys raise a ConfigError with the closest known key.
     """
-    known = [f"{s}.{k}" for s, c in SECTIONS.items() for k in c.model_fields] + list(TOP_KEYS)
     tree: dict = {}
     for key, value in raw.items():
         key = str(key)
         if key in SECTIONS and isinstance(value, dict):
             for sub, v in value.items():
                 dotted = f"{key}.{sub}"
-                if dotted not in known:
-                    raise unknown_key(dotted, known)
+                if dotted not in KEYS:
+                    raise unknown_key(dotted, KEYS)
                 tree.setdefault(key, {})[sub] = v
             continue
         if key in SECTIONS and isinstance(value, Section):
@@ -303,15 +297,14 @@ def nest(raw: dict, *, deprecate: bool, where: str = "recipe") -> dict:
             if deprecate:
                 log.warning("%s: key %r is now %r (flat keys still load; write the section)", where, key, dotted)
         else:
-            raise unknown_key(key, known)
-        if dotted not in known:
-            raise unknown_key(dotted, known)
+            raise unknown_key(key, KEYS)
+        if dotted not in KEYS:
+            raise unknown_key(dotted, KEYS)
         section, sub = dotted.split(".", 1)
         if isinstance(tree.get(section), Section):
             tree[section] = tree[section].model_dump()
         tree.setdefault(section, {})[sub] = value
     return tree
-
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -323,7 +316,7 @@ def _first_error(exc: ValidationError) -> str:
         key, msg = f"{key}.{head}", rest
     msg = msg.removeprefix(f"{key.rpartition('.')[2]} ")  # "tiling_backend must be ..." under its own key
     if err["type"] == "extra_forbidden":
-        return str(unknown_key(key, [f"{s}.{k}" for s, c in SECTIONS.items() for k in c.model_fields]))
+        return str(unknown_key(key, KEYS))
     given = "" if err["type"] == "value_error" else f", got {err.get('input')!r}"
     return f"{key}: {msg}{given}" if key else f"{msg}{given}"
 
