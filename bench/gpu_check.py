@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from gpu_flops import REFERENCE, non_embedding_params, peak_flops, torchtitan_flops_per_token  # noqa: E402
+
 # The stages BY VALUE, so a loan that ends early has spent its minutes on what matters most:
 #   env: seconds, and it names the device (and its peak) every figure below was taken on;
 #   kernels: if the bf16 ring kernels disagree with the fp64 reference, no throughput figure means anything;
@@ -50,43 +52,12 @@ STAGES = tuple(STAGE_TIMEOUTS)
 # Seconds left below which a stage is not started ("out of time"): its model build and warm-up alone would eat
 # them, while a cheaper stage after it may still fit.
 STAGE_MIN_S = {"env": 5, "kernels": 15, "train_2b_32k": 60, "train_128k_1gpu": 45, "ring": 15, "test_gpu": 20}
-# Dense bf16 peak (no sparsity), FLOP/s, for the device name's first matching key: torchtitan's table
-# (get_peak_flops in pytorch/torchtitan torchtitan/utils.py, commit 9fd2b51): H100 SXM 989, PCIe 756, NVL 835.
-PEAK_BF16 = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12}
-# Beside our long-context figures: torchtitan's published context-parallel point, as issue 23 quotes it.
-REFERENCE = {"what": "torchtitan, context parallel (issue 23's figure)", "model": "Llama 3.1 8B", "seq_len": 131072,
-             "device": "H100", "tokens_per_s_per_gpu": 1071}
 DRY_RUN_OUT = ROOT / "out" / "gpu_check_dry.json"
 COMMITTED = ROOT / "bench" / "gpu_check.json"
 _clock = time.monotonic  # the budget's clock (a test steps it by hand)
 LONG_SAMPLES = 4  # 128K samples built for the one-GPU step (warm-up + 2 measured)
 RING_NOTE = ("world size 1: the per-rank kernels and varlen bookkeeping; cp > 1 communication needs several "
              "processes and is covered by the gloo tests (tests/test_ring_zigzag.py)")
-
-
-def peak_flops(device_name: str) -> float | None:
-    return next((v for k, v in PEAK_BF16.items() if k in device_name), None)
-
-
-def torchtitan_flops_per_token(n_params: int, layers: int, heads: int, head_dim: int, seq_len: int) -> int:
-    """Training FLOPs per token as torchtitan counts them for MFU: 6 * N + 12 * L * H * Q * T, N the parameters
-    without the embedding table, L layers, H (query) heads, Q the head dim, T the sequence length: matmuls
-    forward and backward; attention's recomputation and causal sparsity not counted. get_num_flop_per_token in
-    pytorch/torchtitan torchtitan/utils.py (commit 9fd2b51); its newer torchtitan/models/utils.py writes the
-    attention term per layer as 6 * H * (Q_qk + Q_v) * T, the same number when the two head dims are equal."""
-    return 6 * n_params + 12 * layers * heads * head_dim * seq_len
-
-
-def non_embedding_params(model) -> int:
-    """Parameters less the input embedding tables (one the output head shares stays counted), as torchtitan's
-    get_num_params(exclude_embedding=True); the vision tower and projector stay in N."""
-    import torch
-
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    shared = {id(p) for p in head.parameters()} if head is not None else set()
-    tables = {id(p): p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)
-              for p in m.parameters(recurse=False) if id(p) not in shared}
-    return sum(p.numel() for p in model.parameters()) - sum(tables.values())
 
 
 def _device():
