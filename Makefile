@@ -74,10 +74,14 @@ ladder:
 
 # --- training ----------------------------------------------------------------------------------
 TINY_DATA ?= out/tiny_8k
+# TINY_SAMPLES and TINY_ARGS (any SECTION.KEY=VALUE) scale it down: the README test runs
+# `make train-tiny TINY_SAMPLES=8 TINY_ARGS='optim.max_steps=2'`.
+TINY_SAMPLES ?= 32
+TINY_ARGS ?=
 
 train-tiny:
-	$(VENV)/bin/v2pe-data build long_vqa --len 8k --min-len 2k --num-samples 32 --shard-size 8 --out $(TINY_DATA) --quiet
-	$(VENV)/bin/v2pe-train train --recipe recipes/tiny.yaml --data $(TINY_DATA) --out $(OUT)/tiny --overwrite
+	$(VENV)/bin/v2pe-data build long_vqa --len 8k --min-len 2k --num-samples $(TINY_SAMPLES) --shard-size 8 --out $(TINY_DATA) --quiet
+	$(VENV)/bin/v2pe-train train --recipe recipes/tiny.yaml --data $(TINY_DATA) --out $(OUT)/tiny --overwrite $(TINY_ARGS)
 
 smoke: train-tiny
 
