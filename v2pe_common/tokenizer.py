@@ -133,11 +133,16 @@ def tokenizer_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=8)
 def load_tokenizer(path: str | None = None) -> TextTokenizer:
     """Load a tokenizer directory, or a Hub id `org/name` through the HF cache (downloading only when a network
-    exists). None or 'bundled' gives the bundled default."""
-    if path in (None, "", BUNDLED):
+    exists). None or 'bundled' gives the bundled default. Loaded once per process: every spelling of the bundled
+    one is one cache entry, so a build and its checks in one process share it."""
+    return _load_tokenizer(BUNDLED if path in (None, "") else path)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer(path: str) -> TextTokenizer:
+    if path == BUNDLED:
         # The bundled folder is ours and names its class, the one AutoTokenizer would pick; importing AutoTokenizer
         # imports torch (~1.5 s), which counting with the bundled tokenizer never needs.
         from transformers.tokenization_utils_tokenizers import TokenizersBackend as loader
