@@ -33,6 +33,8 @@ from v2pe_data.writers import internvl as internvl_module
 from v2pe_data.writers import wds as wds_module
 
 CLI = [sys.executable, "-m", "v2pe_data"]
+# Said once a build is accepted, before its first sample: a build that fails while writing shows it, then its error.
+BUNDLED_WARNING = "warning: counting with the bundled tokenizer"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -124,7 +126,8 @@ def test_a_killed_worker_stops_the_build_in_seconds_naming_its_task_and_a_rerun_
             proc.wait()
     assert time.time() - killed_at < 30
     assert proc.returncode == 1, stderr
-    lines = stderr.strip().splitlines()
+    warning, *lines = stderr.strip().splitlines()
+    assert warning.startswith(BUNDLED_WARNING), stderr
     assert len(lines) == 1 and lines[0].startswith(f"error: worker process {victim} was killed by SIGKILL"), stderr
     # On a busy machine the worker may finish the task it was seen writing, and be killed at the start of
     # its next one or between two: the line names the task it was writing, or says it held none.
@@ -295,8 +298,9 @@ def test_a_file_size_limit_fails_in_one_line_naming_the_file(tmp_path):
     result = subprocess.run([*CLI, "build", "long_vqa", "--len", "8192", "--num-samples", "2", "--seed", "3",
                              "--out", str(out), "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                             preexec_fn=cap)
-    lines = result.stderr.strip().splitlines()
+    warning, *lines = result.stderr.strip().splitlines()
     assert result.returncode == 1, result.stderr
+    assert warning.startswith(BUNDLED_WARNING), result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {out}/shards/"), result.stderr
     assert lines[0].endswith(": File too large")
     assert staged(out) == []

@@ -22,7 +22,7 @@ from packaging.version import Version
 from PIL import Image
 from typer.testing import CliRunner
 
-from v2pe_common import tiling
+from v2pe_common import tiling, tokenizer
 from v2pe_common.cli_logging import configure_logging
 from v2pe_common.tokenizer import bundled_tokenizer_dir, load_tokenizer
 from v2pe_data.cli import app as data_app
@@ -110,8 +110,8 @@ def test_cli_logging_shows_transformers_warnings_only_when_verbose(monkeypatch, 
 
 def test_library_code_leaves_the_transformers_log_level_as_the_caller_set_it(restore_levels):
     logging.getLogger("transformers").setLevel(logging.INFO)
-    # Past the caches, so the loading code really runs in this test.
-    tok = load_tokenizer.__wrapped__(None)
+    # Past the caches, so the loading code really runs in this test (a folder: through AutoTokenizer).
+    tok = tokenizer._load_tokenizer.__wrapped__(str(bundled_tokenizer_dir()))
     tiling.image_processor.__wrapped__(tiling.TilingConfig())
     build_model("tiny", tok)
     assert logging.getLogger("transformers").level == logging.INFO

@@ -103,19 +103,27 @@ def test_the_png_sheet_holds_every_image_in_order_with_the_targets_marked(builds
     assert labelled == {i: chr(65 + k) for k, i in enumerate(meta.get("choice_images") or [])}
 
 
+def data_image(src: str) -> Image.Image:
+    head, data = src.split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
 def test_the_html_page_inlines_every_image_and_lists_text_needles_with_their_depth(builds, tmp_path):
     for name, index in (("long_vqa", 0), ("long_mr", 1)):
         rec = records(builds[name])[index]
         dest = tmp_path / f"{name}.html"
         layout = show(builds[name], rec["id"], dest)
         page = dest.read_text()
-        srcs = re.findall(r'<img src="([^"]+)"', page)
-        assert len(re.findall(r"<img\b", page)) == len(srcs) == len(rec["images"]) == len(layout["cells"])
-        for src in srcs:  # self-contained: every image a data URI that decodes to a non-blank thumbnail
-            head, data = src.split(",", 1)
-            assert head == "data:image/jpeg;base64"
-            assert non_blank(Image.open(io.BytesIO(base64.b64decode(data))))
+        thumbs = re.findall(r'<figure[^>]*><a href="#image-(\d+)"><img src="([^"]+)"', page)
+        enlarged = dict(re.findall(r'<a class="enlarged" id="image-(\d+)" href="#"><img src="([^"]+)"', page))
+        assert len(re.findall(r"<img\b", page)) == 2 * len(thumbs)  # a thumbnail and its enlarged copy, no more
+        indices = sorted(int(i) for i, _ in thumbs)
+        assert indices == list(range(len(rec["images"]))) == [c["index"] for c in layout["cells"]]
+        for i, src in thumbs:  # self-contained: every image a data URI that decodes to a non-blank picture
+            assert non_blank(data_image(src)) and non_blank(data_image(enlarged[i]))
         assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
+        assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary, renamed into place
     needles = rec["meta"]["needles"]
     assert needles and all(n["kind"] == "text" for n in needles)
     for needle, depth in zip(needles, rec["meta"]["depth"]):
@@ -160,3 +168,25 @@ def test_a_multiple_choice_answer_shows_its_letter_and_image_options_are_labelle
     assert choice_labels(pictures) == {7: "A", 8: "B", 9: "C", 10: "D"}
     for plain in ({**text, "meta": {}}, {**text, "answer": [1, 2]}, {**text, "answer": "7"}):
         assert answer_text(plain) == str(plain["answer"])  # a count, a list or a word stays as stored
+
+
+def test_html_thumbnails_are_readable_and_a_click_enlarges_them(builds, tmp_path):
+    """Thumbnails default to THUMB px (>= 320) on their long side; each is a link to its own copy of up to
+    ENLARGED px (>= 1200, a page's body text reads), shown over the page by CSS alone (`:target`)."""
+    from v2pe_data.show import ENLARGED, THUMB
+
+    assert THUMB >= 320 and ENLARGED >= 1200
+    rec = records(builds["long_vqa"])[0]
+    dest = tmp_path / "s.html"
+    layout = show(builds["long_vqa"], rec["id"], dest)
+    page = dest.read_text()
+    assert ".enlarged:target{display:flex" in page and "<script" not in page
+    links = re.findall(r'<a href="#image-(\d+)"><img src="([^"]+)"', page)
+    enlarged = dict(re.findall(r'id="image-(\d+)" href="#"><img src="([^"]+)"', page))
+    sizes = dict(zip(rec["images"], rec["meta"]["image_sizes"]))
+    for (i, thumb), cell in zip(links, layout["cells"]):
+        full = sizes[rec["images"][int(i)]]
+        small, large = data_image(thumb).size, data_image(enlarged[i]).size
+        assert max(small) == min(THUMB, max(full)) and small == tuple(cell["size"])
+        assert max(large) == min(ENLARGED, max(full)) and large == tuple(cell["enlarged"])
+

@@ -72,3 +72,17 @@ def test_invalid_sizes_and_configs_are_rejected():
         num_tiles(0, 10)
     with pytest.raises(ValueError, match="max_tiles"):
         TilingConfig(max_tiles=0)
+
+
+def test_grid_and_count_match_the_transformers_processor_that_cuts_the_pixels():
+    """`num_tiles` counts without importing the image processor (a build never needs it); the trainer's pixels
+    come from that processor, so both must pick the same grid, ties and the 1 x 1 fallback included."""
+    from v2pe_common.tiling import image_processor
+
+    rng = random.Random(11)
+    sizes = [(448, 448), (896, 448), (600, 600), (900, 900), (10000, 100), (560, 448), (448, 560)]
+    sizes += [(rng.randint(16, 6000), rng.randint(16, 6000)) for _ in range(400)]
+    for cfg in (TilingConfig(), TilingConfig(max_tiles=6), TilingConfig(max_tiles=1), TilingConfig(min_tiles=2)):
+        processor = image_processor(cfg)
+        for w, h in sizes:
+            assert num_tiles(w, h, cfg) == processor.get_number_of_image_patches(h, w), (cfg, w, h)

@@ -63,3 +63,28 @@ def test_a_model_folder_hashes_as_the_tokenizer_it_holds(tmp_path):
     assert tokenizer_hash(model) == tokenizer_hash(bundled_tokenizer_dir())
     (model / "special_tokens_map.json").write_text('{"eos_token": "<|im_end|>"}')  # this one does count
     assert tokenizer_hash(model) != tokenizer_hash(bundled_tokenizer_dir())
+
+
+def test_the_bundled_tokenizer_is_the_one_autotokenizer_loads_and_is_loaded_once_a_process():
+    """The bundled folder is loaded without AutoTokenizer (whose import costs torch): same class, same ids;
+    None, "" and "bundled" name one cached tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = load_tokenizer()
+    auto = AutoTokenizer.from_pretrained(str(bundled_tokenizer_dir()), local_files_only=True)
+    assert type(tok.hf) is type(auto)
+    text = "<|im_start|>user\nHow tall is 中文 <img><IMG_CONTEXT></img> page 12?<|im_end|>\n"
+    assert tok.encode(text) == auto.encode(text, add_special_tokens=False)
+    assert load_tokenizer(None) is load_tokenizer("") is load_tokenizer("bundled") is tok
+
+
+def test_a_build_with_the_bundled_tokenizer_imports_neither_torch_nor_transformers_image_processing(tmp_path):
+    """What makes `v2pe-data build` wait before its first sample: it counts tiles from image sizes alone and
+    loads the bundled tokenizer directly, so the seconds-long imports of torch and the image processor never run."""
+    code = (f"import sys\nfrom v2pe_data.build import build\nfrom v2pe_data.config import BuildConfig\n"
+            f"build(BuildConfig(length=8192, num_samples=1, out={str(tmp_path / 'b')!r}), show_progress=False)\n"
+            "print(sorted(m for m in ('torch', 'transformers.image_processing_utils', 'transformers.models.auto')"
+            " if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

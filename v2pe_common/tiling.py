@@ -1,8 +1,10 @@
-"""InternVL dynamic tiling, delegated to transformers' GotOcr2 image processor (the InternVL one).
+"""InternVL dynamic tiling: the tile grid and count here, the pixels by transformers' GotOcr2 image processor.
 
 The grid is the one with the closest aspect ratio among grids of min..max tiles (ties go to the larger
 grid while the image area exceeds half the grid's area); a thumbnail is appended when the grid has more
-than one tile. Counting needs only the image size, never the pixels.
+than one tile. Counting needs only the image size, never the pixels, so it is computed here: importing the
+processor pulls in torch and most of transformers (~2 s), which a build that only counts never needs.
+tests/test_tiling.py holds `num_tiles` to the processor's own count.
 """
 
 from __future__ import annotations
@@ -67,15 +69,37 @@ def image_processor(cfg: TilingConfig):
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
+    """(columns, rows) of every allowed grid, fewest tiles first, then by columns: the order ties are broken in."""
+    span = range(1, max_tiles + 1)
+    cells = [(c, r) for c in span for r in span if min_tiles <= c * r <= max_tiles]
+    return tuple(sorted(cells, key=lambda g: g[0] * g[1]))
+
+
+def grid(width: int, height: int, cfg: TilingConfig = TilingConfig()) -> tuple[int, int]:
+    """(columns, rows) of the tile grid for a width x height image (1 x 1 when `max_tiles` is 1)."""
+    if cfg.max_tiles <= 1:
+        return 1, 1
+    aspect, area = width / height, width * height
+    best, best_diff = (1, 1), float("inf")
+    for columns, rows in _grids(cfg.min_tiles, cfg.max_tiles):
+        diff = abs(aspect - columns / rows)
+        if diff < best_diff:
+            best, best_diff = (columns, rows), diff
+        elif diff == best_diff and area > 0.5 * cfg.tile_size * cfg.tile_size * columns * rows:
+            best = (columns, rows)
+    return best
+
+
 @functools.lru_cache(maxsize=65536)
 def num_tiles(width: int, height: int, cfg: TilingConfig = TilingConfig()) -> int:
     """Tiles InternVL feeds the vision tower for a width x height image, thumbnail included."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    n = image_processor(cfg).get_number_of_image_patches(height, width)
-    if not cfg.use_thumbnail and n > 1:
-        n -= 1
-    return n
+    columns, rows = grid(width, height, cfg)
+    n = columns * rows
+    return n + 1 if n > 1 and cfg.use_thumbnail else n
 
 
 def image_token_count(tiles: int, cfg: TilingConfig = TilingConfig()) -> int:

@@ -133,18 +133,28 @@ def tokenizer_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=8)
 def load_tokenizer(path: str | None = None) -> TextTokenizer:
     """Load a tokenizer directory, or a Hub id `org/name` through the HF cache (downloading only when a network
-    exists). None or 'bundled' gives the bundled default."""
-    from transformers import AutoTokenizer
+    exists). None or 'bundled' gives the bundled default. Loaded once per process: every spelling of the bundled
+    one is one cache entry, so a build and its checks in one process share it."""
+    return _load_tokenizer(BUNDLED if path in (None, "") else path)
 
-    if path in (None, "", BUNDLED):
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer(path: str) -> TextTokenizer:
+    if path == BUNDLED:
+        # The bundled folder is ours and names its class, the one AutoTokenizer would pick; importing AutoTokenizer
+        # imports torch (~1.5 s), which counting with the bundled tokenizer never needs.
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend as loader
+
         directory, name = bundled_tokenizer_dir(), BUNDLED
-    elif is_hub_id(str(path)):
-        directory, name = resolve_hub_id(str(path), TOKENIZER_PATTERNS, "tokenizer"), str(path)
     else:
-        directory, name = Path(path).expanduser(), str(path)
+        from transformers import AutoTokenizer as loader
+
+        if is_hub_id(str(path)):
+            directory, name = resolve_hub_id(str(path), TOKENIZER_PATTERNS, "tokenizer"), str(path)
+        else:
+            directory, name = Path(path).expanduser(), str(path)
     if not directory.is_dir():
         raise ValueError(f"tokenizer path {str(directory)!r} is not a directory holding a Hugging Face tokenizer")
     # Without any of these, transformers falls through to a sentencepiece error that hides the real cause.
@@ -152,7 +162,7 @@ def load_tokenizer(path: str | None = None) -> TextTokenizer:
         raise ValueError(f"tokenizer: {directory} holds no tokenizer files "
                          "(tokenizer.json / tokenizer_config.json / *.model)")
     try:
-        hf = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
+        hf = loader.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for unreadable tokenizers
         raise ValueError(f"cannot load a tokenizer from {str(directory)!r}: {exc.__class__.__name__}: {exc}") from exc
     missing = [t for t in IMAGE_TOKENS if hf.convert_tokens_to_ids(t) in (None, hf.unk_token_id)]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -33,11 +34,12 @@ from v2pe_common import schema
 from v2pe_common.recipe import ConfigError
 from v2pe_common.template import get_template
 from v2pe_common.tiling import TilingConfig
-from v2pe_common.tokenizer import load_tokenizer
+from v2pe_common.tokenizer import BUNDLED, load_tokenizer
 from v2pe_common.buildfolder import (BUILD_FILE, DONE_DIR, MANIFEST_FILE, PATHS_FILE, PRIVATE_DIR, SOURCES_FILE,
                                      FolderBusy, lock, marker_path, shard_lock_name, unlock)
 
-from .card import write_card
+from .card import CARD_FILE, write_card
+from .progress import progress_bar
 from .config import BuildConfig
 from .errors import BuildError
 from .manifest import make_manifest
@@ -51,6 +53,8 @@ from .writers.atomic import write_json_atomic
 from .writers.base import FORMATS, ShardOutputs, shard_relpath
 from .writers.formats import finalize_all
 from .writers.internvl import STAGING_DIR
+
+log = logging.getLogger(__name__)
 
 def _os_error(exc: OSError, verb: str = "write") -> BuildError:
     where = exc.filename if exc.filename is not None else "the build folder"
@@ -84,6 +88,7 @@ class Builder:
 
     def __init__(self, cfg: BuildConfig):
         self.cfg = cfg
+        log.info("loading tokenizer %s", cfg.tokenizer or BUNDLED)
         try:
             tokenizer = load_tokenizer(cfg.tokenizer)
         except ValueError as exc:  # a --tokenizer that is not a tokenizer folder
@@ -145,6 +150,7 @@ class Builder:
             raise _os_error(exc) from None
 
     def _run_task(self, task: ShardTask, progress: Callable[[int, int], None]) -> dict:
+        log.info("writing shard task %d: samples %d..%d", task.index, task.start, task.stop - 1)
         files, tokens, rejected, examples = [], [], {}, []
         capped = self.cfg.shard_bytes is not None
         parts = 0
@@ -288,9 +294,12 @@ def prepare_out(builder: Builder) -> tuple[int, ...]:
     return fds
 
 
-def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
+def build(cfg: BuildConfig, show_progress: bool = True, on_start: Callable[[], None] = lambda: None) -> dict:
     """Run (or finish) a build and return its manifest; a sharded run (num_shards > 1) writes its shard
-    tasks only and returns {"shard_index", "num_shards", "tasks", "written"}: `merge` writes the manifest."""
+    tasks only and returns {"shard_index", "num_shards", "tasks", "written"}: `merge` writes the manifest.
+
+    `on_start` runs once the arguments, the tokenizer and the folder are settled, before the first sample:
+    what the caller says there comes before the progress bar, and a refused build never reaches it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     builder = Builder(cfg)
     builder.check_feasible()
@@ -300,6 +309,7 @@ def build(cfg: BuildConfig, show_progress: bool = True) -> dict:
         import_ray()  # refused before the folder is touched
     lock_fds = prepare_out(builder)
     try:
+        on_start()
         return _build(builder, show_progress, lock_fds)
     finally:
         unlock(lock_fds)
@@ -309,10 +319,12 @@ def _build(builder: Builder, show_progress: bool, lock_fds: tuple[int, ...]) -> 
     cfg = builder.cfg
     tasks = selected_tasks(cfg.num_samples, cfg.shard_size, cfg.num_shards, cfg.shard_index)
     todo = [t for t in tasks if not _task_done(builder.out, t, cfg.formats)]
-    from tqdm import tqdm
-
     remaining = sum(t.stop - t.start for t in todo)
-    bar = tqdm(total=remaining, unit="sample", disable=not show_progress, desc=f"build {cfg.task}")
+    log.info("planning %d samples in %d shard task(s): %d to write, %d already done", cfg.num_samples, len(tasks),
+             remaining, sum(t.stop - t.start for t in tasks) - remaining)
+    log.info("counting tokens with tokenizer %s (template %s, up to %d tiles an image)",
+             builder.identity["tokenizer"]["name"], cfg.template, cfg.max_tiles)
+    bar = progress_bar(remaining, f"build {cfg.task}", "sample", show_progress)
     tokens_seen = 0
 
     def progress(samples: int, tokens: int) -> None:
@@ -350,15 +362,18 @@ def _finish(builder: Builder, tasks: list[ShardTask]) -> dict:
     schema.validate(manifest, schema.MANIFEST, where=str(builder.out / MANIFEST_FILE))
     try:
         # before the manifest: a manifest present means the build is complete
+        log.info("finalizing formats: %s", ", ".join(cfg.formats))
         finalize_all(builder.out, f"{cfg.task}_{cfg.split}", cfg.formats, manifest["shards"], cfg)
+        log.info("writing card %s", builder.out / CARD_FILE)
         write_card(builder.out, manifest, builder.identity)
+        log.info("writing manifest %s", builder.out / MANIFEST_FILE)
         write_json_atomic(builder.out / MANIFEST_FILE, manifest)
     except OSError as exc:
         raise _os_error(exc) from None
     return manifest
 
 
-def merge(out: str | Path) -> dict:
+def merge(out: str | Path, show_progress: bool | None = False) -> dict:
     """Join the shard tasks of a sharded build in `out` into its manifest (and card); return the manifest.
 
     The build's arguments come from OUT/build.json; this machine must give the same build_id (tokenizer,
@@ -384,8 +399,15 @@ def merge(out: str | Path) -> dict:
     try:
         tasks = shard_tasks(cfg.num_samples, cfg.shard_size)
         claimed: dict[str, int] = {}
-        problems = [(t.index, why) for t in tasks if (why := marker_problem(
-            out, read_marker(marker_path(out, t.index)), dataclasses.asdict(t), cfg.formats, claimed))]
+        log.info("checking the markers and files of %d shard task(s)", len(tasks))
+        problems = []
+        with progress_bar(len(tasks), "merge: check", "task", show_progress) as bar:
+            for t in tasks:
+                why = marker_problem(out, read_marker(marker_path(out, t.index)), dataclasses.asdict(t), cfg.formats,
+                                     claimed)
+                if why:
+                    problems.append((t.index, why))
+                bar.update(1)
         if problems:
             shown = "; ".join(f"task {i}: {why}" for i, why in problems[:5]) + (" ..." if len(problems) > 5 else "")
             raise BuildError(f"{len(problems)} of {len(tasks)} shard task(s) of {out} are missing or do not hold "

@@ -72,8 +72,8 @@ def build(
     from v2pe_common.recipe import read_recipe
     from v2pe_common.tokenizer import BUNDLED
 
-    from .build import build as run_build
     from .config import BuildConfig, parse_options, parse_shard_size
+    from .progress import status_line
 
     flags = {
         "task": task, "length": length, "min_length": min_length, "num_samples": num_samples, "out": out,
@@ -92,14 +92,21 @@ def build(
             flags["shard_size"], flags["shard_bytes"] = parse_shard_size(shard_size)
         given = {k: v for k, v in flags.items() if v is not None}
         cfg = BuildConfig.from_yaml(recipe, given) if recipe else BuildConfig.from_dict(given, where="command line")
-        manifest = run_build(cfg, show_progress=not quiet)
+        # before the imports and the tokenizer load, seconds of silence otherwise (on a terminal only, so a
+        # refused build still says one line where it is captured)
+        status_line(f"loading tokenizer {cfg.tokenizer or BUNDLED} ...", False if quiet else None)
+        from .build import build as run_build
+
+        def bundled_warning() -> None:  # once the build is accepted, before its first sample
+            if cfg.tokenizer in (None, "", BUNDLED):
+                typer.echo("warning: counting with the bundled tokenizer (token counts are exact only for it); "
+                           "pass --tokenizer <model dir> for the model you will train", err=True)
+
+        manifest = run_build(cfg, show_progress=not quiet, on_start=bundled_warning)
     except (ConfigError, V2PEDataError) as exc:
         fail(str(exc), _exit_code(exc))
     except OSError as exc:
         fail(_os_message(exc), FAILURE)
-    if cfg.tokenizer in (None, "", BUNDLED):  # after the build, so a failed one still says one line
-        typer.echo("warning: counting with the bundled tokenizer (token counts are exact only for it); "
-                   "pass --tokenizer <model dir> for the model you will train", err=True)
     if "shard_index" in manifest:  # a sharded run: its part only
         typer.echo(f"shard index {manifest['shard_index']} of {manifest['num_shards']}: {manifest['tasks']} shard "
                    f"task(s) done ({manifest['written']} written now) -> {cfg.out}; run `v2pe-data merge {cfg.out}` "
@@ -143,7 +150,7 @@ def merge(out: Path = typer.Argument(..., help="Build folder the shard runs (--n
     from .build import merge as run_merge
 
     try:
-        manifest = run_merge(out)
+        manifest = run_merge(out, show_progress=None)
     except V2PEDataError as exc:
         fail(str(exc), _exit_code(exc))
     except OSError as exc:
@@ -157,7 +164,7 @@ def show(
     out: Path = typer.Argument(..., help="Build folder holding manifest.json."),
     sample_id: str = typer.Argument(..., metavar="ID", help="Sample id, e.g. long_vqa-train-00000003."),
     dest: Optional[Path] = typer.Option(None, "--out", "-o", help="FILE.png or FILE.html (default: ID.png)."),
-    thumb: int = typer.Option(160, help="Thumbnail side in pixels."),
+    thumb: int = typer.Option(320, help="Thumbnail side in pixels (HTML: a click enlarges to 1600)."),
 ) -> None:
     """Preview one sample: its images in order as a contact sheet, question, answer, targets and needles marked."""
     from .show import show as run_show
@@ -182,7 +189,7 @@ def validate(
     from .validate import validate_build
 
     try:
-        summary = validate_build(out, tokenizer_path=tokenizer, check_images=not no_images)
+        summary = validate_build(out, tokenizer_path=tokenizer, check_images=not no_images, show_progress=None)
     except V2PEDataError as exc:
         fail(str(exc), FAILURE)
     for line in summary["warnings"]:
@@ -231,7 +238,7 @@ def stats(
     from .distributions import summarize
 
     try:
-        summary = summarize(out)
+        summary = summarize(out, show_progress=None)
         if plot is not None and summary["samples"]:
             draw(summary, plot)
     except V2PEDataError as exc:

@@ -12,10 +12,12 @@ from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.formats import BadMember, ShardReadError, read_records, wds
 
 from .errors import FolderError
+from .progress import progress_bar
 
 
-def iter_records(out: Path) -> Iterator[dict]:
-    """Every sample record of a build's tar shards, reading only the JSON members (image bytes are skipped).
+def iter_records(out: Path, show_progress: bool | None = False) -> Iterator[dict]:
+    """Every sample record of a build's tar shards, reading only the JSON members (image bytes are skipped);
+    `show_progress` draws a bar on stderr (None: on a terminal only).
 
     A damaged build (a shard missing, cut short or garbled, a record that is not JSON) raises FolderError
     naming the shard and, where known, the last good sample: `v2pe-data validate` tells the whole story.
@@ -24,26 +26,28 @@ def iter_records(out: Path) -> Iterator[dict]:
         manifest = schema.load_manifest(Path(out) / MANIFEST_FILE)
     except ValueError as exc:  # missing, not JSON, or not a manifest
         raise FolderError(str(exc)) from None
-    for shard in manifest["shards"]:
-        if shard["format"] != "wds":
-            continue
-        path = Path(out) / shard["path"]
-        last = None
-        try:
-            for key, record, _ in read_records(wds.iter_samples(path), images=False):
-                if record is None:
-                    raise BadMember("schema", f"sample {key} has no {key}.json member")
-                yield record
-                last = key
-        except (ShardReadError, BadMember) as exc:
-            where = f"{path}" + (f" (after {last})" if last else "")
-            raise FolderError(f"{where}: damaged shard: {exc}; run `v2pe-data validate {out}`") from None
+    with progress_bar(manifest["num_samples"], "stats", "sample", show_progress) as bar:
+        for shard in manifest["shards"]:
+            if shard["format"] != "wds":
+                continue
+            path = Path(out) / shard["path"]
+            last = None
+            try:
+                for key, record, _ in read_records(wds.iter_samples(path), images=False):
+                    if record is None:
+                        raise BadMember("schema", f"sample {key} has no {key}.json member")
+                    yield record
+                    last = key
+                    bar.update(1)
+            except (ShardReadError, BadMember) as exc:
+                where = f"{path}" + (f" (after {last})" if last else "")
+                raise FolderError(f"{where}: damaged shard: {exc}; run `v2pe-data validate {out}`") from None
 
 
-def summarize(out: Path) -> dict:
+def summarize(out: Path, show_progress: bool | None = False) -> dict:
     lengths, depths, tiles, images = [], [], [], []
     subsets: Counter = Counter()
-    for rec in iter_records(out):
+    for rec in iter_records(out, show_progress):
         meta = rec["meta"]
         lengths.append(meta["num_tokens"])
         depth = meta.get("depth")

@@ -5,7 +5,9 @@ Long-VQA target image (concat) or target cell (paste), the Long-MR image needles
 the question, the answer, the depth(s) and the text needles with their depths.
 
 Images are streamed from the shard one at a time and JPEGs are decoded at reduced size (`draft`), so a
-1M-token sample with hundreds of pages never holds more than one decoded image beside the thumbnails.
+1M-token sample with hundreds of pages never holds more than one decoded image beside the thumbnails. The
+HTML page is written as the images come: each thumbnail links to a larger copy (up to ENLARGED px, enough
+to read a document page) embedded in the page and shown over it on a click, by CSS alone.
 The sample is found by id across the manifest's wds shards through the shared readers (`v2pe_common.formats`).
 """
 
@@ -33,6 +35,8 @@ LABEL = 18  # pixels under each thumbnail for its index and tags
 GAP = 6
 MAX_COLUMNS = 12
 HEADER_CHARS = 110  # wrap width of the header text, in characters
+THUMB = 320  # default thumbnail side: a document page's layout and headings stay legible
+ENLARGED = 1600  # side of the HTML page's click-to-enlarge copy: a document page's body text reads at this size
 
 
 class ShowError(V2PEDataError, RuntimeError):
@@ -136,29 +140,49 @@ def header_lines(record: dict) -> list[str]:
 
 def thumbnail(data: bytes, side: int, drawn: list):
     """The image fitted in side x side with its marks drawn, decoded at reduced size when it is a JPEG."""
-    from PIL import Image, ImageDraw
+    return thumbnails(data, (side,), drawn)[0]
 
+
+def thumbnails(data: bytes, sides: tuple[int, ...], drawn: list) -> list:
+    """The image fitted in each side x side (largest first decoded, the others scaled from it), marks drawn on
+    each at its own scale; a JPEG is decoded at reduced size."""
+    from PIL import Image
+
+    largest = max(sides)
     with Image.open(io.BytesIO(data)) as im:
         full = im.size
-        im.draft("RGB", (side, side))  # JPEG: decode at 1/2..1/8 scale, never the full page
-        thumb = to_rgb(im)
-        thumb.thumbnail((side, side))  # inside: the decode reads from the still-open buffer
-    sx, sy = thumb.width / full[0], thumb.height / full[1]
-    draw = ImageDraw.Draw(thumb)
+        im.draft("RGB", (largest, largest))  # JPEG: decode at 1/2..1/8 scale, never the full page
+        decoded = to_rgb(im)
+        decoded.thumbnail((largest, largest))  # inside: the decode reads from the still-open buffer
+        decoded.load()  # an image already small enough is not resized, so not yet decoded
+    fitted = []
+    for side in sides:
+        image = decoded.copy()
+        image.thumbnail((side, side))
+        fitted.append(_draw_marks(image, full, drawn))
+    return fitted
+
+
+def _draw_marks(image, full: tuple[int, int], drawn: list):
+    from PIL import ImageDraw
+
+    sx, sy = image.width / full[0], image.height / full[1]
+    draw = ImageDraw.Draw(image)
     for mark in drawn:
         if mark[0] == "box":
             x0, y0, x1, y1 = mark[1]
             draw.rectangle((x0 * sx, y0 * sy, x1 * sx, y1 * sy), outline=MARK, width=3)
         else:
-            draw.rectangle((0, 0, thumb.width - 1, thumb.height - 1), outline=MARK, width=4)
-    return thumb
+            draw.rectangle((0, 0, image.width - 1, image.height - 1), outline=MARK, width=4)
+    return image
 
 
-def show(out: str | Path, sample_id: str, dest: str | Path, thumb: int = 160) -> dict:
+def show(out: str | Path, sample_id: str, dest: str | Path, thumb: int = THUMB) -> dict:
     """Write the preview of `sample_id` to `dest` (.png or .html); return its layout.
 
     The layout: {"format", "width", "height", "header": [lines], "cells": [{"index", "image", "xy", "size",
-    "marks": [tags]}]} with one cell per image, in the record's order.
+    "marks": [tags]}]} with one cell per image, in the record's order; an HTML cell also has "enlarged", the
+    size of its click-to-enlarge copy.
     """
     dest = Path(dest)
     kind = dest.suffix.lower().lstrip(".")
@@ -186,7 +210,7 @@ def _render(shard: Path, record: dict, members, dest: Path, kind: str, thumb: in
     layout = {"format": kind, "width": GAP + columns * (thumb + GAP), "height": top + rows * (thumb + LABEL + GAP),
               "header": header, "cells": []}
     sheet = _sheet(layout, header) if kind == "png" else None
-    tiles: list[str] = []
+    page = None if sheet is not None else _HtmlPage(dest, record["id"], header, thumb)
     seen: set[str] = set()
     choices = choice_labels(record)
     try:
@@ -195,7 +219,8 @@ def _render(shard: Path, record: dict, members, dest: Path, kind: str, thumb: in
                 continue
             seen.add(member.suffix)
             index = names.index(member.suffix)
-            image = thumbnail(member.read(), thumb, drawn.get(index, []))
+            sides = (thumb,) if page is None else (thumb, max(thumb, ENLARGED))
+            image, *large = thumbnails(member.read(), sides, drawn.get(index, []))
             row, col = divmod(index, columns)
             xy = (GAP + col * (thumb + GAP), top + row * (thumb + LABEL + GAP))
             tags = [m[-1] for m in drawn.get(index, [])]
@@ -208,20 +233,24 @@ def _render(shard: Path, record: dict, members, dest: Path, kind: str, thumb: in
             if sheet is not None:
                 _paste(sheet, image, xy, caption, thumb)
             else:
-                tiles.append(_html_tile(image, caption, bool(tags)))
+                layout["cells"][-1]["enlarged"] = large[0].size
+                page.add(index, image, large[0], caption, bool(tags))
+        missing = [n for n in names if n not in seen]
+        if missing:
+            raise ShowError(f"{shard}: sample {sample_id!r} lacks image member(s) {missing[:5]}")
+        layout["cells"].sort(key=lambda c: c["index"])
+        if sheet is not None:
+            sheet.save(dest, format="PNG")
+        else:
+            page.finish()
     except (ShardReadError, BadMember) as exc:
         raise ShowError(f"{shard}: {exc}") from None
     except (OSError, ValueError, SyntaxError, DecompressionBombError) as exc:  # Pillow's undecodable images
         raise ShowError(f"{shard}: sample {sample_id!r}: an image cannot be decoded: "
                         f"{type(exc).__name__}: {exc}") from None
-    missing = [n for n in names if n not in seen]
-    if missing:
-        raise ShowError(f"{shard}: sample {sample_id!r} lacks image member(s) {missing[:5]}")
-    layout["cells"].sort(key=lambda c: c["index"])
-    if sheet is not None:
-        sheet.save(dest, format="PNG")
-    else:
-        dest.write_text(_html_page(record["id"], header, tiles, thumb), encoding="utf-8")
+    finally:
+        if page is not None:
+            page.discard()  # after finish() there is nothing left to discard
     return layout
 
 
@@ -243,19 +272,44 @@ def _paste(sheet, image, xy: tuple[int, int], caption: str, side: int) -> None:
     ImageDraw.Draw(sheet).text((xy[0], xy[1] + side + 2), caption, fill=MARK if " " in caption else "black")
 
 
-def _html_tile(image, caption: str, marked: bool) -> str:
+def _jpeg_uri(image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=85)
-    uri = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-    cls = ' class="marked"' if marked else ""
-    return (f'<figure{cls}><img src="{uri}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _html_page(sample_id: str, header: list[str], tiles: list[str], thumb: int) -> str:
-    style = (f"body{{font-family:sans-serif;margin:1em}}pre{{white-space:pre-wrap}}"
-             f"figure{{display:inline-block;margin:4px;width:{thumb}px;vertical-align:top}}"
-             f"figcaption{{font-size:12px}}.marked figcaption{{color:rgb{MARK};font-weight:bold}}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(sample_id)}</title>"
-            f"<style>{style}</style></head><body>\n<pre>{html.escape(chr(10).join(header))}</pre>\n"
-            + "\n".join(tiles) + "\n</body></html>\n")
+class _HtmlPage:
+    """The self-contained HTML preview, written figure by figure to a temporary file renamed into place at the
+    end: memory holds one image's thumbnail and enlarged copy, never the page, and a failure leaves no file."""
+
+    def __init__(self, dest: Path, sample_id: str, header: list[str], thumb: int):
+        self.dest, self.tmp = dest, dest.with_name(f".{dest.name}.tmp")
+        # A click on a thumbnail targets its overlay (`:target` shows it over the page); a click on the overlay
+        # goes back to the page.
+        style = (f"body{{font-family:sans-serif;margin:1em}}pre{{white-space:pre-wrap}}"
+                 f"figure{{display:inline-block;margin:4px;width:{thumb}px;vertical-align:top}}"
+                 f"figure img{{cursor:zoom-in}}figcaption{{font-size:12px}}"
+                 f".marked figcaption{{color:rgb{MARK};font-weight:bold}}"
+                 f".enlarged{{display:none}}.enlarged:target{{display:flex;position:fixed;inset:0;z-index:1;"
+                 f"align-items:center;justify-content:center;background:rgba(0,0,0,.85);cursor:zoom-out}}"
+                 f".enlarged img{{max-width:98vw;max-height:98vh}}")
+        self.file = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 -- closed by finish() or discard()
+        self.file.write(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(sample_id)}</title>"
+                        f"<style>{style}</style></head><body>\n<pre>{html.escape(chr(10).join(header))}</pre>\n")
+
+    def add(self, index: int, thumb, large, caption: str, marked: bool) -> None:
+        cls = ' class="marked"' if marked else ""
+        alt = html.escape(caption)
+        self.file.write(f'<figure{cls}><a href="#image-{index}"><img src="{_jpeg_uri(thumb)}" alt="{alt}"></a>'
+                        f"<figcaption>{alt}</figcaption></figure>"
+                        f'<a class="enlarged" id="image-{index}" href="#"><img src="{_jpeg_uri(large)}" '
+                        f'alt="{alt} (enlarged)"></a>\n')
+
+    def finish(self) -> None:
+        self.file.write("</body></html>\n")
+        self.file.close()
+        self.tmp.replace(self.dest)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from v2pe_common.tiling import TilingConfig
 from v2pe_common.tokenizer import BUNDLED, load_tokenizer
 
 from .errors import V2PEDataError
+from .progress import progress_bar
 from .writers.atomic import file_digest
 from .writers.formats import spec
+
+log = logging.getLogger(__name__)
 
 
 class ValidationError(V2PEDataError, ValueError):
@@ -84,8 +88,11 @@ def _tokenizer_for(manifest: dict, tokenizer_path: str | None):
     return tok if tok.sha256 == manifest["tokenizer"]["sha256"] else None
 
 
-def validate_build(out: str | Path, tokenizer_path: str | None = None, check_images: bool = True) -> dict:
-    """Raise ValidationError naming the first problem; return a summary when everything holds."""
+def validate_build(out: str | Path, tokenizer_path: str | None = None, check_images: bool = True,
+                   show_progress: bool | None = False) -> dict:
+    """Raise ValidationError naming the first problem; return a summary when everything holds.
+
+    `show_progress`: bars on stderr for the hashing and the sample checks (None: only on a terminal)."""
     from PIL import Image
 
     out = Path(out)
@@ -102,65 +109,72 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
     seen: dict[str, str] = {}  # sample id -> fingerprint of its record and image bytes, from the tars
     samples = recounted = 0
     shards = manifest["shards"]
-    for shard in shards:
-        path = out / shard["path"]
-        if not path.is_file():
-            raise ValidationError(f"{path}: listed in the manifest but missing")
-        size, digest = file_digest(path)
-        if (size, digest) != (shard["bytes"], shard["sha256"]):
-            raise ValidationError(f"{path}: bytes/sha256 differ from the manifest (corrupt or replaced shard)")
-    for shard in (s for s in shards if s["format"] == "wds"):
-        path = out / shard["path"]
-        count = 0
-        for key, record, members in _tar_samples(path):
-            where = f"{path.name}:{key}"
-            if record is None:
-                raise ValidationError(f"{where}: no {key}.json member")
-            try:
-                schema.validate(record, schema.SAMPLE, where=where)
-                schema.check_counts(record)
-            except schema.SchemaError as exc:
-                raise ValidationError(str(exc)) from None
-            if record["id"] != key:
-                raise ValidationError(f"{where}: $.id {record['id']!r} differs from the tar key")
-            if record["id"] in seen:
-                raise ValidationError(f"{where}: duplicate sample id")
-            seen[record["id"]] = _fingerprint(record, members)
-            split = manifest.get("split", manifest["args"].get("split"))
-            # an evaluation benchmark's items (MileBench) declare their benchmark and test split on purpose
-            crossed = [s for s in record["meta"]["sources"] + record["meta"].get("pasted", [])
-                       if s["split"] != split and "benchmark" not in s]
-            if crossed:
-                raise ValidationError(f"{where}: item {crossed[0]['id']!r} comes from split {crossed[0]['split']!r}, "
-                                      f"the build is {split!r}")
-            if sorted(members) != sorted(record["images"]):
-                raise ValidationError(f"{where}: image members {sorted(members)} != $.images {record['images']}")
-            if check_images:
-                for name, wh in zip(record["images"], record["meta"]["image_sizes"]):
-                    try:
-                        with Image.open(io.BytesIO(members[name])) as im:
-                            got = list(im.size)
-                    except Exception as exc:
-                        raise ValidationError(f"{where}: image {name} does not decode: {exc}") from None
-                    if got != wh:
-                        raise ValidationError(f"{where}: image {name} is {got}, $.meta.image_sizes says {wh}")
-            if control is not None:
+    log.info("hashing %d shard file(s)", len(shards))
+    with progress_bar(len(shards), "validate: hashes", "shard", show_progress) as bar:
+        for shard in shards:
+            path = out / shard["path"]
+            if not path.is_file():
+                raise ValidationError(f"{path}: listed in the manifest but missing")
+            size, digest = file_digest(path)
+            if (size, digest) != (shard["bytes"], shard["sha256"]):
+                raise ValidationError(f"{path}: bytes/sha256 differ from the manifest (corrupt or replaced shard)")
+            bar.update(1)
+    log.info("checking %d samples%s", manifest["num_samples"],
+             f" and recounting their tokens with {tok.identity['name']}" if tok is not None else "")
+    with progress_bar(manifest["num_samples"], "validate: samples", "sample", show_progress) as bar:
+        for shard in (s for s in shards if s["format"] == "wds"):
+            path = out / shard["path"]
+            count = 0
+            for key, record, members in _tar_samples(path):
+                where = f"{path.name}:{key}"
+                if record is None:
+                    raise ValidationError(f"{where}: no {key}.json member")
                 try:
-                    control.apply_turns(record["conversations"], "$.conversations")
-                except ControlTokenError as exc:
-                    raise ValidationError(f"{where}: {exc}") from None
-            if tok is not None:
-                counted = encoding.count(record["conversations"], record["meta"]["tiles"], tok, template, tiling)
-                if counted.total != record["meta"]["num_tokens"]:
-                    raise ValidationError(
-                        f"{where}: $.meta.num_tokens {record['meta']['num_tokens']} but the tokenizer counts {counted.total}"
-                    )
-                recounted += 1
-            count += 1
-        if count != shard["num_samples"]:
-            raise ValidationError(f"{path}: {count} samples, the manifest says {shard['num_samples']}")
-        samples += count
+                    schema.validate(record, schema.SAMPLE, where=where)
+                    schema.check_counts(record)
+                except schema.SchemaError as exc:
+                    raise ValidationError(str(exc)) from None
+                if record["id"] != key:
+                    raise ValidationError(f"{where}: $.id {record['id']!r} differs from the tar key")
+                if record["id"] in seen:
+                    raise ValidationError(f"{where}: duplicate sample id")
+                seen[record["id"]] = _fingerprint(record, members)
+                split = manifest.get("split", manifest["args"].get("split"))
+                # an evaluation benchmark's items (MileBench) declare their benchmark and test split on purpose
+                crossed = [s for s in record["meta"]["sources"] + record["meta"].get("pasted", [])
+                           if s["split"] != split and "benchmark" not in s]
+                if crossed:
+                    raise ValidationError(f"{where}: item {crossed[0]['id']!r} comes from split "
+                                          f"{crossed[0]['split']!r}, the build is {split!r}")
+                if sorted(members) != sorted(record["images"]):
+                    raise ValidationError(f"{where}: image members {sorted(members)} != $.images {record['images']}")
+                if check_images:
+                    for name, wh in zip(record["images"], record["meta"]["image_sizes"]):
+                        try:
+                            with Image.open(io.BytesIO(members[name])) as im:
+                                got = list(im.size)
+                        except Exception as exc:
+                            raise ValidationError(f"{where}: image {name} does not decode: {exc}") from None
+                        if got != wh:
+                            raise ValidationError(f"{where}: image {name} is {got}, $.meta.image_sizes says {wh}")
+                if control is not None:
+                    try:
+                        control.apply_turns(record["conversations"], "$.conversations")
+                    except ControlTokenError as exc:
+                        raise ValidationError(f"{where}: {exc}") from None
+                if tok is not None:
+                    counted = encoding.count(record["conversations"], record["meta"]["tiles"], tok, template, tiling)
+                    if counted.total != record["meta"]["num_tokens"]:
+                        raise ValidationError(f"{where}: $.meta.num_tokens {record['meta']['num_tokens']} but the "
+                                              f"tokenizer counts {counted.total}")
+                    recounted += 1
+                count += 1
+                bar.update(1)
+            if count != shard["num_samples"]:
+                raise ValidationError(f"{path}: {count} samples, the manifest says {shard['num_samples']}")
+            samples += count
     for shard in (s for s in shards if s["format"] != "wds"):
+        log.info("comparing %s with the tars", shard["path"])
         _check_copy(out, shard, seen)
     if samples != manifest["num_samples"]:
         raise ValidationError(f"{out}: {samples} samples in shards, the manifest says {manifest['num_samples']}")

@@ -2,9 +2,9 @@
 
 The reference (transformers' GotOcr2 PIL processor, `v2pe_common.tiling.image_processor`) resizes with
 Pillow's bicubic filter and then rescales and normalises in numpy, image by image; that is ~57 tiles/s a
-process. Here the grid comes from the processor's own `get_optimal_tiled_canvas` (so the tile count can never
-disagree with `num_tiles`), the resize is `F.interpolate(uint8, mode="bicubic", antialias=True)` -- torch's
-uint8 path implements Pillow's separable filter (a = -0.5, uint8 rounding between the passes), so pixels
+process. Here the grid is `v2pe_common.tiling.grid` (the one `num_tiles` counts, held to the processor's
+own grid by tests/test_tiling.py), the resize is `F.interpolate(uint8, mode="bicubic", antialias=True)` --
+torch's uint8 path implements Pillow's separable filter (a = -0.5, uint8 rounding between the passes), so pixels
 agree within 2 of 255 levels (tests/test_fast_tiling.py; all 483 tiles of the loader bench) -- and the tiles
 are cut from the resized tensor as views.
 
@@ -25,19 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from v2pe_common.tiling import TilingConfig
+from v2pe_common.tiling import TilingConfig, grid
 
 BACKENDS = ("fast", "reference")
 
 
-def grid(width: int, height: int, tiling: TilingConfig) -> tuple[int, int]:
-    """(columns, rows) of the tile grid the reference processor picks for a width x height image."""
-    if tiling.max_tiles <= 1:  # the processor resizes to one tile without looking for a grid
-        return 1, 1
-    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
-
-    size = (tiling.tile_size, tiling.tile_size)
-    return get_optimal_tiled_canvas((height, width), size, tiling.min_tiles, tiling.max_tiles)
 
 
 def _resize(src: torch.Tensor, height: int, width: int) -> torch.Tensor:
