@@ -38,7 +38,7 @@ from torch import nn
 from v2pe_common.encoding import IGNORE_INDEX, encode
 from v2pe_common.formats.internvl import ForeignRecord
 from v2pe_common.template import ASSISTANT_ROLES, get_template
-from v2pe_common.tiling import IMAGE_PLACEHOLDER, TilingConfig
+from v2pe_common.tiling import IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_START, TOKENS_PER_TILE, TilingConfig
 from v2pe_common.tokenizer import TextTokenizer, load_tokenizer
 
 from ..config import TrainConfig
@@ -86,7 +86,7 @@ class Generation:
     id: str
     text: str  # decoded without special tokens, cut at <|im_end|>, stripped
     token_ids: list[int]  # generated tokens, the stop token excluded
-    stop: str  # "end" (<|im_end|> or eos) or "length" (max_new_tokens reached)
+    stop: str  # "end" (<|im_end|>, eos or a stop string) or "length" (max_new_tokens reached)
     prompt_positions: np.ndarray  # float64 [P] fed for the prompt
     generated_positions: np.ndarray  # float64 [n]: where each generated token sits (fed there, if it is fed)
     seconds: float = 0.0  # wall time of the batch this row ran in
@@ -108,6 +108,29 @@ def prompt_positions(prompt: Prompt, stride: int | str) -> np.ndarray:
     mode, s = stride_mode(stride)
     return position_ids(len(prompt), prompt.image_starts, prompt.tiles, mode=mode, stride=s,
                         tokens_per_tile=prompt.tokens_per_tile)
+
+
+def v2pe_position_ids(input_ids: torch.Tensor, tokenizer, *, stride: int | str = DEFAULT,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """float64 [B, L] V2PE positions of token ids a plain transformers user built (`<img>` + 256 x tiles
+    `<IMG_CONTEXT>` + `</img>` per image), for `model.generate(..., position_ids=...)`. `tokenizer`: a
+    transformers tokenizer holding the image tokens. Rows are left-padded where `attention_mask` is 0; pad
+    slots get 0. Equals what `V2PEGenerator.generate` feeds for the same prompt.
+    """
+    start_id, context_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in (IMG_START, IMG_CONTEXT))
+    ids = input_ids.cpu().numpy()
+    keep = np.ones(ids.shape, dtype=bool) if attention_mask is None else attention_mask.cpu().numpy().astype(bool)
+    out = torch.zeros(ids.shape, dtype=torch.float64)
+    for r in range(ids.shape[0]):
+        row = ids[r][keep[r]]
+        starts = np.flatnonzero(row == start_id)
+        context = np.concatenate([[0], np.cumsum(row == context_id)])
+        ends = np.append(starts[1:], row.size)
+        tiles = (context[ends] - context[starts]) // TOKENS_PER_TILE
+        prompt = Prompt(id="", input_ids=row, image_starts=starts.tolist(), tiles=tiles.tolist(),
+                        tokens_per_tile=TOKENS_PER_TILE, pixel_values=torch.empty(0), answer_ids=row[:0])
+        out[r, torch.from_numpy(keep[r])] = torch.from_numpy(prompt_positions(prompt, stride))
+    return out
 
 
 def continued_positions(prompt_pos: np.ndarray, n: int) -> np.ndarray:
@@ -338,6 +361,8 @@ class V2PEGenerator:
                     stop = "end"
                     break
                 tokens.append(token)
+            if len(sequences[r]) < budgets[r]:  # every row stopped early: this one too, on a stop string
+                stop = "end"
             chosen = min(len(tokens) + (stop == "end"), len(out.logits or ()))
             logits = torch.stack([out.logits[k][r].float().cpu() for k in range(chosen)]) if return_logits else None
             results.append(Generation(id=p.id, text=self.decode(tokens), token_ids=tokens, stop=stop,
