@@ -351,3 +351,21 @@ def test_a_new_question_about_images_given_as_paths_bytes_or_pil(gen, records, t
         gen.prepare_question("What?", images=[data, b"not an image"])
     with pytest.raises(InferenceError, match="2 '<image>' placeholders but 1 images"):
         gen.prepare_question("<image> and <image>?", images=[data])
+
+
+def test_v2pe_position_ids_of_left_padded_token_ids_are_the_generators(gen, records):
+    """A plain transformers batch (left padding, a mask) gets, row by row, the positions `generate` feeds."""
+    from v2pe_train.eval.inference import v2pe_position_ids
+
+    prompts = [gen.prepare(*with_images(records, 3)), gen.prepare(text_only(records[0][0], gen.tokenizer), {})]
+    width = max(len(p) for p in prompts)
+    ids = torch.full((2, width), gen.pad_id)
+    mask = torch.zeros((2, width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):], mask[r, width - len(p):] = torch.from_numpy(p.input_ids), 1
+    pos = v2pe_position_ids(ids, gen.tokenizer.hf, stride=16, attention_mask=mask)
+    assert pos.dtype == torch.float64
+    for r, p in enumerate(prompts):
+        expect = gen.generate(p, stride=16, max_new_tokens=1)[0].prompt_positions
+        np.testing.assert_array_equal(pos[r, width - len(p):].numpy(), expect)
+        assert not pos[r, :width - len(p)].any()

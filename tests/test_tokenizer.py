@@ -79,3 +79,12 @@ def test_a_saved_copy_hashes_as_the_folder_it_came_from(tmp_path):
     raw["model"]["vocab"]["zzqx"] = max(raw["model"]["vocab"].values()) + 1
     (tmp_path / "saved" / "tokenizer.json").write_text(json.dumps(raw))
     assert tokenizer_hash(tmp_path / "saved") != tok.sha256
+
+
+def test_builds_made_before_the_content_hash_still_name_the_bundled_tokenizer():
+    """Builds before issue 22 recorded sha256 over the folder's files; `matches` accepts that hash too, so the
+    loader keeps checking their lengths instead of warning that they were counted with another tokenizer."""
+    recorded_before = "6a35e4ffe18317b0f24a403f3e9f3688c5f86d8d4fb5d793e548b499e3c0df37"
+    tok = load_tokenizer()
+    assert tok.sha256 != recorded_before and tok.matches(recorded_before) and tok.matches(tok.sha256)
+    assert not tok.matches("0" * 64)

@@ -20,6 +20,8 @@ IMAGE_TOKENS = (IMG_START, IMG_END, IMG_CONTEXT)
 BUNDLED = "bundled"
 # Files any loadable tokenizer folder has at least one of (besides a sentencepiece *.model).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
+# The files the legacy hash covered (`_file_hash`), besides *.model and *.tiktoken.
+LEGACY_HASHED_FILES = (*TOKENIZER_FILES, "special_tokens_map.json", "added_tokens.json", "merges.txt")
 # Starts of text on which a tokenizer's start-of-input treatment (a prefix space or marker) shows.
 RESTART_PROBES = ("a", " a", "1", ".", "\n", "中")
 # Files of a Hub repo a tokenizer needs (no weights): configs, vocabularies, merges, sentencepiece models, templates.
@@ -64,6 +66,8 @@ class TextTokenizer:
     hf: object
     name: str
     sha256: str
+    # The hash builds recorded before `content_hash` (over the folder's files): still accepted by `matches`.
+    legacy_sha256: str = ""
 
     @functools.cached_property
     def img_start_id(self) -> int:
@@ -106,6 +110,10 @@ class TextTokenizer:
         would publish who built where; the sha256 identifies it), a Hub id or 'bundled' as is."""
         name = self.name if self.name == BUNDLED or is_hub_id(self.name) else Path(self.name).name or self.name
         return {"name": name, "sha256": self.sha256, "vocab_size": self.vocab_size}
+
+    def matches(self, sha256: str) -> bool:
+        """Whether a manifest's or record's tokenizer hash names this tokenizer (today's or a legacy hash)."""
+        return sha256 in (self.sha256, self.legacy_sha256)
 
     def encode(self, text: str) -> list[int]:
         if not text:
@@ -157,7 +165,17 @@ def load_tokenizer(path: str | None = None) -> TextTokenizer:
     else:
         directory, name = Path(path).expanduser(), str(path)
     hf = _load_hf(directory)
-    return TextTokenizer(hf=hf, name=name, sha256=content_hash(hf))
+    return TextTokenizer(hf=hf, name=name, sha256=content_hash(hf), legacy_sha256=_file_hash(directory))
+
+
+def _file_hash(directory: Path) -> str:
+    """The hash builds recorded before `content_hash`: sha256 over the tokenizer files' names and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.iterdir()
+                       if p.is_file() and (p.name in LEGACY_HASHED_FILES or p.suffix in (".model", ".tiktoken"))):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _load_hf(directory: Path):

@@ -4,10 +4,8 @@ A folder written here holds `config.json` (the grown vocabulary and the tokenize
 `generation_config.json`, the tokenizer the run trained with (image tokens included), `chat_template.jinja`,
 `preprocessor_config.json` and `processor_config.json`, so `InternVLForConditionalGeneration.from_pretrained(dir)`,
 `AutoTokenizer`, `AutoImageProcessor` and `V2PEGenerator.load(dir)` load it offline (model_files.py writes
-those files). Training checkpoints get the
-same files; `export` adds nothing
-of the run's state (optimizer, scheduler, RNG, loader position) and writes the weights in the
-`save_pretrained` layout.
+those files). Training checkpoints get the same files; `export` adds nothing of the run's state (optimizer,
+scheduler, RNG, loader position) and writes the weights in the `save_pretrained` layout.
 """
 
 from __future__ import annotations
@@ -79,7 +77,8 @@ def export(run: str | Path, out: str | Path, *, step: int | None = None) -> Path
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_model(gen.model, tmp, gen.tokenizer, template=config.get("template"), max_tiles=_max_tiles(source, config))
+        save_model(gen.model, tmp, gen.tokenizer, template=config.get("template"),
+                   max_tiles=_max_tiles(source, config))
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)
