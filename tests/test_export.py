@@ -1,8 +1,12 @@
 """Checkpoints and `v2pe-train export` folders load with stock transformers and give the trainer's logits."""
 
+import io
 import json
 import shutil
 import subprocess
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -10,12 +14,13 @@ import torch
 from tests.conftest import BIN
 from v2pe_common.formats import read_records
 from v2pe_common.template import get_template
+from v2pe_common.tokenizer import load_tokenizer, tokenizer_hash
 from v2pe_data.build import build
 from v2pe_data.config import BuildConfig
 from v2pe_train import checkpoint as ckpt
 from v2pe_train.config import TrainConfig
 from v2pe_train.data.shards import iter_samples, resolve_sources
-from v2pe_train.eval.inference import V2PEGenerator
+from v2pe_train.eval.inference import V2PEGenerator, v2pe_position_ids
 from v2pe_train.eval.run import load_generator
 from v2pe_train.export import ExportError, export
 from v2pe_train.model import forward
@@ -121,6 +126,58 @@ def test_the_documented_inference_call_on_an_export_answers_as_the_run_does(run,
     b = theirs.generate(theirs.prepare(record, images), stride=64, max_new_tokens=4, return_logits=True)[0]
     assert a.logits.shape[0] >= 1 and a.token_ids == b.token_ids
     torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=0)
+
+
+def test_checkpoints_and_exports_carry_the_image_processor_and_the_builds_tokenizer_hash(run, tmp_path):
+    """AutoImageProcessor loads (no torchvision) at the run's tile cap (its build's manifest says 2); the
+    tokenizer names its image tokens for InternVLProcessor without growing, and hashes as the build's did."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    out = export(run.out, tmp_path / "model")
+    manifest = json.loads((Path(run.data.paths[0]) / "manifest.json").read_text())
+    assert manifest["tiling"]["max_tiles"] == 2
+    for folder in (ckpt.latest_checkpoint(run.out), out):
+        processor = AutoImageProcessor.from_pretrained(str(folder))
+        assert type(processor).__name__ == "GotOcr2ImageProcessorPil" and processor.max_patches == 2
+        assert json.loads((folder / "processor_config.json").read_text())["processor_class"] == "InternVLProcessor"
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        assert (tok.start_image_token, tok.end_image_token, tok.context_image_token) == ("<img>", "</img>",
+                                                                                       "<IMG_CONTEXT>")
+        assert len(tok) == load_tokenizer().vocab_size
+        assert tokenizer_hash(folder) == manifest["tokenizer"]["sha256"] == load_tokenizer().sha256
+
+
+def test_the_readme_transformers_snippet_gives_the_generators_prompt_and_reply(run, tmp_path):
+    """README: AutoTokenizer's chat template + AutoImageProcessor + `<img>`/`<IMG_CONTEXT>` x 256 x tiles/`</img>`
+    give `prepare_question`'s ids and pixels; stock generate() with `v2pe_position_ids` gives its reply."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoTokenizer, InternVLForConditionalGeneration
+
+    out = export(run.out, tmp_path / "model")
+    record, images = next(read_records(iter_samples(resolve_sources(run.data.paths)[0])))[1:]
+    pictures = [Image.open(io.BytesIO(images[name])) for name in record["images"]]
+    question = "What is the total?"
+    # -- the README snippet --
+    tok, proc = AutoTokenizer.from_pretrained(out), AutoImageProcessor.from_pretrained(out)
+    messages = [{"role": "user", "content": [*[{"type": "image"}] * len(pictures), {"type": "text", "text": question}]}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    pixels = proc(images=pictures, return_tensors="pt")
+    head, *rest = text.split("<IMG_CONTEXT>")  # one placeholder per image, in order
+    text = head + "".join(f"<img>{'<IMG_CONTEXT>' * 256 * n}</img>{part}"
+                          for n, part in zip(pixels["num_patches"].tolist(), rest))
+    ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
+    model = install_float64_rope(InternVLForConditionalGeneration.from_pretrained(out))
+    reply = model.generate(input_ids=ids, pixel_values=pixels["pixel_values"], attention_mask=torch.ones_like(ids),
+                           position_ids=v2pe_position_ids(ids, tok, stride=16), max_new_tokens=6, do_sample=False)
+    # -- the same through the generator --
+    assert len(pictures) >= 2  # placeholders replaced in order
+    gen = V2PEGenerator.load(out)
+    prompt = gen.prepare_question(question, images=[images[name] for name in record["images"]])
+    assert ids[0].tolist() == prompt.input_ids.tolist()
+    torch.testing.assert_close(pixels["pixel_values"], prompt.pixel_values, rtol=0, atol=0)
+    ours = gen.generate(prompt, stride=16, max_new_tokens=6)[0]
+    assert ours.token_ids and reply[0, ids.shape[1]:].tolist()[:len(ours.token_ids)] == ours.token_ids
+    np.testing.assert_array_equal(v2pe_position_ids(ids, tok, stride=16)[0].numpy(), ours.prompt_positions)
 
 
 def test_export_of_an_earlier_step_differs_and_a_missing_step_is_named(run, tmp_path):

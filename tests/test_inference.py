@@ -217,3 +217,155 @@ def test_bad_records_and_settings_fail_with_one_line_naming_the_cause(gen, recor
         gen.generate([prompt, prompt], max_new_tokens=[4])
     with pytest.raises(InferenceError, match="the answer is empty"):
         gen.teacher_forced(prompt, answer=[])
+
+
+def reference_greedy(model, prompt, positions, steps):
+    """The step-by-step loop generation used to be: forward() with explicit float64 positions, a DynamicCache
+    and an all-ones mask, argmax each step, the k-th generated token fed at last prompt position + k."""
+    from transformers import DynamicCache
+
+    ids = torch.from_numpy(prompt.input_ids)[None]
+    pos = torch.from_numpy(positions)[None]
+    cache = DynamicCache(config=model.config.get_text_config())
+    pixels = prompt.pixel_values if prompt.pixel_values.numel() else None
+    tokens, logits = [], []
+    with torch.no_grad():
+        for k in range(steps):
+            out = model(input_ids=ids, pixel_values=pixels if k == 0 else None, position_ids=pos, cache=cache,
+                        attention_mask=torch.ones((1, cache.get_seq_length() + ids.shape[1]), dtype=torch.long),
+                        use_cache=True, logits_to_keep=1)
+            logits.append(out.logits[0, -1].float())
+            tokens.append(int(out.logits[0, -1].argmax()))
+            ids, pos = torch.tensor([[tokens[-1]]]), torch.tensor([[positions[-1] + k + 1]], dtype=torch.float64)
+    return tokens, torch.stack(logits)
+
+
+def test_stride_16_generation_equals_the_step_by_step_reference_loop(gen, records):
+    """transformers' generate() with our float64 positions chooses what the explicit-position loop chooses."""
+    prompt = gen.prepare(*with_images(records, 3))
+    out = gen.generate(prompt, stride=16, max_new_tokens=8, return_logits=True)[0]
+    tokens, logits = reference_greedy(gen.model, prompt, out.prompt_positions, 8)
+    stop = next((i for i, t in enumerate(tokens) if t in gen.stop_ids), len(tokens))
+    assert out.token_ids == tokens[:stop]
+    torch.testing.assert_close(out.logits, logits[:len(out.logits)], **TOL)
+
+
+def test_seeded_sampling_is_reproducible_and_runs_at_v2pe_positions(gen, records):
+    """do_sample=True with a seed: the same tokens twice, other seeds other tokens, the caller's RNG untouched,
+    and the prompt still fed at stride 16's fractional positions, generated tokens at last + k."""
+    prompt = gen.prepare(*with_images(records, 1))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    rec = PositionRecorder(gen.model)
+    try:
+        first = gen.generate(prompt, stride=16, max_new_tokens=6, do_sample=True, temperature=1.5, seed=7)[0]
+    finally:
+        rec.close()
+    assert torch.equal(torch.get_rng_state(), before)
+    again = gen.generate(prompt, stride=16, max_new_tokens=6, do_sample=True, temperature=1.5, seed=7)[0]
+    assert first.token_ids == again.token_ids and len(first.token_ids) >= 1
+    others = [gen.generate(prompt, stride=16, max_new_tokens=6, do_sample=True, temperature=1.5, seed=s)[0].token_ids
+              for s in (8, 9, 10)]
+    assert any(o != first.token_ids for o in others)
+    greedy = gen.generate(prompt, stride=16, max_new_tokens=6)[0]
+    assert first.token_ids != greedy.token_ids  # it really sampled
+    expect = np.array(reference_positions(prompt.input_ids.tolist(), gen.tokenizer, 16))
+    np.testing.assert_array_equal(rec.calls[0][0].numpy(), expect)
+    assert [float(s) for s in rec.calls[1:]] == [expect[-1] + k for k in range(1, len(rec.calls))]
+
+
+def test_beam_search_keeps_each_prompts_images_with_its_beams(gen, records):
+    """Beams of a batch of multi-image prompts: one new token by beam search is the greedy token of each prompt
+    (pixel_values interleaved tile by tile would give a beam another prompt's or tile's features)."""
+    prompts = [gen.prepare(*with_images(records, 3)), gen.prepare(*with_images(records, 1))]
+    beams = gen.generate(prompts, stride=16, max_new_tokens=1, num_beams=3)
+    greedy = gen.generate(prompts, stride=16, max_new_tokens=1, return_logits=True)
+    for b, g in zip(beams, greedy):
+        assert int(g.logits[0].argmax()) == (b.token_ids or [None])[0] or b.stop == "end"
+        assert b.token_ids == g.token_ids
+    longer = gen.generate(prompts[0], stride=16, max_new_tokens=5, num_beams=3)[0]
+    assert 1 <= len(longer.token_ids) <= 5
+    with pytest.raises(InferenceError, match="beam search has no per-token logits"):
+        gen.generate(prompts[0], num_beams=2, return_logits=True)
+
+
+def test_stop_strings_and_streamers_pass_through_to_generate(gen, records):
+    """A stop string ends the reply right after it; a streamer sees the prompt, then every reply token."""
+    from transformers.generation.streamers import BaseStreamer
+
+    prompt = gen.prepare(*with_images(records, 1))
+    full = gen.generate(prompt, stride=16, max_new_tokens=8)[0]
+    assert len(full.token_ids) >= 3, "the tiny model stopped early; pick another record"
+    stop = gen.tokenizer.hf.decode(full.token_ids[2:3])
+    cut = gen.generate(prompt, stride=16, max_new_tokens=8, stop_strings=[stop])[0]
+    assert cut.stop == "end" and cut.token_ids == full.token_ids[:len(cut.token_ids)]
+    assert gen.tokenizer.hf.decode(cut.token_ids).endswith(stop) and len(cut.token_ids) <= 3
+
+    class Collect(BaseStreamer):
+        def __init__(self):
+            self.chunks = []
+
+        def put(self, value):
+            self.chunks.append(value.reshape(-1).tolist())
+
+        def end(self):
+            self.chunks.append("end")
+
+    streamer = Collect()
+    streamed = gen.generate(prompt, stride=16, max_new_tokens=8, streamer=streamer)[0]
+    assert streamer.chunks[0] == prompt.input_ids.tolist() and streamer.chunks[-1] == "end"
+    assert sum(streamer.chunks[1:-1], [])[:len(streamed.token_ids)] == streamed.token_ids == full.token_ids
+
+
+def test_a_new_question_about_images_given_as_paths_bytes_or_pil(gen, records, tmp_path):
+    """prepare_question: the record's own question over its image (as a path, bytes or a PIL image) is the
+    prompt `prepare` makes of the record; without `<image>` the images go first; bad input is named."""
+    import io
+
+    from PIL import Image
+
+    record, images = with_images(records, 1)
+    question = record["conversations"][0]["value"]
+    expected = gen.prepare(record, images)
+    data = images[record["images"][0]]
+    (tmp_path / "page.jpg").write_bytes(data)
+    pil = Image.open(io.BytesIO(data))
+    for image in (data, tmp_path / "page.jpg", str(tmp_path / "page.jpg")):
+        asked = gen.prepare_question(question, images=[image], max_tiles=1)
+        np.testing.assert_array_equal(asked.input_ids, expected.input_ids)
+        torch.testing.assert_close(asked.pixel_values, expected.pixel_values, rtol=0, atol=0)
+        assert asked.tiles == expected.tiles and asked.answer_ids.size == 0
+    as_pil = gen.prepare_question(question, images=[pil], max_tiles=1)  # pixels kept: re-encoded losslessly
+    torch.testing.assert_close(as_pil.pixel_values, expected.pixel_values, rtol=0, atol=0)
+    bare = question.replace("<image>\n", "").replace("<image>", "")
+    np.testing.assert_array_equal(gen.prepare_question(bare, images=[data], max_tiles=1).input_ids,
+                                  expected.input_ids if question.startswith("<image>\n") else
+                                  gen.prepare_question("<image>\n" + bare, images=[data], max_tiles=1).input_ids)
+    text = gen.prepare_question("How many pages are there?")
+    assert not text.tiles and gen.generate(text, max_new_tokens=2)[0].token_ids
+    with pytest.raises(InferenceError, match="question q1: need a non-empty string"):
+        gen.prepare_question("  ", id="q1")
+    with pytest.raises(InferenceError, match=r"images\[0\]: cannot read"):
+        gen.prepare_question("What?", images=[tmp_path / "missing.png"])
+    with pytest.raises(InferenceError, match=r"images\[1\]: not a readable image"):
+        gen.prepare_question("What?", images=[data, b"not an image"])
+    with pytest.raises(InferenceError, match="2 '<image>' placeholders but 1 images"):
+        gen.prepare_question("<image> and <image>?", images=[data])
+
+
+def test_v2pe_position_ids_of_left_padded_token_ids_are_the_generators(gen, records):
+    """A plain transformers batch (left padding, a mask) gets, row by row, the positions `generate` feeds."""
+    from v2pe_train.eval.inference import v2pe_position_ids
+
+    prompts = [gen.prepare(*with_images(records, 3)), gen.prepare(text_only(records[0][0], gen.tokenizer), {})]
+    width = max(len(p) for p in prompts)
+    ids = torch.full((2, width), gen.pad_id)
+    mask = torch.zeros((2, width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):], mask[r, width - len(p):] = torch.from_numpy(p.input_ids), 1
+    pos = v2pe_position_ids(ids, gen.tokenizer.hf, stride=16, attention_mask=mask)
+    assert pos.dtype == torch.float64
+    for r, p in enumerate(prompts):
+        expect = gen.generate(p, stride=16, max_new_tokens=1)[0].prompt_positions
+        np.testing.assert_array_equal(pos[r, width - len(p):].numpy(), expect)
+        assert not pos[r, :width - len(p)].any()

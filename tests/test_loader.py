@@ -347,7 +347,9 @@ def test_another_tokenizer_or_template_trusts_the_trainers_count(shards, tmp_pat
 
     d = tmp_path / "tok"
     shutil.copytree(bundled_tokenizer_dir(), d)
-    (d / "tokenizer_config.json").write_text((d / "tokenizer_config.json").read_text() + "\n")
+    # Another BOS is another tokenizer (reformatting its files is not: the hash is of what tokenizes).
+    config = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "tokenizer_config.json").write_text(json.dumps({**config, "bos_token": "<|im_start|>"}))
     other = load_tokenizer(str(d))
     assert other.sha256 != TOK.sha256
     with caplog.at_level(logging.WARNING, logger="v2pe_train.data"):

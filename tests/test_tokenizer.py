@@ -61,8 +61,33 @@ def test_a_model_folder_hashes_as_the_tokenizer_it_holds(tmp_path):
                        ("chat_template.jinja", "{{ messages }}")):
         (model / name).write_text(data)
     assert tokenizer_hash(model) == tokenizer_hash(bundled_tokenizer_dir())
-    (model / "special_tokens_map.json").write_text('{"eos_token": "<|im_end|>"}')  # this one does count
-    assert tokenizer_hash(model) != tokenizer_hash(bundled_tokenizer_dir())
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "bos_token": "<|im_start|>"}))
+    assert tokenizer_hash(model) != tokenizer_hash(bundled_tokenizer_dir())  # another BOS encodes differently
+
+
+def test_a_saved_copy_hashes_as_the_folder_it_came_from(tmp_path):
+    """save_pretrained adds `is_local` / `local_files_only` to tokenizer_config.json; the hash is of what
+    tokenizes (backend serialization + special tokens), so a saved copy keeps the build's hash, while a
+    changed vocabulary does not."""
+    tok = load_tokenizer()
+    tok.hf.save_pretrained(str(tmp_path / "saved"))
+    config = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
+    assert "is_local" in config  # the bytes differ from the bundled folder's
+    assert tokenizer_hash(tmp_path / "saved") == tokenizer_hash(bundled_tokenizer_dir()) == tok.sha256
+    raw = json.loads((tmp_path / "saved" / "tokenizer.json").read_text())
+    raw["model"]["vocab"]["zzqx"] = max(raw["model"]["vocab"].values()) + 1
+    (tmp_path / "saved" / "tokenizer.json").write_text(json.dumps(raw))
+    assert tokenizer_hash(tmp_path / "saved") != tok.sha256
+
+
+def test_builds_made_before_the_content_hash_still_name_the_bundled_tokenizer():
+    """Builds before issue 22 recorded sha256 over the folder's files; `matches` accepts that hash too, so the
+    loader keeps checking their lengths instead of warning that they were counted with another tokenizer."""
+    recorded_before = "6a35e4ffe18317b0f24a403f3e9f3688c5f86d8d4fb5d793e548b499e3c0df37"
+    tok = load_tokenizer()
+    assert tok.sha256 != recorded_before and tok.matches(recorded_before) and tok.matches(tok.sha256)
+    assert not tok.matches("0" * 64)
 
 
 def test_the_bundled_tokenizer_is_the_one_autotokenizer_loads_and_is_loaded_once_a_process():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -19,8 +20,8 @@ IMAGE_TOKENS = (IMG_START, IMG_END, IMG_CONTEXT)
 BUNDLED = "bundled"
 # Files any loadable tokenizer folder has at least one of (besides a sentencepiece *.model).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
-# Further files that change how a tokenizer splits text, when a folder has them.
-HASHED_FILES = ("special_tokens_map.json", "added_tokens.json", "merges.txt")
+# The files the legacy hash covered (`_file_hash`), besides *.model and *.tiktoken.
+LEGACY_HASHED_FILES = (*TOKENIZER_FILES, "special_tokens_map.json", "added_tokens.json", "merges.txt")
 # Starts of text on which a tokenizer's start-of-input treatment (a prefix space or marker) shows.
 RESTART_PROBES = ("a", " a", "1", ".", "\n", "中")
 # Files of a Hub repo a tokenizer needs (no weights): configs, vocabularies, merges, sentencepiece models, templates.
@@ -65,6 +66,8 @@ class TextTokenizer:
     hf: object
     name: str
     sha256: str
+    # The hash builds recorded before `content_hash` (over the folder's files): still accepted by `matches`.
+    legacy_sha256: str = ""
 
     @functools.cached_property
     def img_start_id(self) -> int:
@@ -108,29 +111,47 @@ class TextTokenizer:
         name = self.name if self.name == BUNDLED or is_hub_id(self.name) else Path(self.name).name or self.name
         return {"name": name, "sha256": self.sha256, "vocab_size": self.vocab_size}
 
+    def matches(self, sha256: str) -> bool:
+        """Whether a manifest's or record's tokenizer hash names this tokenizer (today's or a legacy hash)."""
+        return sha256 in (self.sha256, self.legacy_sha256)
+
     def encode(self, text: str) -> list[int]:
         if not text:
             return []
         return self.hf.encode(text, add_special_tokens=False)
 
 
-def is_tokenizer_file(path: Path) -> bool:
-    """Whether `path` is one of the files that decide how a tokenizer splits text (vocabularies, merges,
-    added and special tokens, its config); not a model's weights or configs, nor its chat template."""
-    return path.name in TOKENIZER_FILES + HASHED_FILES or path.suffix in (".model", ".tiktoken")
+# The named special tokens that change encodings (BOS opens a templated sequence; EOS, UNK and PAD ids);
+# named extras (an image token's name for a processor) only name tokens the vocabulary already has.
+HASHED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+def content_hash(hf) -> str:
+    """sha256 of what decides how `hf` tokenizes: its backend's serialization (vocabulary, merges, normalizer,
+    pre-tokenizer, post-processor, decoder, added tokens with their ids and flags) and the named special
+    tokens, not the bytes of its files.
+
+    `save_pretrained` adds bookkeeping to tokenizer_config.json (`is_local`, `local_files_only`, named tokens),
+    so a saved copy of a tokenizer hashes as the folder it came from. Truncation and padding settings are
+    left out: they do not change the ids of a text. A tokenizer without a `tokenizers` backend (a slow
+    sentencepiece one) hashes its vocabulary and added tokens instead.
+    """
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+    else:
+        state = {"vocab": hf.get_vocab(), "added": {str(k): str(v) for k, v in hf.added_tokens_decoder.items()}}
+    special = {k: str(getattr(hf, k, None)) for k in HASHED_SPECIAL_TOKENS}
+    return hashlib.sha256(json.dumps([state, special], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def tokenizer_hash(directory: Path) -> str:
-    """sha256 over the tokenizer's files (names and bytes), so two copies of one tokenizer agree.
-
-    Only tokenizer files count: a model folder holding the same tokenizer beside its weights hashes as the
-    tokenizer folder its data was counted with, so the loader keeps checking lengths against meta.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.iterdir() if p.is_file() and is_tokenizer_file(p)):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    """`content_hash` of the tokenizer in `directory`, as `load_tokenizer` computes it (image tokens added
+    where missing), so every copy of one tokenizer agrees: a model folder holding it beside its weights, an
+    export that saved it again, the folder a build counted with."""
+    return content_hash(_load_hf(Path(directory)))
 
 
 def load_tokenizer(path: str | None = None) -> TextTokenizer:
@@ -143,18 +164,34 @@ def load_tokenizer(path: str | None = None) -> TextTokenizer:
 @functools.lru_cache(maxsize=8)
 def _load_tokenizer(path: str) -> TextTokenizer:
     if path == BUNDLED:
+        directory, name = bundled_tokenizer_dir(), BUNDLED
+    elif is_hub_id(str(path)):
+        directory, name = resolve_hub_id(str(path), TOKENIZER_PATTERNS, "tokenizer"), str(path)
+    else:
+        directory, name = Path(path).expanduser(), str(path)
+    hf = _load_hf(directory)
+    return TextTokenizer(hf=hf, name=name, sha256=content_hash(hf), legacy_sha256=_file_hash(directory))
+
+
+def _file_hash(directory: Path) -> str:
+    """The hash builds recorded before `content_hash`: sha256 over the tokenizer files' names and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.iterdir()
+                       if p.is_file() and (p.name in LEGACY_HASHED_FILES or p.suffix in (".model", ".tiktoken"))):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _load_hf(directory: Path):
+    """The transformers tokenizer in `directory` (uncached), the image tokens added where it lacks them."""
+    if directory == bundled_tokenizer_dir():
         # The bundled folder is ours and names its class, the one AutoTokenizer would pick; importing AutoTokenizer
         # imports torch (~1.5 s), which counting with the bundled tokenizer never needs.
         from transformers.tokenization_utils_tokenizers import TokenizersBackend as loader
-
-        directory, name = bundled_tokenizer_dir(), BUNDLED
     else:
         from transformers import AutoTokenizer as loader
 
-        if is_hub_id(str(path)):
-            directory, name = resolve_hub_id(str(path), TOKENIZER_PATTERNS, "tokenizer"), str(path)
-        else:
-            directory, name = Path(path).expanduser(), str(path)
     if not directory.is_dir():
         raise ValueError(f"tokenizer path {str(directory)!r} is not a directory holding a Hugging Face tokenizer")
     # Without any of these, transformers falls through to a sentencepiece error that hides the real cause.
@@ -168,4 +205,4 @@ def _load_tokenizer(path: str) -> TextTokenizer:
     missing = [t for t in IMAGE_TOKENS if hf.convert_tokens_to_ids(t) in (None, hf.unk_token_id)]
     if missing:
         hf.add_tokens(missing, special_tokens=True)
-    return TextTokenizer(hf=hf, name=name, sha256=tokenizer_hash(directory))
+    return hf

@@ -37,7 +37,7 @@ from v2pe_common.tokenizer import load_tokenizer
 from .config import TrainConfig, saved_settings
 from .errors import V2PETrainError
 from .model import resolve_tokenizer
-from .model_files import save_model_config, save_tokenizer
+from .model_files import run_max_tiles, save_model_config, save_processor, save_tokenizer
 
 CKPT_DIR = "checkpoints"
 DCP_DIR = "dcp"  # torch.distributed.checkpoint's folder of a sharded (FSDP) checkpoint
@@ -216,6 +216,8 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer, schedu
                     tokenizer = _run_tokenizer(config)
                 if tokenizer is not None:
                     save_tokenizer(tokenizer, tmp, config.get("template"))
+                name = "processor configs"
+                save_processor(tmp, run_max_tiles(config))
             if not sharded:
                 name = "optimizer.pt"
                 _save_pt(optimizer.state_dict(), tmp / name)

@@ -1,12 +1,11 @@
 """`v2pe-train export`: a clean inference folder from a run's checkpoint.
 
 A folder written here holds `config.json` (the grown vocabulary and the tokenizer's `<IMG_CONTEXT>` id),
-`generation_config.json`, the tokenizer the run trained with (image tokens included) and
-`chat_template.jinja`, so `InternVLForConditionalGeneration.from_pretrained(dir)`, `AutoTokenizer` and
-`V2PEGenerator.load(dir)` load it offline (model_files.py writes those files). Training checkpoints get the
-same files; `export` adds nothing
-of the run's state (optimizer, scheduler, RNG, loader position) and writes the weights in the
-`save_pretrained` layout.
+`generation_config.json`, the tokenizer the run trained with (image tokens included), `chat_template.jinja`,
+`preprocessor_config.json` and `processor_config.json`, so `InternVLForConditionalGeneration.from_pretrained(dir)`,
+`AutoTokenizer`, `AutoImageProcessor` and `V2PEGenerator.load(dir)` load it offline (model_files.py writes
+those files). Training checkpoints get the same files; `export` adds nothing of the run's state (optimizer,
+scheduler, RNG, loader position) and writes the weights in the `save_pretrained` layout.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from .config import saved_settings
 from .errors import V2PETrainError
 from .eval.run import load_generator
 from .model import save_model
+from .model_files import IMAGE_PROCESSOR_FILE, run_max_tiles
 
 
 class ExportError(V2PETrainError, ValueError):
@@ -41,6 +41,15 @@ def _checkpoint(run: Path, step: int | None) -> Path:
     if not step_dir(run, step).is_dir():
         raise ExportError(f"{run}: no checkpoint at step {step}; there are steps {[s for s, _ in found]}")
     return step_dir(run, step)
+
+
+def _max_tiles(source: Path, config: dict) -> int:
+    """The checkpoint's own image processor setting (written while the run's builds were at hand), else the
+    run's builds as they are now."""
+    try:
+        return int(read_json(source / IMAGE_PROCESSOR_FILE)["max_patches"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return run_max_tiles(config)
 
 
 def export(run: str | Path, out: str | Path, *, step: int | None = None) -> Path:
@@ -68,7 +77,8 @@ def export(run: str | Path, out: str | Path, *, step: int | None = None) -> Path
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_model(gen.model, tmp, gen.tokenizer, template=config.get("template"))
+        save_model(gen.model, tmp, gen.tokenizer, template=config.get("template"),
+                   max_tiles=_max_tiles(source, config))
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)

@@ -20,7 +20,7 @@ from torch import nn
 from v2pe_common.tiling import TILE_SIZE, TOKENS_PER_TILE
 from v2pe_common.tokenizer import TOKENIZER_PATTERNS, TextTokenizer, is_hub_id, resolve_hub_id
 
-from .model_files import save_tokenizer
+from .model_files import save_processor, save_tokenizer
 from .rope import Float64RotaryEmbedding, dense_attention_mask, install_float64_rope, packed_causal_mask
 
 TINY = "tiny"
@@ -368,16 +368,18 @@ def forward(
 
 
 def save_model(model: nn.Module, directory: str | Path, tokenizer: TextTokenizer | None = None, *,
-               template: str | None = None) -> Path:
+               template: str | None = None, max_tiles: int | None = None) -> Path:
     """An inference folder: config.json, weights in the `save_pretrained` layout, the tokenizer and its chat
-    template (`template`: the trainer's template name, default internlm2-chat). Loadable by
-    `build_model(directory, tokenizer)`, `V2PEGenerator.load(directory)` and
-    `InternVLForConditionalGeneration.from_pretrained(directory)`."""
+    template (`template`: the trainer's template name, default internlm2-chat), the image processor tiling
+    up to `max_tiles` (default 12) and the processor config. Loadable by `build_model(directory, tokenizer)`,
+    `V2PEGenerator.load(directory)`, `InternVLForConditionalGeneration.from_pretrained(directory)` and
+    `AutoImageProcessor.from_pretrained(directory)`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory))
     if tokenizer is not None:
         save_tokenizer(tokenizer, directory, template)
+    save_processor(directory, *([max_tiles] if max_tiles else []))
     return directory
 
 

@@ -1,5 +1,7 @@
-"""The files `from_pretrained` and `AutoTokenizer` need next to the weights: config.json, generation_config.json,
-the tokenizer the run trained with (image tokens included) and `chat_template.jinja`.
+"""The files `from_pretrained`, `AutoTokenizer` and `AutoImageProcessor` need next to the weights: config.json,
+generation_config.json, the tokenizer the run trained with (image tokens included, named for InternVL's
+processor), `chat_template.jinja`, `preprocessor_config.json` (InternVL's tiling as transformers' GotOcr2 image
+processor) and `processor_config.json` (`AutoProcessor` -> `InternVLProcessor`, where torchvision is installed).
 
 Written by checkpoints (checkpoint.py), `model.save_model` and `v2pe-train export` (export.py) alike.
 """
@@ -12,11 +14,23 @@ from pathlib import Path
 
 from torch import nn
 
+from v2pe_common.buildfolder import MANIFEST_FILE
 from v2pe_common.template import get_template
+from v2pe_common.tiling import IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE, TilingConfig, image_processor
 from v2pe_common.tokenizer import TextTokenizer
 
 DEFAULT_TEMPLATE = "internlm2-chat"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
+PROCESSOR_FILE = "processor_config.json"
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
+# The Pillow class by name: it loads without torchvision and gives the pixels the builder's counts assume;
+# the generic name would pick the torchvision class where that is installed (another resize).
+IMAGE_PROCESSOR_TYPE = "GotOcr2ImageProcessorPil"
+# Named tokens InternVLProcessor reads off the tokenizer. It also wants a `video_token`: pointing it at the
+# context token (already in the vocabulary; the image alternative of its pattern matches first) loads the
+# processor without adding a token the embeddings do not have. Videos are not supported.
+IMAGE_TOKEN_NAMES = {"start_image_token": IMG_START, "end_image_token": IMG_END,
+                     "context_image_token": IMG_CONTEXT, "video_token": IMG_CONTEXT}
 
 
 def chat_template(name: str | None = None) -> str:
@@ -61,4 +75,38 @@ def save_tokenizer(tokenizer: TextTokenizer, directory: Path, template: str | No
     object is shared (load_tokenizer caches it) and belongs to the caller.
     """
     tokenizer.hf.save_pretrained(str(directory))
+    config_path = Path(directory) / "tokenizer_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({**config, **IMAGE_TOKEN_NAMES}, indent=2, ensure_ascii=False) + "\n")
     (Path(directory) / CHAT_TEMPLATE_FILE).write_text(chat_template(template))
+
+
+def save_processor(directory: Path, max_tiles: int = TilingConfig().max_tiles) -> None:
+    """`preprocessor_config.json`: InternVL's tiling (448-px tiles, 1..`max_tiles` of them plus a thumbnail,
+    ImageNet mean/std) as transformers' GotOcr2 processor, the same one `v2pe_common.tiling` counts with;
+    and `processor_config.json` for `AutoProcessor` (256 context tokens a tile)."""
+    directory = Path(directory)
+    image_processor(TilingConfig(max_tiles=max_tiles)).save_pretrained(str(directory))
+    path = directory / IMAGE_PROCESSOR_FILE
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "image_processor_type": IMAGE_PROCESSOR_TYPE}, indent=2, sort_keys=True)
+                    + "\n")
+    processor = {"processor_class": "InternVLProcessor", "image_seq_length": TOKENS_PER_TILE}
+    (directory / PROCESSOR_FILE).write_text(json.dumps(processor, indent=2, sort_keys=True) + "\n")
+
+
+def run_max_tiles(settings: dict) -> int:
+    """Tiles per image at most in a run's data: the largest `tiling.max_tiles` of the build manifests its
+    (flat, `saved_settings`) config reads; InternVL's default 12 when none can be read (a foreign JSONL,
+    a build moved away since)."""
+    paths = list(settings.get("data") or [])
+    paths += [d.get("path") for d in settings.get("datasets") or [] if isinstance(d, dict)]
+    found = []
+    for path in paths:
+        manifest = Path(str(path)) / MANIFEST_FILE
+        try:
+            found.append(int(json.loads(manifest.read_text())["tiling"]["max_tiles"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return max(found, default=TilingConfig().max_tiles)

@@ -202,7 +202,7 @@ class SampleProcessor:
         except (ValueError, KeyError, TypeError) as exc:
             raise SampleError("schema", f"cannot encode the conversations: {exc}") from None
         self.check_image_tokens(enc, tiling)
-        if meta["tokenizer"]["sha256"] == self.tokenizer.sha256:
+        if self.tokenizer.matches(meta["tokenizer"]["sha256"]):
             same_accounting = template.name == meta["template"] and tiling.tokens_per_tile == meta_tiling.get(
                 "tokens_per_tile", tiling.tokens_per_tile
             )

@@ -38,7 +38,7 @@ IDENTITY = "eval.json"
 def load_generator(spec: str | Path, *, tokenizer: str | None = None, device: str = "cpu"):
     """A generator for a preset ('tiny'), a native InternVL folder, a training run (its latest checkpoint) or
     one checkpoint folder (`RUN/checkpoints/step_N`: the run's model, these weights)."""
-    from .inference import V2PEGenerator
+    from .inference import V2PEGenerator, folder_max_tiles
 
     path = Path(spec)
     if (path / "checkpoints").is_dir():  # a run folder: its latest checkpoint
@@ -60,6 +60,7 @@ def load_generator(spec: str | Path, *, tokenizer: str | None = None, device: st
                              seed=int(config.get("seed", 0)))
     load_model(gen.model, str(path / "model.safetensors"), strict=True, device=str(gen.device))
     gen.model.requires_grad_(False)
+    gen.max_tiles = folder_max_tiles(path, gen.max_tiles)  # the checkpoint's image processor, not the base's
     return gen
 
 
