@@ -14,8 +14,11 @@ saved login) and is never printed. Failures end in one `PushError` line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +26,9 @@ from pathlib import Path
 from v2pe_common.buildfolder import BUILD_FILE, MANIFEST_FILE
 from v2pe_common.schema import load_manifest
 
-from .card import CARD_FILE, regenerate
+from .card import CARD_FILE, config_name, regenerate
 from .errors import V2PEDataError
+from .repocard import check_config, merge_card, repo_path
 
 # Layouts a push may add to the default (parquet + card); each is a folder of the build.
 LAYOUTS = {"parquet": "parquet", "wds": "shards", "internvl": "internvl", "mmniah": "mmniah"}
@@ -229,10 +233,43 @@ def _hub_error(exc: BaseException, repo_id: str) -> PushError:
     return PushError(f"cannot reach the Hugging Face Hub ({type(exc).__name__}: {first}); check the network")
 
 
+class _Placed:
+    """The build's files at their places in the repo (`repocard.repo_path`), and the repo card merged with
+    the card the repo holds (written to a temporary file, so it is hashed and sent like any other file)."""
+
+    def __init__(self, out: Path, files: list[LocalFile], config: str | None, tmp: Path):
+        self.manifest = load_manifest(out / MANIFEST_FILE)
+        self.identity = json.loads((out / BUILD_FILE).read_text()) if (out / BUILD_FILE).is_file() else None
+        self.name = config or config_name(self.manifest)
+        if why := check_config(self.name):
+            raise PushError(why, usage=True)
+        split = self.manifest["split"]
+        self.files = [dataclasses.replace(f, path_in_repo=repo_path(f.path_in_repo, self.name, split))
+                      for f in files if f.path_in_repo != CARD_FILE]
+        self.card = tmp / CARD_FILE
+
+    def with_card(self, old_card: str | None) -> list[LocalFile]:
+        self.card.write_text(merge_card(old_card, self.manifest, self.identity, self.name), encoding="utf-8")
+        return [*self.files, LocalFile(CARD_FILE, self.card, *hash_file(self.card))]
+
+
+def _remote_card(repo_id: str, revision: str | None, token: str) -> str:
+    """The README.md the repo holds now (the caller knows it exists)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    response = get_session().get(hf_hub_url(repo_id, CARD_FILE, repo_type="dataset", revision=revision),
+                                 headers=build_hf_headers(token=token), follow_redirects=True)
+    hf_raise_for_status(response)
+    return response.content.decode("utf-8")
+
+
 def push(out: Path, repo_id: str, *, include: tuple[str, ...] = DEFAULT_INCLUDE, private: bool = False,
          revision: str | None = None, dry_run: bool = False, max_files: int = DEFAULT_MAX_FILES,
-         max_bytes: int = DEFAULT_MAX_BYTES, echo: Callable[[str], None] = print, api=None) -> dict:
-    """Publish `out` to the dataset repo `repo_id`; returns {"committed": [paths], "skipped": [paths], "commits": n}.
+         max_bytes: int = DEFAULT_MAX_BYTES, echo: Callable[[str], None] = print, api=None,
+         config: str | None = None) -> dict:
+    """Publish `out` to the dataset repo `repo_id` as config `config` (default: task and length bin, see
+    `repocard`); returns {"committed": [paths], "skipped": [paths], "commits": n}.
 
     `dry_run` prints the plan for an empty repo and touches no network (not even the token lookup).
     """
@@ -244,14 +281,24 @@ def push(out: Path, repo_id: str, *, include: tuple[str, ...] = DEFAULT_INCLUDE,
         raise PushError(f"--repo-id: {exc}".splitlines()[0], usage=True) from None
     if "/" not in repo_id:
         raise PushError(f"--repo-id: expected ORG/NAME, got {repo_id!r}", usage=True)
-    try:
-        files = local_files(Path(out), include)
-    except OSError as exc:
-        raise PushError(f"cannot read {exc.filename or out}: {exc.strerror or exc}") from None
+    with tempfile.TemporaryDirectory(prefix="v2pe-push-") as tmp:
+        try:
+            placed = _Placed(Path(out), local_files(Path(out), include), config, Path(tmp))
+        except OSError as exc:
+            raise PushError(f"cannot read {exc.filename or out}: {exc.strerror or exc}") from None
+        return _push(placed, repo_id, private=private, revision=revision, dry_run=dry_run, max_files=max_files,
+                     max_bytes=max_bytes, echo=echo, api=api, out=out)
+
+
+def _push(placed: _Placed, repo_id: str, *, private: bool, revision: str | None, dry_run: bool, max_files: int,
+          max_bytes: int, echo: Callable[[str], None], api, out) -> dict:
     if dry_run:
+        files = placed.with_card(None)
         plan = chunk(files, max_files, max_bytes)
-        for line in [f"dry run: would push {out} to datasets/{repo_id}"
-                     + (f" (revision {revision})" if revision else "") + (" as a private repo" if private else ""),
+        for line in [f"dry run: would push {out} to datasets/{repo_id} as config {placed.name}, split "
+                     f"{placed.manifest['split']}" + (f" (revision {revision})" if revision else "")
+                     + (" as a private repo" if private else "")
+                     + f"; {CARD_FILE} is merged with the repo's card when pushed",
                      *describe_plan(plan, 0)]:
             echo(line)
         return {"committed": [], "skipped": [], "commits": 0, "plan": [[f.path_in_repo for f in c] for c in plan]}
@@ -270,6 +317,7 @@ def push(out: Path, repo_id: str, *, include: tuple[str, ...] = DEFAULT_INCLUDE,
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
         remote = {getattr(e, "path", None): e for e in
                   api.list_repo_tree(repo_id, recursive=True, expand=True, revision=revision, repo_type="dataset")}
+        files = placed.with_card(_remote_card(repo_id, revision, token) if CARD_FILE in remote else None)
         todo = [f for f in files if not already_there(remote.get(f.path_in_repo), f)]
         skipped = [f.path_in_repo for f in files if f not in todo]
         plan = chunk(todo, max_files, max_bytes) if todo else []
