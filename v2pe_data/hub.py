@@ -239,7 +239,10 @@ class _Placed:
 
     def __init__(self, out: Path, files: list[LocalFile], config: str | None, tmp: Path):
         self.manifest = load_manifest(out / MANIFEST_FILE)
-        self.identity = json.loads((out / BUILD_FILE).read_text()) if (out / BUILD_FILE).is_file() else None
+        try:
+            self.identity = json.loads((out / BUILD_FILE).read_text()) if (out / BUILD_FILE).is_file() else None
+        except ValueError as exc:
+            raise PushError(f"{out / BUILD_FILE}: not valid JSON ({exc})", usage=True) from None
         self.name = config or config_name(self.manifest)
         if why := check_config(self.name):
             raise PushError(why, usage=True)
@@ -261,7 +264,7 @@ def _remote_card(repo_id: str, revision: str | None, token: str) -> str:
     response = get_session().get(hf_hub_url(repo_id, CARD_FILE, repo_type="dataset", revision=revision),
                                  headers=build_hf_headers(token=token), follow_redirects=True)
     hf_raise_for_status(response)
-    return response.content.decode("utf-8")
+    return response.content.decode("utf-8", errors="replace")
 
 
 def push(out: Path, repo_id: str, *, include: tuple[str, ...] = DEFAULT_INCLUDE, private: bool = False,
