@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cli_invoke import invoke
 from golden_builds import file_hashes
+
 from v2pe_data import convert as convert_module
 from v2pe_data.build import build, merge
 from v2pe_data.cli import app
@@ -87,7 +87,8 @@ def test_a_killed_convert_leaves_the_old_manifest_valid_and_a_rerun_finishes(wds
     assert (out / "manifest.json").read_bytes() == manifest and (out / "build.json").read_bytes() == ident
     assert validate_build(out, check_images=False)["samples"] == 4
 
-    monkeypatch.setattr(convert_module, "write_json_atomic", _fails_on("manifest.json", convert_module.write_json_atomic))
+    failing = _fails_on("manifest.json", convert_module.write_json_atomic)
+    monkeypatch.setattr(convert_module, "write_json_atomic", failing)
     with pytest.raises(OSError):  # killed as the new manifest is written: the old one stays
         convert_module.convert(out, ["parquet", "internvl"], show_progress=False)
     assert (out / "manifest.json").read_bytes() == manifest

@@ -1,11 +1,12 @@
 """`v2pe-data push`: publish a build folder to a Hugging Face dataset repo, in resumable chunks.
 
-What goes up: the parquet shards, the card (`README.md`, its `configs:` point at them), `manifest.json`
-and `build.json`; on request the tar shards (`wds`) and the InternVL / MM-NIAH layouts. Exactly the files
-the manifest lists, each checked against its size and sha256 first; nothing reached through a link. Files are
-committed in chunks of at most `max_files` files and `max_bytes` bytes, one `create_commit` each, so
-an interrupted push keeps the chunks already committed; a rerun lists the repo and skips every file
-whose content is already there (LFS files by sha256, small files by their git blob id).
+What goes up, as one config and split of the repo (`repocard`: under `NAME/`, so several builds share a
+repo): the parquet shards, `manifest.json` and `build.json`, and the repo's card (`README.md`, the one the
+repo holds merged with this build's entry); on request the tar shards (`wds`) and the InternVL / MM-NIAH
+layouts. Exactly the files the manifest lists, each checked against its size and sha256 first; nothing
+reached through a link. Files are committed in chunks of at most `max_files` files and `max_bytes` bytes,
+one `create_commit` each, so an interrupted push keeps the chunks already committed; a rerun lists the repo
+and skips every file whose content is already there (LFS files by sha256, small files by their git blob id).
 
 The card and manifest go in the last chunk: a repo whose push was cut short does not yet advertise
 configs whose files are missing. The token comes from where `huggingface_hub` looks (HF_TOKEN, the
@@ -95,8 +96,8 @@ def local_files(out: Path, include: tuple[str, ...]) -> list[LocalFile]:
     for layout in include:
         listed = [s for s in manifest["shards"] if s["format"] == layout]
         if layout == "parquet" and not listed:
-            raise PushError(f"{out}: no parquet shards, so the Hub could not load this build; rebuild into a new "
-                            "folder with --format wds,parquet (same seed, same samples) or push --include wds",
+            raise PushError(f"{out}: no parquet shards, so the Hub could not load this build; add them with "
+                            f"`v2pe-data convert {out} --to parquet` or push --include wds",
                             usage=True)
         if not listed:
             raise PushError(f"{out}: --include {layout}: the build has no {LAYOUTS[layout]}/ shards", usage=True)

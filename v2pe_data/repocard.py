@@ -24,7 +24,7 @@ from .citations import citation_block, cite_keys
 from .errors import V2PEDataError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-_SECTION = re.compile(r"<!-- v2pe:begin (\S+) cite=(\S*) -->\n(.*?)<!-- v2pe:end \1 -->\n", re.S)
+_SECTION = re.compile(r"<!-- v2pe:begin (\S+) cite=(\S*) -->\n(.*?)<!-- v2pe:end \1 -->\n", re.DOTALL)
 LIST_KEYS = ("language", "task_categories", "tags")
 
 
