@@ -445,3 +445,11 @@ def test_config_names_a_folder_in_the_repo(built, hub):
     assert "docs-4k.v1/train-000000.parquet" in hub.files["main"]
     result = RUNNER.invoke(app, ["push", str(built), "--repo-id", REPO, "--config", "../up", "--dry-run"])
     assert result.exit_code == 2 and "--config" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_repo_card_whose_yaml_cannot_be_read_is_named_not_overwritten(built, hub):
+    hub.files["main"] = {CARD_FILE: b"---\nconfigs: [unclosed\n---\nhand-written notes\n"}
+    result = RUNNER.invoke(app, ["push", str(built), "--repo-id", REPO])
+    assert result.exit_code == 1 and "the repo's README.md has a YAML header that cannot be read" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert hub.files["main"][CARD_FILE].endswith(b"hand-written notes\n") and not hub.commits
