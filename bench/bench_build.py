@@ -55,7 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="v2pe-bench-"))
     try:
-        base = dict(task="long_vqa", length=args.length, num_samples=args.samples, shard_size=2, seed=0)
+        base = dict(task="long_vqa", length=args.length, num_samples=args.samples, shard_size=2, seed=0,
+                    formats=["wds"])  # the tar path, as bench/RESULTS.md records it
         if args.mode == "paste":
             base["sources"] = [{"kind": "synthetic", "mode": "paste",
                                 "kinds": ["bar_chart", "line_chart", "pie_chart", "table"]}]

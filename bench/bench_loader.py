@@ -203,7 +203,7 @@ def main() -> None:
     try:
         t = time.perf_counter()
         cfg = BuildConfig(length=length, num_samples=args.samples, shard_size=2, out=str(out), seed=0,
-                          workers=min(2, os.cpu_count() or 1))
+                          workers=min(2, os.cpu_count() or 1), formats=["wds"])
         manifest = build(cfg, show_progress=False)
         print(f"build: {args.samples} samples at {args.length} in {time.perf_counter() - t:.1f}s (not timed below)")
 

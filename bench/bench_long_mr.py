@@ -41,7 +41,8 @@ def vm_hwm_mib() -> float:
 def config(args, out: Path, **over):
     from v2pe_data.config import BuildConfig
 
-    raw = dict(task="long_mr", length=args.length, num_samples=1, shard_size=1, seed=args.seed, out=str(out))
+    raw = dict(task="long_mr", length=args.length, num_samples=1, shard_size=1, seed=args.seed, out=str(out),
+               formats=["wds"])  # the tar path, as bench/RESULTS.md records it
     if args.subset:
         raw["options"] = {"subset": args.subset}
     raw.update(over)

@@ -163,7 +163,7 @@ def build_command(cfg: StageConfig, folder: Path, tokenizer: Path, *, length: in
            "--shard-size", str(min(samples, 256)), "--split", split, "--seed", str(seed), "--out", str(folder),
            "--max-tiles", str(cfg.max_tiles), "--template", cfg.template, "--workers", str(cfg.build_workers),
            "--tokenizer", str(tokenizer), "--option", f"subset={','.join(cfg.subsets)}",
-           "--option", f"haystack={haystack}", "--quiet"]
+           "--option", f"haystack={haystack}", "--format", "wds", "--quiet"]  # the trainer reads the tar shards
     return cmd + (["--depth", depth] if depth else [])
 
 

@@ -84,7 +84,10 @@ def test_card_yaml_parses_with_the_hub_and_datasets_card_parsers(built):
     info = infos["long_vqa_4k"]
     assert info.splits["train"].num_examples == manifest["num_samples"]
     assert info.features["images"] == datasets.List(datasets.Image())
+    parquet_bytes = sum(s["bytes"] for s in manifest["shards"] if s["format"] == "parquet")
+    assert info.splits["train"].num_bytes == info.download_size == info.dataset_size == parquet_bytes > 0
     assert card.data.license == "apache-2.0"  # synthetic sources only: our own licence
+    assert card.data.language == ["en"]
 
 
 def test_card_records_counts_sources_rejections_seed_versions_and_tokenizer_hash(built):
@@ -110,8 +113,8 @@ def test_the_cards_recipe_rebuilds_the_same_arguments(built):
     assert cfg.identity() == manifest["args"]
 
 
-def test_card_lists_each_sources_licence_and_calls_a_mix_other():
-    manifest = {
+def fake_manifest(**changes) -> dict:
+    return {
         "task": "long_vqa", "split": "val", "num_samples": 0, "build_id": "x", "seed": 1, "template": "chatml",
         "args": {"length": 65536, "min_length": 57344}, "versions": {"v2pe": "0"}, "tiling": {},
         "tokenizer": {"name": "t", "sha256": "abc", "vocab_size": 9}, "shards": [],
@@ -120,7 +123,11 @@ def test_card_lists_each_sources_licence_and_calls_a_mix_other():
         "rejected": {"counts": {}, "examples": []},
         "sources": [{"name": "docvqa", "kind": "docvqa", "path": "/d", "split": "val", "status": "available"},
                     {"name": "chartqa", "kind": "chartqa", "path": "/c", "split": "val", "status": "available"}],
-    }
+    } | changes
+
+
+def test_card_lists_each_sources_licence_and_calls_a_mix_other():
+    manifest = fake_manifest()
     text = render_card(manifest, {"sources": [{"name": "docvqa", "files": 3, "bytes": 10, "sha256": "f00d"}]})
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta["license"] == "other"
@@ -134,7 +141,7 @@ def test_a_build_without_parquet_gets_a_card_saying_how_to_make_it_loadable(tmp_
     build(small(out, ["wds"], n=2), show_progress=False)
     text = (out / CARD_FILE).read_text()
     assert "configs" not in yaml.safe_load(text.split("---\n")[1])
-    assert "--format wds,parquet" in text and "no parquet shards" in text
+    assert "v2pe-data convert OUT --to parquet" in text and "no parquet shards" in text
 
 
 def test_card_command_rewrites_the_same_card(built):
@@ -160,3 +167,43 @@ def test_card_command_names_a_damaged_manifest(built, tmp_path):
     assert result.exit_code == 1 and "manifest.json: not valid JSON" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert json.loads((out / "manifest.json").read_text())  # the real build is untouched
+
+
+def bibtex_keys(text: str) -> list[str]:
+    block = re.search(r"## Citation\n.*?```bibtex\n(.*?)```", text, re.S).group(1)
+    return re.findall(r"^@\w+\{(\w+),", block, re.M)
+
+
+def test_card_cites_v2pe_the_sources_drawn_from_and_the_benchmark_whose_data_or_format_it_holds(built):
+    out, _ = built
+    assert bibtex_keys((out / CARD_FILE).read_text()) == ["ge2025v2pe"]  # synthetic pages: V2PE only
+    mix = fake_manifest()  # DocVQA and ChartQA, InfographicVQA unavailable
+    mix["sources"].append({"name": "infovqa", "kind": "infovqa", "path": "/i", "split": "val", "status": "missing"})
+    assert bibtex_keys(render_card(mix)) == ["ge2025v2pe", "mathew2021docvqa", "masry2022chartqa"]
+    mr = fake_manifest(task="long_mr", formats=["wds", "mmniah"], sources=[{"name": "haystack", "kind": "synthetic"}])
+    assert bibtex_keys(render_card(mr)) == ["ge2025v2pe", "wang2024mmniah"]
+    mile = fake_manifest(task="milebench", formats=["wds", "parquet"], sources=[])
+    text = render_card(mile)
+    assert bibtex_keys(text) == ["ge2025v2pe", "song2024milebench"]
+    assert "arXiv" in text and "2404.18532" in text and "2412.09616" in text
+
+
+def test_the_quickstart_build_writes_parquet_so_load_dataset_reads_the_folder(tmp_path):
+    out = tmp_path / "quick"
+    result = RUNNER.invoke(app, ["build", "long_vqa", "--len", "4k", "--min-len", "1k", "-n", "2", "--out", str(out),
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["formats"] == ["wds", "parquet"]
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    assert sorted(ds["id"]) == ["long_vqa-train-00000000", "long_vqa-train-00000001"]
+
+
+def test_every_build_recipe_writes_parquet_beside_the_tar_shards():
+    from pathlib import Path
+
+    recipes = [p for p in sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+               if "task" in yaml.safe_load(p.read_text())]
+    assert len(recipes) >= 16
+    for path in recipes:
+        formats = BuildConfig.from_yaml(path).formats
+        assert formats[:2] == ["wds", "parquet"], path.name

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 import httpx2
 import pytest
+import yaml
 from huggingface_hub import constants
 from huggingface_hub.utils import _http, set_client_factory
 from typer.testing import CliRunner
@@ -46,6 +47,7 @@ class FakeHub:
         self.created: list[dict] = []
         self.auth: set[str | None] = set()
         self.fail_commit: int | None = None  # 1-based commit number that loses the network
+        self.read: list[str] = []  # files downloaded
 
     def handler(self, request: httpx2.Request) -> httpx2.Response:
         self.auth.add(request.headers.get("authorization"))
@@ -55,6 +57,12 @@ class FakeHub:
             return httpx2.Response(200, json={"url": f"https://huggingface.co/datasets/{REPO}"})
         if path == "/api/validate-yaml":
             return httpx2.Response(200, json={"errors": [], "warnings": []})
+        resolve = f"/datasets/{REPO}/resolve/"
+        if path.startswith(resolve):  # the repo card, read before it is merged
+            revision, _, name = path[len(resolve):].partition("/")
+            data = self.files.get(revision, {}).get(name)
+            self.read.append(name)
+            return httpx2.Response(200, content=data) if data is not None else httpx2.Response(404)
         prefix = f"/api/datasets/{REPO}/"
         assert path.startswith(prefix), path
         verb, _, rest = path[len(prefix):].partition("/")
@@ -112,19 +120,34 @@ def hub(monkeypatch):
     set_client_factory(_http.default_client_factory)
 
 
-def local(out, rel):
-    return (out / rel).read_bytes()
+CONFIG = "long_vqa_4k"  # the default config: task and length bin
+
+
+def in_repo(rel, config=CONFIG, split="train"):
+    """Where a push puts the build file `rel`: parquet shards at CONFIG/, the rest under CONFIG/SPLIT/."""
+    return f"{config}/{rel.split('/', 1)[1]}" if rel.startswith("parquet/") else f"{config}/{split}/{rel}"
+
+
+def local(out, path_in_repo):
+    """The local bytes of a file the push put at `path_in_repo` (the card is the repo's own, merged)."""
+    rest = path_in_repo.split("/", 1)[1]
+    return (out / (rest.removeprefix("train/") if rest.startswith("train/") else f"parquet/{rest}")).read_bytes()
 
 
 def test_default_push_commits_the_parquet_shards_then_manifest_and_card_last(built, hub):
     lines = []
     result = push(built, REPO, private=True, echo=lines.append)
-    parquet = sorted(p.relative_to(built).as_posix() for p in (built / "parquet").glob("*.parquet"))
-    assert len(parquet) == 4
-    assert sorted(hub.files["main"]) == sorted([*parquet, "build.json", "manifest.json", CARD_FILE])
+    parquet = sorted(in_repo(p.relative_to(built).as_posix()) for p in (built / "parquet").glob("*.parquet"))
+    assert len(parquet) == 4 and parquet[0] == f"{CONFIG}/train-000000.parquet"
+    metadata = [f"{CONFIG}/train/build.json", f"{CONFIG}/train/manifest.json", CARD_FILE]
+    assert sorted(hub.files["main"]) == sorted([*parquet, *metadata])
     for rel, data in hub.files["main"].items():
-        assert data == local(built, rel)
-    assert [c["paths"] for c in hub.commits] == [[*parquet, "build.json", "manifest.json", CARD_FILE]]
+        assert rel == CARD_FILE or data == local(built, rel)
+    card = yaml.safe_load(hub.files["main"][CARD_FILE].decode().split("---\n")[1])
+    assert card["configs"] == [{"config_name": CONFIG, "data_files": [{"split": "train",
+                                                                       "path": f"{CONFIG}/train-*.parquet"}],
+                                "default": True}]
+    assert [c["paths"] for c in hub.commits] == [[*parquet, *metadata]]
     assert hub.created == [{"name": "long-vqa", "organization": "v2pe-org", "visibility": "private", "type": "dataset"}]
     assert result["commits"] == 1 and not result["skipped"]
     assert f"Bearer {TOKEN}" in hub.auth <= {f"Bearer {TOKEN}", None}  # the token went to the Hub, only there
@@ -137,7 +160,7 @@ def test_large_folders_are_committed_in_chunks_of_files_and_bytes(built, hub):
     assert hub.commits[-1]["paths"] == [CARD_FILE]
     hub2 = FakeHub()
     set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub2.handler)))
-    sizes = {rel: len(local(built, rel)) for rel in hub.files["main"]}
+    sizes = {rel: len(data) for rel, data in hub.files["main"].items()}
     cap = max(sizes.values()) - 1  # the largest file cannot share a commit, and goes alone
     push(built, REPO, max_bytes=cap, echo=lambda s: None)
     for commit in hub2.commits:
@@ -160,19 +183,20 @@ def test_an_interrupted_push_resumes_and_skips_what_the_repo_already_holds(built
     assert set(again["committed"]).isdisjoint(first) and CARD_FILE in again["committed"]
     assert "2 file(s) already in the repo skipped" in lines[0]
 
-    hub.files["main"][CARD_FILE] = b"an older card"  # same path, other bytes: pushed again
+    card = hub.files["main"][CARD_FILE]
+    hub.files["main"][CARD_FILE] = b"an older card"  # same path, other bytes: merged and pushed again
     third = push(built, REPO, echo=lambda s: None)
     assert third["committed"] == [CARD_FILE]
-    assert hub.files["main"][CARD_FILE] == local(built, CARD_FILE)
-    assert push(built, REPO, echo=lambda s: None)["commits"] == 0
+    assert hub.files["main"][CARD_FILE] == card
+    assert push(built, REPO, echo=lambda s: None)["commits"] == 0  # the card merged with itself is itself
 
 
 def test_include_adds_the_tar_shards_and_the_internvl_layout_on_a_branch(built, hub):
     push(built, REPO, include=("parquet", "wds", "internvl"), revision="v1", echo=lambda s: None)
     paths = set(hub.files["v1"])
-    assert {p.relative_to(built).as_posix() for p in (built / "shards").glob("*.tar")} <= paths
-    assert "internvl/meta.json" in paths
-    assert any(p.startswith("internvl/images/") for p in paths)
+    assert {in_repo(p.relative_to(built).as_posix()) for p in (built / "shards").glob("*.tar")} <= paths
+    assert f"{CONFIG}/train/internvl/meta.json" in paths
+    assert any(p.startswith(f"{CONFIG}/train/internvl/images/") for p in paths)
     assert not any("/." in p or p.startswith(".") for p in paths)  # no temporaries, no .v2pe/
     assert {c["revision"] for c in hub.commits} == {"v1"} and "main" not in hub.files
 
@@ -188,7 +212,8 @@ def test_dry_run_prints_the_plan_and_touches_no_network(built, monkeypatch):
     assert result.exit_code == 0, result.output
     # 4 parquet shards, 4 tar shards, build.json, manifest.json, README.md: 3 + 3 + 3 + 2
     assert "would push" in result.output and "11 file(s) in 4 commit(s)" in result.output
-    assert "shards/train-000000.tar" in result.output and "commit 4/4: 2 file(s)" in result.output
+    assert f"{CONFIG}/train/shards/train-000000.tar" in result.output and "commit 4/4: 2 file(s)" in result.output
+    assert f"as config {CONFIG}, split train" in result.output
 
 
 def test_the_token_never_appears_in_output_or_logs(built, hub, caplog):
@@ -205,7 +230,7 @@ def test_bad_arguments_are_usage_errors_and_a_build_without_parquet_is_refused(b
         result = RUNNER.invoke(app, ["push", str(built), *args, "--dry-run"])
         assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1
     out = tmp_path / "wds_only"
-    build(BuildConfig(length=4096, min_length=1024, num_samples=1, out=str(out)), show_progress=False)
+    build(BuildConfig(length=4096, min_length=1024, num_samples=1, out=str(out), formats=["wds"]), show_progress=False)
     result = RUNNER.invoke(app, ["push", str(out), "--repo-id", REPO, "--dry-run"])
     assert result.exit_code == 2 and "no parquet shards" in result.output
     result = RUNNER.invoke(app, ["push", str(tmp_path), "--repo-id", REPO, "--dry-run"])
@@ -276,8 +301,8 @@ def test_push_sends_exactly_the_manifests_files_verified(copy_of_built, hub):
     (out / "parquet" / "train-999999.parquet").write_bytes(b"stray")  # never built: never published
     push(out, REPO, echo=lambda s: None)
     manifest = json.loads((out / "manifest.json").read_text())
-    listed = sorted(s["path"] for s in manifest["shards"] if s["format"] == "parquet")
-    assert sorted(hub.files["main"]) == sorted([*listed, "build.json", "manifest.json", CARD_FILE])
+    listed = sorted(in_repo(s["path"]) for s in manifest["shards"] if s["format"] == "parquet")
+    assert sorted(hub.files["main"]) == sorted([*listed, in_repo("build.json"), in_repo("manifest.json"), CARD_FILE])
 
 
 def test_push_refuses_a_listed_shard_missing_or_changed(copy_of_built, hub):
@@ -342,3 +367,89 @@ def test_push_of_the_internvl_and_mmniah_layouts_sends_what_their_lines_name_not
     assert "mmniah/images/stray.png" not in names
     assert any(n.startswith("mmniah/annotations/") for n in names) and any(n.startswith("mmniah/images/")
                                                                           for n in names)
+
+
+# ------------------------------------------------------------------------- many builds, one repo (issue 22)
+
+
+@pytest.fixture(scope="module")
+def other_builds(tmp_path_factory):
+    """A build of another length bin (config long_vqa_3k) and a val build of the `built` fixture's config."""
+    root = tmp_path_factory.mktemp("hub_more")
+    short, val = root / "short", root / "val"
+    build(BuildConfig(length=3072, min_length=1024, num_samples=2, seed=12, out=str(short)), show_progress=False)
+    build(BuildConfig(length=4096, min_length=1024, num_samples=3, seed=13, split="val", out=str(val)),
+          show_progress=False)
+    return short, val
+
+
+def sample_ids(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    return sorted(f"{manifest['task']}-{manifest['split']}-{i:08d}" for i in range(manifest["num_samples"]))
+
+
+def test_builds_pushed_as_configs_and_splits_keep_each_others_files_and_card_entries(built, other_builds, hub):
+    short, val = other_builds
+    push(built, REPO, echo=lambda s: None)
+    first = dict(hub.files["main"])
+    push(short, REPO, echo=lambda s: None)
+    push(val, REPO, echo=lambda s: None)
+    files = hub.files["main"]
+    assert hub.read == [CARD_FILE, CARD_FILE]  # each later push read the card it merged into
+    assert all(files[p] == data for p, data in first.items() if p != CARD_FILE)  # nothing overwritten
+    assert {"long_vqa_3k/train-000000.parquet", "long_vqa_4k/val-000000.parquet", "long_vqa_4k/val/manifest.json",
+            "long_vqa_3k/train/build.json"} <= set(files)
+    meta = yaml.safe_load(files[CARD_FILE].decode().split("---\n")[1])
+    assert meta["configs"] == [
+        {"config_name": "long_vqa_3k", "data_files": [{"split": "train", "path": "long_vqa_3k/train-*.parquet"}]},
+        {"config_name": "long_vqa_4k", "default": True,
+         "data_files": [{"split": "train", "path": "long_vqa_4k/train-*.parquet"},
+                        {"split": "validation", "path": "long_vqa_4k/val-*.parquet"}]}]
+    infos = {i["config_name"]: i for i in meta["dataset_info"]}
+    splits = {s["name"]: s for s in infos["long_vqa_4k"]["splits"]}
+    val_parquet = [s for s in json.loads((val / "manifest.json").read_text())["shards"] if s["format"] == "parquet"]
+    assert splits["validation"] == {"name": "validation", "num_bytes": sum(s["bytes"] for s in val_parquet),
+                                    "num_examples": 3}
+    assert infos["long_vqa_4k"]["dataset_size"] == splits["train"]["num_bytes"] + splits["validation"]["num_bytes"]
+    body = files[CARD_FILE].decode()
+    for key in ("long_vqa_3k/train", "long_vqa_4k/train", "long_vqa_4k/val"):
+        assert body.count(f"<!-- v2pe:begin {key} ") == 1
+    assert body.count("@inproceedings{ge2025v2pe") == 1
+    push(short, REPO, echo=lambda s: None)  # pushing a build again changes nothing
+    assert hub.files["main"] == files
+
+
+def test_load_dataset_reads_each_config_and_split_of_a_repo_holding_several_builds(built, other_builds, hub,
+                                                                                      tmp_path):
+    """The repo after three pushes, laid out in a local folder: `load_dataset(folder, CONFIG, split=...)`
+    gives exactly each build's samples."""
+    import datasets
+
+    short, val = other_builds
+    for out in (built, short, val):
+        push(out, REPO, echo=lambda s: None)
+    repo = tmp_path / "repo"
+    for path, data in hub.files["main"].items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_bytes(data)
+    cache = str(tmp_path / "cache")
+    for config, split, out in (("long_vqa_4k", "train", built), ("long_vqa_3k", "train", short),
+                               ("long_vqa_4k", "validation", val)):
+        ds = datasets.load_dataset(str(repo), config, split=split, cache_dir=cache)
+        assert sorted(ds["id"]) == sample_ids(out), (config, split)
+    assert sorted(datasets.load_dataset(str(repo), split="validation", cache_dir=cache)["id"]) == sample_ids(val)
+
+
+def test_config_names_a_folder_in_the_repo(built, hub):
+    push(built, REPO, config="docs-4k.v1", echo=lambda s: None)
+    assert "docs-4k.v1/train-000000.parquet" in hub.files["main"]
+    result = RUNNER.invoke(app, ["push", str(built), "--repo-id", REPO, "--config", "../up", "--dry-run"])
+    assert result.exit_code == 2 and "--config" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_repo_card_whose_yaml_cannot_be_read_is_named_not_overwritten(built, hub):
+    hub.files["main"] = {CARD_FILE: b"---\nconfigs: [unclosed\n---\nhand-written notes\n"}
+    result = RUNNER.invoke(app, ["push", str(built), "--repo-id", REPO])
+    assert result.exit_code == 1 and "the repo's README.md has a YAML header that cannot be read" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert hub.files["main"][CARD_FILE].endswith(b"hand-written notes\n") and not hub.commits

@@ -439,3 +439,20 @@ def test_an_aborted_mmniah_writer_leaves_no_line_and_no_image(plans, tmp_path):
     w.end()
     w.abort()
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_image_counting_questions_use_an_before_a_vowel_sound():
+    """'a small framed picture of an orange triangle', never 'a orange'."""
+    import random
+
+    from v2pe_data.tasks.long_mr.subsets import DesignContext, image_counting
+
+    ctx = DesignContext("s", "train", (2, 3), needle_image=lambda rng: None)
+    questions = {}
+    for seed in range(200):
+        design = image_counting(random.Random(seed), ctx, None)
+        questions[design.extra["picture"].split(" ")[0]] = design.question
+    assert set(questions) == set(COLOURS)
+    assert "of an orange " in questions["orange"]
+    assert all(f"of a {c} " in questions[c] for c in COLOURS if c != "orange")
+    assert Picture("star", "orange").with_article == "an orange star"

@@ -74,13 +74,24 @@ def versions() -> dict[str, str]:
 
 
 def build_identity(cfg: BuildConfig, tokenizer_identity: dict, sources: list[dict] = ()) -> dict:
-    """Everything that decides the bytes; `sources` are the sources' fingerprints (`source_fingerprint`)."""
+    """Everything that decides the bytes; `sources` are the sources' fingerprints (`source_fingerprint`).
+
+    `args.formats` is recorded but not hashed into `build_id`: the formats are views of the same samples,
+    and `v2pe-data convert` adds one to a finished build, so a converted build and a build that asked for
+    the formats from the start have the same build.json (see `convert`).
+    """
     args = cfg.identity() if cfg.publish_paths else redact_args(cfg.identity())[0]
     ident = {"args": args, "tokenizer": tokenizer_identity, "versions": versions(), "format_version": 1,
              "sources": list(sources)}
-    blob = json.dumps(ident, sort_keys=True).encode()
-    ident["build_id"] = hashlib.sha256(blob).hexdigest()[:16]
+    ident["build_id"] = identity_id(ident)
     return ident
+
+
+def identity_id(ident: dict) -> str:
+    """The build_id of an identity: its sha256 over everything but `build_id` itself and `args.formats`."""
+    hashed = {k: v for k, v in ident.items() if k != "build_id"}
+    hashed["args"] = {k: v for k, v in ident["args"].items() if k != "formats"}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Builder:
@@ -227,9 +238,13 @@ def _claimed(builder: Builder) -> bool:
         existing = json.loads(ident_file.read_text())
     except ValueError:
         raise BuildError(f"{ident_file} is not valid JSON; choose another --out", usage=True) from None
-    if existing.get("build_id") == builder.identity["build_id"]:
-        return True
     old, new = existing.get("args", {}), builder.identity["args"]
+    if existing.get("build_id") == builder.identity["build_id"]:
+        if old.get("formats") != new.get("formats"):  # the same samples, other files: convert, never rewrite
+            raise BuildError(f"{out} holds this build in formats {old.get('formats')}, not {new.get('formats')}; "
+                             f"rerun with --format {','.join(old.get('formats') or [])}, and once it is finished "
+                             f"add formats with `v2pe-data convert {out} --to FORMAT[,FORMAT]`", usage=True)
+        return True
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     head = f"{out} holds another build (build_id {existing.get('build_id')}"
     if changed:
@@ -252,7 +267,7 @@ def _read_json(path: Path):
         return None
 
 
-def _sweep_temporaries(out: Path, split: str) -> None:
+def sweep_temporaries(out: Path, split: str) -> None:
     """Remove temporaries of killed processes; only under the lock, when no other build can be writing."""
     folders = {out, out / PRIVATE_DIR, out / DONE_DIR, out / "internvl"}
     folders |= {(out / shard_relpath(fmt, split, 0)).parent for fmt in FORMATS}
@@ -281,7 +296,7 @@ def prepare_out(builder: Builder) -> tuple[int, ...]:
     try:
         if _claimed(builder):  # again under the lock: another build may have claimed the folder meanwhile
             if builder.cfg.num_shards == 1:  # a sharded run's peers may be writing their temporaries now
-                _sweep_temporaries(out, builder.cfg.split)
+                sweep_temporaries(out, builder.cfg.split)
         else:
             write_json_atomic(out / SOURCES_FILE, builder.listings)  # before build.json, which implies it
             write_json_atomic(out / BUILD_FILE, builder.identity)

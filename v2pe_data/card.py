@@ -17,6 +17,7 @@ from v2pe_common.buildfolder import BUILD_FILE, MANIFEST_FILE
 from v2pe_common.lengths import format_length
 from v2pe_common.schema import load_manifest
 
+from .citations import citation_block, cite_keys
 from .errors import FolderError
 from .writers.atomic import atomic_path
 
@@ -36,6 +37,12 @@ LICENCES = {
     "generic": ("unknown", "a local dataset given by path: check its own terms"),
 }
 TASK_CATEGORIES = ["visual-question-answering", "image-text-to-text"]
+HF_SPLITS = {"val": "validation"}
+
+
+def hf_split(manifest: dict) -> str:
+    """The build's split as `datasets` names it: train, validation (our `val`), test."""
+    return HF_SPLITS.get(manifest["split"], manifest["split"])
 
 
 def config_name(manifest: dict) -> str:
@@ -50,36 +57,51 @@ def _licence(source: dict) -> tuple[str, str]:
     return LICENCES.get(kind, ("unknown", f"{kind}: no licence on record; check the source's own terms"))
 
 
-def _size_category(n: int) -> str:
+def size_category(n: int) -> str:
     for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < bound:
             return name
     return "1M<n<10M"
 
 
-def card_metadata(manifest: dict) -> dict:
-    """The card's YAML header: `configs:` (only when parquet shards exist), features, split sizes, licence."""
+def parquet_bytes(manifest: dict) -> int:
+    """Bytes of the build's parquet shards (its split's `num_bytes` on the card), from the manifest."""
+    return sum(s["bytes"] for s in manifest["shards"] if s["format"] == "parquet")
+
+
+def split_info(manifest: dict, name: str) -> dict:
+    """The card's `dataset_info` for one config holding this build's split: features, rows and parquet bytes."""
+    import datasets
+
+    from v2pe_common.formats.parquet import HF_FEATURES
+
+    size = parquet_bytes(manifest)
+    info = datasets.DatasetInfo(features=datasets.Features.from_dict(HF_FEATURES), config_name=name,
+                                splits=[{"name": hf_split(manifest), "num_examples": manifest["num_samples"],
+                                         "num_bytes": size}], download_size=size, dataset_size=size)
+    return info._to_yaml_dict()
+
+
+def card_metadata(manifest: dict, name: str | None = None, data_dir: str = "parquet") -> dict:
+    """The card's YAML header: `configs:` (only when parquet shards exist), features, split sizes, licence.
+
+    `name` is the config (default `config_name`), `data_dir` the folder of the parquet shards (a Hub repo
+    holding several builds keeps each config's under its name, see `repocard`)."""
     licences = sorted({_licence(s)[0] for s in manifest["sources"] if s.get("status", "available") == "available"})
     meta = {
         "license": licences[0] if len(licences) == 1 else "other",
+        "language": ["en"],
         "task_categories": TASK_CATEGORIES,
         "tags": ["long-context", "multimodal", "v2pe", manifest["task"]],
-        "size_categories": [_size_category(manifest["num_samples"])],
+        "size_categories": [size_category(manifest["num_samples"])],
         "pretty_name": f"v2pe {config_name(manifest)}",
     }
-    split = manifest["split"]
-    has_parquet = any(s["format"] == "parquet" for s in manifest["shards"])
-    if has_parquet:
-        import datasets
-
-        from v2pe_common.formats.parquet import HF_FEATURES
-
-        name = config_name(manifest)
+    split = manifest["split"]  # the files' prefix; the config's split is named as `datasets` names it
+    if any(s["format"] == "parquet" for s in manifest["shards"]):
+        name = name or config_name(manifest)
         meta["configs"] = [{"config_name": name, "default": True,
-                            "data_files": [{"split": split, "path": f"parquet/{split}-*.parquet"}]}]
-        info = datasets.DatasetInfo(features=datasets.Features.from_dict(HF_FEATURES), config_name=name,
-                                    splits=[{"name": split, "num_examples": manifest["num_samples"]}])
-        meta["dataset_info"] = info._to_yaml_dict()
+                            "data_files": [{"split": hf_split(manifest), "path": f"{data_dir}/{split}-*.parquet"}]}]
+        meta["dataset_info"] = split_info(manifest, name)
     return meta
 
 
@@ -90,31 +112,36 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
 
 
 def render_card(manifest: dict, identity: dict | None = None) -> str:
-    """README.md text for a build: YAML header, then how to load it, contents, sources, provenance."""
-    identity = identity or {}
+    """README.md text for a build: YAML header, then how to load it, contents, sources, provenance, citations."""
     meta = card_metadata(manifest)
-    name, split = config_name(manifest), manifest["split"]
+    return "\n".join(["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+                      *card_body(manifest, identity), *citation_block(cite_keys(manifest))])
+
+
+def card_body(manifest: dict, identity: dict | None = None, name: str | None = None) -> list[str]:
+    """The card's lines below its YAML header, up to its citations (one build; `name`: its config)."""
+    identity = identity or {}
+    name, split = name or config_name(manifest), manifest["split"]
     by_format: dict[str, list[dict]] = {}
     for shard in manifest["shards"]:
         by_format.setdefault(shard["format"], []).append(shard)
     stats = manifest["token_stats"]
-    out = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
-           f"# v2pe {name} ({split})", "",
+    out = [f"# v2pe {name} ({split})", "",
            f"{manifest['num_samples']} long-context multimodal samples of task `{manifest['task']}`, each between "
            f"{manifest['args']['min_length']} and {manifest['args']['length']} tokens with the tokenizer below, "
            f"built by v2pe {manifest['versions'].get('v2pe', '?')} (build `{manifest['build_id']}`).", "",
            "## Loading", ""]
-    if "configs" in meta:
+    if "parquet" in by_format:
         out += ["```python", "import datasets", "",
-                f'ds = datasets.load_dataset("PATH_OR_REPO_ID", split="{split}")  # the default config, {name}',
-                f'ds = datasets.load_dataset("PATH_OR_REPO_ID", "{name}", split="{split}")', "```", "",
+                f'ds = datasets.load_dataset("PATH_OR_REPO_ID", split="{hf_split(manifest)}")  # the default config',
+                f'ds = datasets.load_dataset("PATH_OR_REPO_ID", "{name}", split="{hf_split(manifest)}")', "```", "",
                 "Each row holds the sample's images in order (`images`, a list of images), its `conversations`, "
                 "`answer` (JSON when `answer_json`) and `meta` (JSON: token counts, target position, sources)."]
     else:
         out += ["This build has no parquet shards, so `datasets.load_dataset` cannot read it (the tar shards hold "
-                "a different number of images per sample, which the `webdataset` loader refuses). Rebuild into "
-                "a new folder with the recipe below and `--format wds,parquet` (the same seed gives the same "
-                "samples), or read `shards/*.tar` with `webdataset` / `v2pe_common.formats.wds`."]
+                "a different number of images per sample, which the `webdataset` loader refuses). Add them with "
+                "`v2pe-data convert OUT --to parquet` (the same samples, from the tar shards), or read "
+                "`shards/*.tar` with `webdataset` / `v2pe_common.formats.wds`."]
     out += ["", "## Contents", ""]
     out += _table(("format", "files", "samples", "bytes"),
                   [(f, len(s), sum(x["num_samples"] for x in s), sum(x["bytes"] for x in s))
@@ -144,7 +171,7 @@ def render_card(manifest: dict, identity: dict | None = None) -> str:
                 f"`v2pe-data build {manifest['task']} --recipe recipe.yaml --out OUT`):", "",
             "```yaml", yaml.safe_dump(manifest["args"], sort_keys=True, allow_unicode=True).rstrip(), "```", "",
             "`manifest.json` lists every file with its sha256; `v2pe-data validate OUT` checks them.", ""]
-    return "\n".join(out)
+    return out
 
 
 def _provenance(source: dict, fingerprint: dict) -> str:

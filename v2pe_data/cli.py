@@ -44,7 +44,8 @@ def build(
     mode: Optional[str] = typer.Option(None, help="concat (pages in sequence) or paste (labelled canvases); "
                                                   "default per source: chartqa pastes, the others concatenate."),
     paste_grid: Optional[int] = typer.Option(None, "--paste-grid", help="Paste canvases: N x N cells of 448 px (3)."),
-    formats: Optional[str] = typer.Option(None, "--format", help="Comma list of wds, parquet, internvl (wds always)."),
+    formats: Optional[str] = typer.Option(None, "--format", help="Comma list of wds, parquet, internvl, mmniah "
+                                                                 "(wds always; default wds,parquet)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad source row or missing source."),
     depth: Optional[str] = typer.Option(None, help="Fix the target's relative depth in [0,1], or (long_mr) a grid "
                                                    "START:STOP:STEP such as 0:1:0.2 (default: uniform)."),
@@ -157,6 +158,28 @@ def merge(out: Path = typer.Argument(..., help="Build folder the shard runs (--n
         fail(_os_message(exc), FAILURE)
     tars = sum(1 for s in manifest["shards"] if s["format"] == "wds")
     typer.echo(f"{manifest['num_samples']} samples in {tars} shards -> {out / MANIFEST_FILE}")
+
+
+@app.command()
+def convert(
+    out: Path = typer.Argument(..., help="Finished build folder holding manifest.json."),
+    to: str = typer.Option(..., "--to", help="Formats to add, comma list: parquet, internvl, mmniah (long_mr)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Add formats to a finished build from its tar shards: the files a build asking for them would write."""
+    from .convert import convert as run_convert, parse_formats
+
+    try:
+        done = run_convert(out, parse_formats(to), show_progress=not quiet)
+    except V2PEDataError as exc:
+        fail(str(exc), _exit_code(exc))
+    except OSError as exc:
+        fail(_os_message(exc), FAILURE)
+    if done["present"]:
+        typer.echo(f"{out} already holds {', '.join(done['present'])}; left as it is")
+    if done["added"]:
+        typer.echo(f"added {', '.join(done['added'])} to {done['manifest']['num_samples']} samples -> {out} "
+                   f"(formats now {', '.join(done['manifest']['formats'])})")
 
 
 @app.command()
@@ -274,8 +297,12 @@ def push(
     chunk_files: int = typer.Option(100, "--chunk-files", help="Files per commit at most."),
     chunk_bytes: str = typer.Option("2GB", "--chunk-bytes", help="Bytes per commit at most (a larger file goes alone)."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for the Hub to answer a request."),
+    config: Optional[str] = typer.Option(None, "--config", help="Config name in the repo: the build goes under "
+                                                                "NAME/, its split beside the config's other splits "
+                                                                "(default: task and length bin, e.g. long_vqa_64k)."),
 ) -> None:
-    """Publish a build to the Hugging Face Hub in resumable chunks; a rerun skips files already there."""
+    """Publish a build to the Hugging Face Hub in resumable chunks; a rerun skips files already there. Several
+    builds share a repo: each is one config and split, and the repo's card lists them all."""
     from .config import parse_shard_size
     from .hub import PushError, parse_include, push as run_push, use_timeout
 
@@ -291,6 +318,6 @@ def push(
         if not dry_run:
             use_timeout(timeout)
         run_push(out, repo_id, include=parse_include(include), private=private, revision=revision,
-                 dry_run=dry_run, max_files=chunk_files, max_bytes=max_bytes, echo=typer.echo)
+                 dry_run=dry_run, max_files=chunk_files, max_bytes=max_bytes, echo=typer.echo, config=config)
     except V2PEDataError as exc:
         fail(str(exc), _exit_code(exc))

@@ -42,6 +42,8 @@ SOURCE_KINDS = ("synthetic", "docvqa", "infovqa", "chartqa", "generic")
 # Page-like sets are concatenated, small-image sets pasted onto canvases (V2PE's image/ and paste/ subsets).
 DEFAULT_MODE = {"synthetic": "concat", "docvqa": "concat", "infovqa": "concat", "chartqa": "paste", "generic": "concat"}
 DEFAULT_SOURCE = "synthetic"
+# The tar shards the trainer streams, plus the parquet shards `datasets.load_dataset(OUT)` and the Hub read.
+DEFAULT_FORMATS = ("wds", "parquet")
 _SOURCE_KEYS = {"name", "kind", "path", "mode", "share", "columns", "config", "kinds"}
 _SOURCE_TYPES = {"name": str, "path": str, "mode": str, "columns": dict, "config": str, "kinds": list}
 
@@ -98,7 +100,7 @@ class BuildConfig:
     mode: str | None = None  # concat | paste; default per source kind
     sources: list | None = None  # the mix: [{kind, path, mode, share, ...}]; overrides `source`
     paste_grid: int = 3  # paste canvases are paste_grid x paste_grid cells of 448 px
-    formats: list | None = None  # wds, parquet, internvl (default: wds)
+    formats: list | None = None  # wds, parquet, internvl, mmniah (default DEFAULT_FORMATS)
     strict: bool = False  # the first bad source row or unavailable source is an error
     depth: float | str | None = None  # a number in [0, 1], a grid "0:1:0.2" (long_mr), or None: uniform
     options: dict | None = None  # the task's own typed options (long_mr: subset, num_needles, haystack, needles)
@@ -147,7 +149,7 @@ class BuildConfig:
         self.sources = normalize_sources(self.sources or [self.source], self.mode)
         if isinstance(self.formats, str):
             self.formats = [f.strip() for f in self.formats.split(",") if f.strip()]
-        self.formats = list(self.formats or ["wds"])
+        self.formats = list(self.formats or DEFAULT_FORMATS)
         bad = [f for f in self.formats if f not in FORMATS]
         need(not bad and self.formats, "formats", f"unknown format {bad[:1]}; choose from {list(FORMATS)}")
         need("wds" in self.formats, "formats", "wds shards are always written (the other formats sit beside them)")

@@ -1,11 +1,12 @@
 """`v2pe-data push`: publish a build folder to a Hugging Face dataset repo, in resumable chunks.
 
-What goes up: the parquet shards, the card (`README.md`, its `configs:` point at them), `manifest.json`
-and `build.json`; on request the tar shards (`wds`) and the InternVL / MM-NIAH layouts. Exactly the files
-the manifest lists, each checked against its size and sha256 first; nothing reached through a link. Files are
-committed in chunks of at most `max_files` files and `max_bytes` bytes, one `create_commit` each, so
-an interrupted push keeps the chunks already committed; a rerun lists the repo and skips every file
-whose content is already there (LFS files by sha256, small files by their git blob id).
+What goes up, as one config and split of the repo (`repocard`: under `NAME/`, so several builds share a
+repo): the parquet shards, `manifest.json` and `build.json`, and the repo's card (`README.md`, the one the
+repo holds merged with this build's entry); on request the tar shards (`wds`) and the InternVL / MM-NIAH
+layouts. Exactly the files the manifest lists, each checked against its size and sha256 first; nothing
+reached through a link. Files are committed in chunks of at most `max_files` files and `max_bytes` bytes,
+one `create_commit` each, so an interrupted push keeps the chunks already committed; a rerun lists the repo
+and skips every file whose content is already there (LFS files by sha256, small files by their git blob id).
 
 The card and manifest go in the last chunk: a repo whose push was cut short does not yet advertise
 configs whose files are missing. The token comes from where `huggingface_hub` looks (HF_TOKEN, the
@@ -14,8 +15,11 @@ saved login) and is never printed. Failures end in one `PushError` line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +27,9 @@ from pathlib import Path
 from v2pe_common.buildfolder import BUILD_FILE, MANIFEST_FILE
 from v2pe_common.schema import load_manifest
 
-from .card import CARD_FILE, regenerate
+from .card import CARD_FILE, config_name, regenerate
 from .errors import V2PEDataError
+from .repocard import check_config, merge_card, repo_path
 
 # Layouts a push may add to the default (parquet + card); each is a folder of the build.
 LAYOUTS = {"parquet": "parquet", "wds": "shards", "internvl": "internvl", "mmniah": "mmniah"}
@@ -91,8 +96,8 @@ def local_files(out: Path, include: tuple[str, ...]) -> list[LocalFile]:
     for layout in include:
         listed = [s for s in manifest["shards"] if s["format"] == layout]
         if layout == "parquet" and not listed:
-            raise PushError(f"{out}: no parquet shards, so the Hub could not load this build; rebuild into a new "
-                            "folder with --format wds,parquet (same seed, same samples) or push --include wds",
+            raise PushError(f"{out}: no parquet shards, so the Hub could not load this build; add them with "
+                            f"`v2pe-data convert {out} --to parquet` or push --include wds",
                             usage=True)
         if not listed:
             raise PushError(f"{out}: --include {layout}: the build has no {LAYOUTS[layout]}/ shards", usage=True)
@@ -229,10 +234,46 @@ def _hub_error(exc: BaseException, repo_id: str) -> PushError:
     return PushError(f"cannot reach the Hugging Face Hub ({type(exc).__name__}: {first}); check the network")
 
 
+class _Placed:
+    """The build's files at their places in the repo (`repocard.repo_path`), and the repo card merged with
+    the card the repo holds (written to a temporary file, so it is hashed and sent like any other file)."""
+
+    def __init__(self, out: Path, files: list[LocalFile], config: str | None, tmp: Path):
+        self.manifest = load_manifest(out / MANIFEST_FILE)
+        try:
+            self.identity = json.loads((out / BUILD_FILE).read_text()) if (out / BUILD_FILE).is_file() else None
+        except ValueError as exc:
+            raise PushError(f"{out / BUILD_FILE}: not valid JSON ({exc})", usage=True) from None
+        self.name = config or config_name(self.manifest)
+        if why := check_config(self.name):
+            raise PushError(why, usage=True)
+        split = self.manifest["split"]
+        self.files = [dataclasses.replace(f, path_in_repo=repo_path(f.path_in_repo, self.name, split))
+                      for f in files if f.path_in_repo != CARD_FILE]
+        self.card = tmp / CARD_FILE
+
+    def with_card(self, old_card: str | None) -> list[LocalFile]:
+        self.card.write_text(merge_card(old_card, self.manifest, self.identity, self.name), encoding="utf-8")
+        return [*self.files, LocalFile(CARD_FILE, self.card, *hash_file(self.card))]
+
+
+def _remote_card(repo_id: str, revision: str | None, token: str) -> str:
+    """The README.md the repo holds now (the caller knows it exists)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    response = get_session().get(hf_hub_url(repo_id, CARD_FILE, repo_type="dataset", revision=revision),
+                                 headers=build_hf_headers(token=token), follow_redirects=True)
+    hf_raise_for_status(response)
+    return response.content.decode("utf-8", errors="replace")
+
+
 def push(out: Path, repo_id: str, *, include: tuple[str, ...] = DEFAULT_INCLUDE, private: bool = False,
          revision: str | None = None, dry_run: bool = False, max_files: int = DEFAULT_MAX_FILES,
-         max_bytes: int = DEFAULT_MAX_BYTES, echo: Callable[[str], None] = print, api=None) -> dict:
-    """Publish `out` to the dataset repo `repo_id`; returns {"committed": [paths], "skipped": [paths], "commits": n}.
+         max_bytes: int = DEFAULT_MAX_BYTES, echo: Callable[[str], None] = print, api=None,
+         config: str | None = None) -> dict:
+    """Publish `out` to the dataset repo `repo_id` as config `config` (default: task and length bin, see
+    `repocard`); returns {"committed": [paths], "skipped": [paths], "commits": n}.
 
     `dry_run` prints the plan for an empty repo and touches no network (not even the token lookup).
     """
@@ -244,14 +285,24 @@ def push(out: Path, repo_id: str, *, include: tuple[str, ...] = DEFAULT_INCLUDE,
         raise PushError(f"--repo-id: {exc}".splitlines()[0], usage=True) from None
     if "/" not in repo_id:
         raise PushError(f"--repo-id: expected ORG/NAME, got {repo_id!r}", usage=True)
-    try:
-        files = local_files(Path(out), include)
-    except OSError as exc:
-        raise PushError(f"cannot read {exc.filename or out}: {exc.strerror or exc}") from None
+    with tempfile.TemporaryDirectory(prefix="v2pe-push-") as tmp:
+        try:
+            placed = _Placed(Path(out), local_files(Path(out), include), config, Path(tmp))
+        except OSError as exc:
+            raise PushError(f"cannot read {exc.filename or out}: {exc.strerror or exc}") from None
+        return _push(placed, repo_id, private=private, revision=revision, dry_run=dry_run, max_files=max_files,
+                     max_bytes=max_bytes, echo=echo, api=api, out=out)
+
+
+def _push(placed: _Placed, repo_id: str, *, private: bool, revision: str | None, dry_run: bool, max_files: int,
+          max_bytes: int, echo: Callable[[str], None], api, out) -> dict:
     if dry_run:
+        files = placed.with_card(None)
         plan = chunk(files, max_files, max_bytes)
-        for line in [f"dry run: would push {out} to datasets/{repo_id}"
-                     + (f" (revision {revision})" if revision else "") + (" as a private repo" if private else ""),
+        for line in [f"dry run: would push {out} to datasets/{repo_id} as config {placed.name}, split "
+                     f"{placed.manifest['split']}" + (f" (revision {revision})" if revision else "")
+                     + (" as a private repo" if private else "")
+                     + f"; {CARD_FILE} is merged with the repo's card when pushed",
                      *describe_plan(plan, 0)]:
             echo(line)
         return {"committed": [], "skipped": [], "commits": 0, "plan": [[f.path_in_repo for f in c] for c in plan]}
@@ -270,6 +321,7 @@ def push(out: Path, repo_id: str, *, include: tuple[str, ...] = DEFAULT_INCLUDE,
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
         remote = {getattr(e, "path", None): e for e in
                   api.list_repo_tree(repo_id, recursive=True, expand=True, revision=revision, repo_type="dataset")}
+        files = placed.with_card(_remote_card(repo_id, revision, token) if CARD_FILE in remote else None)
         todo = [f for f in files if not already_there(remote.get(f.path_in_repo), f)]
         skipped = [f.path_in_repo for f in files if f not in todo]
         plan = chunk(todo, max_files, max_bytes) if todo else []

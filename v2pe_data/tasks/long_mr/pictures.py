@@ -42,6 +42,11 @@ class Picture:
     def name(self) -> str:
         return f"{self.colour} {self.shape}"
 
+    @property
+    def with_article(self) -> str:
+        """'a green hexagon', 'an orange star': every colour name starts with its own sound."""
+        return f"{'an' if self.colour[0] in 'aeiou' else 'a'} {self.name}"
+
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     def ring(n: int, radius: float, phase: float) -> list[tuple[float, float]]:

@@ -182,7 +182,7 @@ def image_counting(rng, ctx, depth):
     picture = rng.choice(_all_pictures())
     k = _count(rng, ctx)
     copies = [rng.randint(1, 3) for _ in range(k)]
-    question = (f"A small framed picture of a {picture.name} was pasted into some of the images above, possibly "
+    question = (f"A small framed picture of {picture.with_article} was pasted into some of the images above, possibly "
                 f"several times into one image. For each image that contains it, in order, how many copies does "
                 f"it hold? Answer with a list such as [1, 3].")
     pastes = [Paste(d, [picture] * c) for d, c in zip(spread(rng, k, depth), copies)]
