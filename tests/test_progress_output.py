@@ -69,7 +69,7 @@ def test_a_build_on_a_terminal_says_loading_then_the_warning_then_draws_its_bar(
     loading, warning, bar = (err.find(s) for s in ("loading tokenizer bundled", BUNDLED_WARNING, "build long_vqa:"))
     assert 0 == loading < warning < bar, err  # the loading line first, before any import of note
     assert "100%" in err[bar:] and err.count(BUNDLED_WARNING) == 1
-    assert out.startswith("2 samples in 1 shards (wds) -> ") and "loading" not in out
+    assert out.startswith("2 samples in 1 shards (wds, parquet) -> ") and "loading" not in out
 
 
 @pytest.fixture(scope="module")

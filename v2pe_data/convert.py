@@ -36,6 +36,7 @@ from .card import write_card
 from .config import BuildConfig
 from .errors import V2PEDataError
 from .markers import marker_problem, read_marker
+from .progress import progress_bar
 from .privacy import read_private, restore_args
 from .shardtasks import ShardTask, shard_tasks
 from .writers.atomic import write_json_atomic
@@ -124,8 +125,6 @@ def convert(out: str | Path, requested: Sequence[str], show_progress: bool = Tru
 def _convert_tasks(out: Path, cfg: BuildConfig, present: list[str], new: list[str], show_progress: bool) -> list[dict]:
     """Every task's marker, each listing the old and the new formats' files (converted here unless a killed
     convert already did)."""
-    from tqdm import tqdm
-
     tasks = shard_tasks(cfg.num_samples, cfg.shard_size)
     markers, todo = [], []
     for task in tasks:
@@ -139,8 +138,7 @@ def _convert_tasks(out: Path, cfg: BuildConfig, present: list[str], new: list[st
                                "changed, rerun the build to repair it")
         markers.append(marker)
         todo.append(task)
-    bar = tqdm(total=sum(t.stop - t.start for t in todo), unit="sample", disable=not show_progress,
-               desc=f"convert to {','.join(new)}")
+    bar = progress_bar(sum(t.stop - t.start for t in todo), f"convert to {','.join(new)}", "sample", show_progress)
     try:
         for task in todo:
             marker = markers[task.index]
