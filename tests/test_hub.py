@@ -184,7 +184,8 @@ def test_an_interrupted_push_resumes_and_skips_what_the_repo_already_holds(built
     assert "2 file(s) already in the repo skipped" in lines[0]
 
     card = hub.files["main"][CARD_FILE]
-    hub.files["main"][CARD_FILE] = b"an older card"  # same path, other bytes: merged and pushed again
+    # same path, other bytes (v2pe's own part edited): merged and pushed again
+    hub.files["main"][CARD_FILE] = card.replace(b"# v2pe long-context", b"# an older v2pe card")
     third = push(built, REPO, echo=lambda s: None)
     assert third["committed"] == [CARD_FILE]
     assert hub.files["main"][CARD_FILE] == card
@@ -453,3 +454,20 @@ def test_a_repo_card_whose_yaml_cannot_be_read_is_named_not_overwritten(built, h
     assert result.exit_code == 1 and "the repo's README.md has a YAML header that cannot be read" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert hub.files["main"][CARD_FILE].endswith(b"hand-written notes\n") and not hub.commits
+
+
+def test_the_repo_owners_own_card_text_is_kept_above_v2pes_part_push_after_push(built, other_builds, hub):
+    """A repo whose card someone wrote by hand keeps that text (once) and its YAML keys; v2pe's index, sections
+    and citations are replaced, never repeated."""
+    short, _ = other_builds
+    hub.files["main"] = {CARD_FILE: b"---\nlicense: cc-by-4.0\npretty_name: My long data\n---\n\n"
+                                    b"# My long data\n\nHand-written notes about this repo.\n"}
+    push(built, REPO, echo=lambda s: None)
+    push(short, REPO, echo=lambda s: None)
+    card = hub.files["main"][CARD_FILE].decode()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["pretty_name"] == "My long data" and {c["config_name"] for c in meta["configs"]} == {
+        "long_vqa_3k", "long_vqa_4k"}
+    assert card.count("Hand-written notes about this repo.") == 1
+    assert card.index("Hand-written notes") < card.index("<!-- v2pe:index -->")
+    assert card.count("# v2pe long-context multimodal data") == 1 and card.count("## Citation") == 1

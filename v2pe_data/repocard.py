@@ -9,7 +9,8 @@ splits of it, and a 32K and a 64K build are two configs.
 The repo's README.md is merged, never overwritten (`merge_card`): its YAML `configs:` and `dataset_info`
 keep every other config's and split's entry and gain or replace this build's; its body keeps one section per
 (config, split), between `<!-- v2pe:begin NAME/SPLIT ... -->` and `<!-- v2pe:end NAME/SPLIT -->` markers,
-and cites the union of what the sections cite.
+and cites the union of what the sections cite. Text of the card outside v2pe's markers (its owner's) is kept,
+above v2pe's part; a card pushed by v2pe before configs existed has no markers and is kept whole that way.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from .errors import V2PEDataError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 _SECTION = re.compile(r"<!-- v2pe:begin (\S+) cite=(\S*) -->\n(.*?)<!-- v2pe:end \1 -->\n", re.DOTALL)
+# What v2pe writes around the sections (the index table, the citations); anything else in a repo card's body is
+# its owner's and is kept, above v2pe's part.
+_GENERATED = re.compile(r"<!-- v2pe:(index|citations) -->\n.*?<!-- v2pe:\1 end -->\n", re.DOTALL)
 LIST_KEYS = ("language", "task_categories", "tags")
 
 
@@ -119,17 +123,19 @@ def merge_card(old_text: str | None, manifest: dict, identity: dict | None, name
     sections[key] = (cite_keys(manifest), own)
     rows = [(c["config_name"], s["name"], s.get("num_examples", ""), s.get("num_bytes", ""))
             for c in meta["dataset_info"] for s in c.get("splits", [])]
+    theirs = _GENERATED.sub("", _SECTION.sub("", body)).strip("\n")
     out = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
-           "# v2pe long-context multimodal data", "",
+           *([theirs, ""] if theirs else []),
+           "<!-- v2pe:index -->", "# v2pe long-context multimodal data", "",
            "Each config is one task and length bin, each split one build (`v2pe-data push --config`):", "",
            "| config | split | samples | parquet bytes |", "|---|---|---|---|",
            *[f"| {c} | {s} | {n} | {b} |" for c, s, n, b in rows], "",
            "```python", "import datasets", "",
            f'ds = datasets.load_dataset("REPO_ID", "{rows[0][0]}", split="{rows[0][1]}")', "```", "",
            "A build's parquet shards are `CONFIG/SPLIT-*.parquet`; its `build.json`, `manifest.json` and any other "
-           "layout pushed lie under `CONFIG/SPLIT/`.", ""]
+           "layout pushed lie under `CONFIG/SPLIT/`.", "<!-- v2pe:index end -->", ""]
     for k in sorted(sections):
         cites, text = sections[k]
         out += [f"<!-- v2pe:begin {k} cite={','.join(cites)} -->", text.rstrip("\n"), f"<!-- v2pe:end {k} -->", ""]
     keys = sorted({c for cites, _ in sections.values() for c in cites})
-    return "\n".join(out + citation_block(keys))
+    return "\n".join(out + ["<!-- v2pe:citations -->", *citation_block(keys), "<!-- v2pe:citations end -->", ""])
