@@ -63,3 +63,19 @@ def test_a_model_folder_hashes_as_the_tokenizer_it_holds(tmp_path):
     assert tokenizer_hash(model) == tokenizer_hash(bundled_tokenizer_dir())
     (model / "special_tokens_map.json").write_text('{"eos_token": "<|im_end|>"}')  # this one does count
     assert tokenizer_hash(model) != tokenizer_hash(bundled_tokenizer_dir())
+
+
+def test_encode_gives_the_ids_of_hf_encode_also_after_another_call_left_truncation_on():
+    """`encode` calls the Rust tokenizer directly (issue 23); its ids must stay those of
+    hf.encode(text, add_special_tokens=False), for plain text, added tokens and whitespace runs, and a
+    backend left truncating by another caller must not cut them."""
+    tok = load_tokenizer()
+    texts = ["Quarterly revenue rose 4.5% to $1,204.", " leading space", "a  b\n\n c\t", "中文 text",
+             "<img><IMG_CONTEXT></img> after an image", "<|im_start|>user\nhi<|im_end|>", "\n", "x" * 500]
+    for text in texts:
+        assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False), text
+    long = " ".join(texts)
+    full = tok.hf.encode(long, add_special_tokens=False)
+    tok.hf(long, truncation=True, max_length=3)  # leaves truncation set on the backend
+    assert tok.encode(long) == full
+    assert tok.encode("") == []
