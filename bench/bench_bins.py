@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_long_mr import BUILD_PHASES, RATIO_TARGET, WARM_LEN, config, profile_phases  # the script's folder
 
-from bench_long_mr import BUILD_PHASES, RATIO_TARGET, WARM_LEN, config, profile_phases  # noqa: E402
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEFAULT_BINS = "32k:32,64k:16,128k:8,256k:4,1m:2"
 # the columns of the split, each a sum of profile_phases keys; what no column holds is "other"
@@ -85,7 +84,7 @@ def run_bin(length: str, n: int, args) -> dict:
             try:
                 cmd = [sys.executable, __file__, "--child", kind, length, str(n), "--seed", str(args.seed),
                        "--tmp", str(tmp)] + (["--profile"] if kind == "build" and r == 0 else [])
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
                 if proc.returncode != 0:
                     raise SystemExit(f"bin {length} {kind} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
                 got.append(json.loads(proc.stdout.strip().splitlines()[-1]))

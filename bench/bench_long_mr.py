@@ -48,9 +48,7 @@ def config(args, out: Path, **over):
     return BuildConfig.from_dict(raw)
 
 
-# The build's time beyond the floor, by phase: each the profiled functions whose cumulative time it is. The
-# floor's own work (render or decode every image, paste, encode: whatever `item.load()` calls) is what
-# `_run_task` spends in functions none of these phases names; the rest is what a build adds.
+# The build's time beyond the floor, by phase: each the profiled functions whose cumulative time it is.
 BUILD_PHASES = {
     "set-up (builder: tokenizer, sources)": [("v2pe_data/build.py", "__init__")],
     "source checks": [("v2pe_data/build.py", "check_sources_unchanged"), ("v2pe_data/build.py", "check_feasible"),
@@ -59,7 +57,8 @@ BUILD_PHASES = {
     "the sample: plan, load, check, write": [("v2pe_data/build.py", "_run_task")],
     "finish (manifest, card, markers)": [("v2pe_data/build.py", "_finish")],
 }
-# inside "the sample": what it does besides the floor's work
+# Inside "the sample", by what `_run_task` calls directly. Its calls to functions none of these names are the
+# images' `item.load()` (render or decode, paste, encode: LOAD, the floor's own work).
 NESTED_PHASES = {"  plan": [("v2pe_data/build.py", "plan")],
                  "  record checks (schema, counts)": [("v2pe_common/schema.py", "validate"),
                                                       ("v2pe_common/schema.py", "check_counts")],
@@ -68,6 +67,10 @@ NESTED_PHASES = {"  plan": [("v2pe_data/build.py", "plan")],
                  "  commit (sha256, fsync, rename)": [("v2pe_data/writers/base.py", "commit")],
                  "  task marker": [("v2pe_data/writers/atomic.py", "write_json_atomic")]}
 LOAD = "  load (the floor's work)"
+
+
+def _matches(key, wanted) -> bool:
+    return any((f in key[0] or f == key[0]) and key[2] == name for f, name in wanted)
 
 
 def profile_phases(run) -> dict:
@@ -82,16 +85,17 @@ def profile_phases(run) -> dict:
     profile.disable()
     stats = pstats.Stats(profile).stats  # {(file, line, name): (calls, prim, tottime, cumtime, callers)}
     total = max(v[3] for v in stats.values())
-    out, named = {}, set()
-    for phase, wanted in {**BUILD_PHASES, **NESTED_PHASES}.items():
+    out = {}
+    for phase, wanted in BUILD_PHASES.items():
         # a function counts once even when it calls another of its phase (a load inside a load)
-        found = {key: v for key, v in stats.items()
-                 if any((f in key[0] or f == key[0]) and key[2] == name for f, name in wanted)}
-        named |= set(found)
+        found = {key: v for key, v in stats.items() if _matches(key, wanted)}
         out[phase] = sum(v[3] for key, v in found.items() if not any(caller in found for caller in v[4]))
-    run_task = [key for key in stats if key[0].endswith("v2pe_data/build.py") and key[2] == "_run_task"]
-    # the cumulative time of each call _run_task makes to a function no phase names: the images' loads
-    out[LOAD] = sum(v[4][rt][3] for key, v in stats.items() if key not in named for rt in run_task if rt in v[4])
+    run_task = [key for key in stats if _matches(key, BUILD_PHASES["the sample: plan, load, check, write"])]
+    # cumulative seconds of the calls _run_task makes to each function (its callers' entries name it)
+    direct = {key: sum(v[4][rt][3] for rt in run_task if rt in v[4]) for key, v in stats.items()}
+    for phase, wanted in NESTED_PHASES.items():
+        out[phase] = sum(t for key, t in direct.items() if _matches(key, wanted))
+    out[LOAD] = sum(t for key, t in direct.items() if not any(_matches(key, w) for w in NESTED_PHASES.values()))
     out["  other in the sample"] = out["the sample: plan, load, check, write"] - out[LOAD] - sum(
         out[k] for k in NESTED_PHASES)
     out["other"] = total - sum(out[k] for k in BUILD_PHASES)
