@@ -115,7 +115,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every sample count (at least 1)")
     ap.add_argument("--rounds", type=int, default=1, help="build and floor each this often per bin; best kept")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--timeout", type=float, default=1200, help="seconds allowed to each child (one build or floor of a bin)")
+    ap.add_argument("--timeout", type=float, default=1200,
+                    help="seconds allowed to each child (one build or floor of a bin)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
