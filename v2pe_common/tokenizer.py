@@ -132,6 +132,9 @@ class TextTokenizer:
         # gives the same ids only from that state, which the first hf.encode below leaves behind
         if (rust is not None and rust.truncation is None and rust.padding is None
                 and rust.encode_special_tokens == bool(self.hf.split_special_tokens)):
+            # the _fast variant skips the offsets (~1/3 of the call); ids are the same (tokenizers >= 0.21 has it)
+            if hasattr(rust, "encode_batch_fast"):
+                return rust.encode_batch_fast([text], add_special_tokens=False)[0].ids
             return rust.encode(text, add_special_tokens=False).ids
         return self.hf.encode(text, add_special_tokens=False)
 
