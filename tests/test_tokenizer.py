@@ -79,3 +79,17 @@ def test_encode_gives_the_ids_of_hf_encode_also_after_another_call_left_truncati
     tok.hf(long, truncation=True, max_length=3)  # leaves truncation set on the backend
     assert tok.encode(long) == full
     assert tok.encode("") == []
+
+
+def test_encode_sees_tokens_added_after_its_first_call():
+    from transformers import AutoTokenizer
+
+    from v2pe_common.tokenizer import TextTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(bundled_tokenizer_dir()), local_files_only=True)
+    tok = TextTokenizer(hf=hf, name="fresh", sha256="0")  # not the cached bundled one: it is changed below
+    before = tok.encode("zqxvw here")
+    hf.add_tokens(["zqxvw"])
+    after = tok.encode("zqxvw here")
+    assert after == hf.encode("zqxvw here", add_special_tokens=False) != before
+    assert hf.convert_tokens_to_ids("zqxvw") in after
