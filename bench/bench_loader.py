@@ -60,7 +60,7 @@ PHASES = {
     "decode": [("PIL/ImageFile.py", "load")],
     "processor": [("transformers/image_processing_utils.py", "__call__")],  # what the floor runs too
     "rgb": [("v2pe_common/images.py", "to_rgb")],
-    "tiling": [("v2pe_train/data/samples.py", "tile")],  # less the three above: checks, the copy into the batch dtype
+    "tiling": [("v2pe_train/data/samples.py", "tile")],  # less the three above: checks, the table lookup into the batch
     "encoding": [("v2pe_train/data/samples.py", "plan")],
     "positions": [("v2pe_train/positions.py", "position_ids")],
     "packing": [("v2pe_train/data/packing.py", "add"), ("v2pe_train/data/packing.py", "flush")],

@@ -113,3 +113,33 @@ def test_a_build_with_the_bundled_tokenizer_imports_neither_torch_nor_transforme
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_encode_gives_the_ids_of_hf_encode_also_after_another_call_left_truncation_on():
+    """`encode` calls the Rust tokenizer directly (issue 23); its ids must stay those of
+    hf.encode(text, add_special_tokens=False), for plain text, added tokens and whitespace runs, and a
+    backend left truncating by another caller must not cut them."""
+    tok = load_tokenizer()
+    texts = ["Quarterly revenue rose 4.5% to $1,204.", " leading space", "a  b\n\n c\t", "中文 text",
+             "<img><IMG_CONTEXT></img> after an image", "<|im_start|>user\nhi<|im_end|>", "\n", "x" * 500]
+    for text in texts:
+        assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False), text
+    long = " ".join(texts)
+    full = tok.hf.encode(long, add_special_tokens=False)
+    tok.hf(long, truncation=True, max_length=3)  # leaves truncation set on the backend
+    assert tok.encode(long) == full
+    assert tok.encode("") == []
+
+
+def test_encode_sees_tokens_added_after_its_first_call():
+    from transformers import AutoTokenizer
+
+    from v2pe_common.tokenizer import TextTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(bundled_tokenizer_dir()), local_files_only=True)
+    tok = TextTokenizer(hf=hf, name="fresh", sha256="0")  # not the cached bundled one: it is changed below
+    before = tok.encode("zqxvw here")
+    hf.add_tokens(["zqxvw"])
+    after = tok.encode("zqxvw here")
+    assert after == hf.encode("zqxvw here", add_special_tokens=False) != before
+    assert hf.convert_tokens_to_ids("zqxvw") in after

@@ -3,9 +3,9 @@
 The cheap checks run on the record alone, before any image byte is read: schema and invariants, tiles
 the trainer's tiling gives each image size, the encoded length against `meta["num_tokens"]`, and the
 `max_seq_len` / `max_tiles_per_pack` limits. Images are then decoded one at a time as their members come
-off the shard (tar members, parquet row values or InternVL image files alike): decode (PIL), tile and
-normalise with the same transformers processor the data side counts with, keep only the tile tensor,
-close the image.
+off the shard (tar members, parquet row values or InternVL image files alike): decode (PIL), tile with the
+same transformers processor the data side counts with, normalise through a lookup table that gives the
+processor's own bits straight in the batch dtype (`pixel_lut`), keep only the tile tensor, close the image.
 
 A context-parallel rank encodes only its share of a pack's tiles, so it should decode only those: a
 processor made with `defer_pixels=True` keeps each image's encoded bytes and its tile count (`ImagePlan`)
@@ -37,7 +37,7 @@ from v2pe_common.tiling import IMAGENET_MEAN, IMAGENET_STD
 
 from v2pe_common.control import MODES as CONTROL_MODES, ControlTokenError, control_tokens  # noqa: F401
 
-from . import fast_tiling, foreign
+from . import fast_tiling, foreign, pixel_lut
 from .options import SampleConfig
 from .shards import BadMember, InternVLSample, ParquetSample, TarSample
 from .stats import LoaderError, SampleError
@@ -277,15 +277,12 @@ class SampleProcessor:
                 im.load()
                 size = im.size
                 # the processor's own RGB conversion clips 16-bit grey to white; to_rgb scales it
+                # 8-bit tiles either way: JPEG re-encoding works on them, and the normalisation is a table lookup
                 if self.tiling_backend == "fast":
                     pixels = fast_tiling.tiles_uint8(to_rgb(im), tiling)
-                elif jpeg:  # 8-bit tiles first: JPEG works on them, normalisation follows
+                else:
                     pixels = image_processor(tiling)(images=to_rgb(im), return_tensors="pt", do_rescale=False,
                                                      do_normalize=False)["pixel_values"]
-                else:
-                    pixels = image_processor(tiling)(
-                        images=to_rgb(im), return_tensors="pt", image_mean=self.image_mean, image_std=self.image_std
-                    )["pixel_values"]
         except Exception as exc:  # PIL and the processor raise many types for undecodable bytes
             raise SampleError("bad_image", f"image {name} does not decode: {type(exc).__name__}: {exc}") from None
         fast = self.tiling_backend == "fast"  # 8-bit tiles, thumbnail already dropped when the tiling has none
@@ -309,13 +306,10 @@ class SampleProcessor:
                 Image.fromarray(pixels[t].permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=quality)
                 with Image.open(buf) as back:
                     reencoded[t] = torch.from_numpy(np.array(back.convert("RGB"))).permute(2, 0, 1)
-            mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
-            std = torch.tensor(self.image_std).view(1, 3, 1, 1)
-            pixels = (reencoded.float() / 255.0 - mean) / std  # the processor's rescale and normalise
-        elif fast:
-            fast_tiling.normalise_into(out, pixels, self.image_mean, self.image_std)
-            return
-        out.copy_(pixels)
+            pixels = reencoded
+        kind = "augmented" if jpeg else "fast" if fast else "reference"
+        lut = pixel_lut.table(kind, tuple(self.image_mean), tuple(self.image_std), out.dtype, tiling)
+        pixel_lut.normalise_into(out, pixels, lut)
 
     def process(self, ts: TarSample | ParquetSample | InternVLSample, *, shard: int, epoch: int) -> Sample:
         """Consume one streamed sample. Raises SampleError (skip it) or shards.ShardReadError (stop the shard)."""
