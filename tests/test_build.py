@@ -177,6 +177,23 @@ def test_validate_names_a_corrupt_shard(built, tmp_path):
     assert result.returncode == 1 and shard.name in result.stderr  # damaged data: a runtime failure
 
 
+def test_a_build_that_recorded_the_tokenizers_file_hash_is_still_recounted(built, tmp_path):
+    """Builds before the content hash (issue 22) recorded sha256 over the tokenizer's files; validate still
+    finds their tokenizer and recounts every sample instead of skipping the counts."""
+    import json
+    import shutil
+
+    from v2pe_common.tokenizer import load_tokenizer
+
+    out, _ = built
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["tokenizer"]["sha256"] = load_tokenizer().legacy_sha256
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert validate_build(copy)["recounted"] == 6
+
+
 def test_recipes_load_with_cli_overrides_and_name_unknown_keys(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: long_vqa\nlen: 32k\nnum_samples: 5\nshard_size: 64MB\n")
