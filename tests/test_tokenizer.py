@@ -143,3 +143,17 @@ def test_encode_sees_tokens_added_after_its_first_call():
     after = tok.encode("zqxvw here")
     assert after == hf.encode("zqxvw here", add_special_tokens=False) != before
     assert hf.convert_tokens_to_ids("zqxvw") in after
+
+
+def test_split_special_tokens_changes_the_ids_and_so_the_hash(tmp_path):
+    """A copy whose config sets `split_special_tokens` reads "<|im_start|>" in text as pieces: other ids, so
+    another hash (else the loader would take its lengths for the build's and drop every sample)."""
+    import shutil
+
+    copy = tmp_path / "split"
+    shutil.copytree(bundled_tokenizer_dir(), copy)
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    (copy / "tokenizer_config.json").write_text(json.dumps({**config, "split_special_tokens": True}))
+    ours, split = load_tokenizer(), load_tokenizer(str(copy))
+    assert split.encode("<|im_start|>user hi") != ours.encode("<|im_start|>user hi")
+    assert tokenizer_hash(copy) == split.sha256 != ours.sha256 and not split.matches(ours.sha256)

@@ -149,6 +149,8 @@ class TextTokenizer:
 # The named special tokens that change encodings (BOS opens a templated sequence; EOS, UNK and PAD ids);
 # named extras (an image token's name for a processor) only name tokens the vocabulary already has.
 HASHED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
+# `split_special_tokens`: "<|im_start|>" in text is split into pieces instead of read as the token.
+ENCODING_FLAGS = ("split_special_tokens",)
 
 
 def content_hash(hf) -> str:
@@ -169,6 +171,11 @@ def content_hash(hf) -> str:
     else:
         state = {"vocab": hf.get_vocab(), "added": {str(k): str(v) for k, v in hf.added_tokens_decoder.items()}}
     special = {k: str(getattr(hf, k, None)) for k in HASHED_SPECIAL_TOKENS}
+    # Config flags that change the ids of a text; each enters the hash only when set, so the hashes of
+    # tokenizers without it (every build so far) stay what they were.
+    for flag in ENCODING_FLAGS:
+        if getattr(hf, flag, False):
+            special[flag] = True
     return hashlib.sha256(json.dumps([state, special], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
