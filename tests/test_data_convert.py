@@ -147,3 +147,23 @@ def test_a_build_rerun_with_other_formats_points_at_convert(wds_only):
                           "--shard-size", args["shard_size"], "--seed", args["seed"], "--out", wds_only,
                           "--format", "wds,parquet", "-q")
     assert code == 2 and f"v2pe-data convert {wds_only} --to" in output, output
+
+
+def test_a_convert_that_ended_while_another_waited_keeps_its_formats(wds_only, monkeypatch):
+    """Convert B checks its arguments, then convert A (parquet) runs to its end before B takes the lock: B
+    reads the manifest again under the lock and adds internvl beside parquet, dropping neither."""
+    real, calls = convert_module.plan_formats, []
+
+    def plan(manifest, requested):
+        calls.append(list(requested))
+        if len(calls) == 1:
+            convert_module.convert(wds_only, ["parquet"], show_progress=False)
+        return real(manifest, requested)
+
+    monkeypatch.setattr(convert_module, "plan_formats", plan)
+    convert_module.convert(wds_only, ["internvl"], show_progress=False)
+    manifest = json.loads((wds_only / "manifest.json").read_text())
+    assert manifest["formats"] == ["wds", "parquet", "internvl"]
+    assert json.loads((wds_only / "build.json").read_text())["args"]["formats"] == manifest["formats"]
+    assert {s["format"] for s in manifest["shards"]} >= {"wds", "parquet", "internvl"}
+    validate_build(wds_only)

@@ -15,7 +15,10 @@ them.
 Safety: the folder lock is held throughout, as a build holds it. Each task's new files are committed
 atomically and its marker is rewritten after them, listing the old and new files; the old manifest stays
 valid until the new one replaces it (write + rename), so a killed convert leaves the build as it was plus
-unlisted files, and a rerun skips the tasks whose markers already hold every format. Asking only for formats
+unlisted files (killed between writing build.json and the manifest, build.json already names the new formats,
+and `build` with the old ones is refused: rerun the convert), and a rerun skips the tasks whose markers
+already hold every format. The manifest is read again under the lock, so two converts of one folder, one
+after the other, keep both's formats. Asking only for formats
 the build already has is not an error: it says so and changes nothing (exit 0), so scripts can rerun it.
 """
 
@@ -93,21 +96,23 @@ def plan_formats(manifest: dict, requested: Sequence[str]) -> tuple[list[str], l
 def convert(out: str | Path, requested: Sequence[str], show_progress: bool = True) -> dict:
     """Add `requested` formats to the finished build in `out`; returns {"added", "present", "manifest"}."""
     out = Path(out)
-    manifest, ident = _finished(out)
-    new, formats = plan_formats(manifest, requested)
-    if not new:
-        return {"added": [], "present": list(requested), "manifest": manifest}
-    args = {**restore_args(ident["args"], read_private(out)), "formats": formats, "out": str(out)}
-    try:
-        cfg = BuildConfig.from_dict(args, where=str(out / BUILD_FILE))
-    except ConfigError as exc:
-        raise ConvertError(str(exc), usage=True) from None
+    plan_formats(_finished(out)[0], requested)  # usage errors before the lock, which writes into the folder
     try:
         fds = (lock(out),)
     except FolderBusy as busy:
         raise ConvertError(f"another build or convert is writing to {out} (it holds {busy.path}); wait for it "
                            "to end", usage=True) from None
     try:
+        # read again under the lock: a convert that ended in between added formats this one must keep
+        manifest, ident = _finished(out)
+        new, formats = plan_formats(manifest, requested)
+        if not new:
+            return {"added": [], "present": list(requested), "manifest": manifest}
+        args = {**restore_args(ident["args"], read_private(out)), "formats": formats, "out": str(out)}
+        try:
+            cfg = BuildConfig.from_dict(args, where=str(out / BUILD_FILE))
+        except ConfigError as exc:
+            raise ConvertError(str(exc), usage=True) from None
         sweep_temporaries(out, cfg.split)  # what a killed build or convert left
         markers = _convert_tasks(out, cfg, manifest["formats"], new, show_progress)
         shards = [f for m in markers for f in m["files"]]
