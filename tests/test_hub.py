@@ -471,3 +471,27 @@ def test_the_repo_owners_own_card_text_is_kept_above_v2pes_part_push_after_push(
     assert card.count("Hand-written notes about this repo.") == 1
     assert card.index("Hand-written notes") < card.index("<!-- v2pe:index -->")
     assert card.count("# v2pe long-context multimodal data") == 1 and card.count("## Citation") == 1
+
+
+@pytest.mark.parametrize("owner_yaml, kept", [
+    # the usual one-config card: dataset_info a mapping, a config entry without a name ("default"); kept as is
+    ("configs:\n- data_files:\n  - split: train\n    path: data/train-*.parquet\ndataset_info:\n  splits:\n"
+     "  - name: train\n    num_examples: 10\n",
+     {"default": [{"split": "train", "path": "data/train-*.parquet"}]}),
+    # data_files as a {split: pattern} mapping, under the config name v2pe pushes to: its test split stays
+    ("configs:\n- config_name: long_vqa_4k\n  data_files:\n    test: mine/test-*.parquet\n",
+     {"long_vqa_4k": [{"split": "test", "path": "mine/test-*.parquet"},
+                      {"split": "train", "path": "long_vqa_4k/train-*.parquet"}]}),
+    # another config's bare pattern: not v2pe's to rewrite
+    ("configs:\n- config_name: mine\n  data_files: mine/*.parquet\n", {"mine": "mine/*.parquet"}),
+])
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_an_owners_card_in_any_form_the_hub_reads_keeps_its_configs(built, owner_yaml, kept, line_end):
+    from v2pe_data.repocard import merge_card, split_card
+
+    manifest = json.loads((built / "manifest.json").read_text())
+    card = f"---\n{owner_yaml}---\n\nOwner text.\n".replace("\n", line_end)
+    meta, body = split_card(merge_card(card, manifest, None))
+    files = {c["config_name"]: c["data_files"] for c in meta["configs"]}
+    assert {name: files[name] for name in kept} == kept and "long_vqa_4k" in files
+    assert body.count("Owner text.") == 1 and "config_name" not in body

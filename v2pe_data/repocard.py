@@ -55,6 +55,7 @@ def repo_path(rel: str, name: str, split: str) -> str:
 
 def split_card(text: str | None) -> tuple[dict, str]:
     """(YAML header, body) of a README.md; a card without a header is all body."""
+    text = text.replace("\r\n", "\n") if text else text  # a card saved with Windows line ends
     if not text or not text.startswith("---\n"):
         return {}, text or ""
     head, sep, body = text[4:].partition("\n---\n")
@@ -69,9 +70,22 @@ def split_card(text: str | None) -> tuple[dict, str]:
 
 
 def _by_name(entries, key: str) -> dict:
+    """{name: entry} of a card's `configs` or `dataset_info`: a list of entries, or one mapping (the usual form
+    for one config); an entry without a name is Hugging Face's "default" config."""
     if isinstance(entries, dict):
         entries = [entries]
-    return {e.get(key): e for e in entries or [] if isinstance(e, dict)}
+    named = [{**e, key: e.get(key) or "default"} for e in entries or [] if isinstance(e, dict)]
+    return {e[key]: e for e in named}
+
+
+def _data_files(value) -> list[dict]:
+    """A config's `data_files` in the list-of-{split, path} form, from any form the Hub reads: a path or a list
+    of paths (the train split), a {split: path(s)} mapping, or a list of entries (one without split: train)."""
+    if isinstance(value, (str, list)) and not (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
+        return [{"split": "train", "path": value}] if value else []
+    if isinstance(value, dict):
+        return [{"split": str(k), "path": v} for k, v in value.items()]
+    return [{**v, "split": v.get("split") or "train"} for v in value or [] if isinstance(v, dict)]
 
 
 def merge_metadata(old: dict, manifest: dict, name: str) -> dict:
@@ -85,13 +99,13 @@ def merge_metadata(old: dict, manifest: dict, name: str) -> dict:
     meta.setdefault("pretty_name", "v2pe long-context multimodal data")
     configs = _by_name(old.get("configs"), "config_name")
     entry = configs.setdefault(name, {"config_name": name, "data_files": []})
-    files = [f for f in entry.get("data_files") or [] if isinstance(f, dict) and f.get("split") != split]
+    files = [f for f in _data_files(entry.get("data_files")) if f["split"] != split]
     entry["data_files"] = sorted([*files, *new["configs"][0]["data_files"]], key=lambda f: f["split"])
     if not any(c.get("default") for c in configs.values()):
         entry["default"] = True
     infos = _by_name(old.get("dataset_info"), "config_name")
     info = infos.setdefault(name, new["dataset_info"])
-    splits = {s["name"]: s for s in info.get("splits") or [] if isinstance(s, dict)}
+    splits = {s.get("name") or "train": s for s in info.get("splits") or [] if isinstance(s, dict)}
     splits[split] = new["dataset_info"]["splits"][0]
     info.update(features=new["dataset_info"]["features"], splits=[splits[k] for k in sorted(splits)])
     info["download_size"] = info["dataset_size"] = sum(s.get("num_bytes", 0) for s in info["splits"])
@@ -116,7 +130,11 @@ def merge_card(old_text: str | None, manifest: dict, identity: dict | None, name
     """The repo's README.md after pushing this build as config `name` (default `config_name`)."""
     name = name or config_name(manifest)
     old, body = split_card(old_text)
-    meta = merge_metadata(old, manifest, name)
+    try:
+        meta = merge_metadata(old, manifest, name)
+    except (TypeError, KeyError, AttributeError) as exc:  # the owner's YAML: any shape YAML can hold
+        raise CardError(f"the repo's {CARD_FILE} has `configs` / `dataset_info` of a shape v2pe cannot merge "
+                        f"({type(exc).__name__}: {exc}); fix or delete them, then push again") from None
     sections = {key: (cites.split(",") if cites else [], text) for key, cites, text in _SECTION.findall(body)}
     key = f"{name}/{manifest['split']}"
     own = "\n".join(_demoted(card_body(manifest, identity, name))).rstrip("\n") + "\n"
