@@ -82,7 +82,10 @@ class FakeHub:
             lines = [json.loads(line) for line in request.content.decode().splitlines()]
             added = {v["value"]["path"]: base64.b64decode(v["value"]["content"]) for v in lines if v["key"] == "file"}
             self.files.setdefault(rest, {}).update(added)
-            self.commits.append({"revision": rest, "paths": list(added),
+            deleted = [v["value"]["path"] for v in lines if v["key"] == "deletedFile"]
+            for gone in deleted:
+                self.files[rest].pop(gone)
+            self.commits.append({"revision": rest, "paths": list(added), "deleted": deleted,
                                  "message": next(v["value"]["summary"] for v in lines if v["key"] == "header")})
             return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/datasets/{REPO}/commit/{'a' * 40}",
                                               "commitOid": "a" * 40})
@@ -495,3 +498,21 @@ def test_an_owners_card_in_any_form_the_hub_reads_keeps_its_configs(built, owner
     files = {c["config_name"]: c["data_files"] for c in meta["configs"]}
     assert {name: files[name] for name in kept} == kept and "long_vqa_4k" in files
     assert body.count("Owner text.") == 1 and "config_name" not in body
+
+
+def test_a_build_pushed_again_with_fewer_shards_leaves_none_of_the_old_ones(built, hub, tmp_path):
+    """The second push to config/split long_vqa_4k/train holds 2 shards where the first held 4: the other two
+    go in the last commit, beside the new card."""
+    push(built, REPO, echo=lambda s: None)
+    smaller = tmp_path / "s"
+    build(BuildConfig(length=4096, min_length=1024, num_samples=2, shard_size=1, seed=99, out=str(smaller)),
+          show_progress=False)
+    result = push(smaller, REPO, echo=lambda s: None)
+    files = hub.files["main"]
+    shards = sorted(p for p in files if p.startswith("long_vqa_4k/train-") and p.endswith(".parquet"))
+    assert shards == ["long_vqa_4k/train-000000.parquet", "long_vqa_4k/train-000001.parquet"]
+    assert result["deleted"] == ["long_vqa_4k/train-000002.parquet", "long_vqa_4k/train-000003.parquet",
+                                 *sorted(p for p in result["deleted"] if p.startswith("long_vqa_4k/train/"))]
+    assert hub.commits[-1]["deleted"] == result["deleted"] and CARD_FILE in hub.commits[-1]["paths"]
+    meta = yaml.safe_load(files[CARD_FILE].decode().split("---\n")[1])
+    assert [s["num_examples"] for i in meta["dataset_info"] for s in i["splits"]] == [2]

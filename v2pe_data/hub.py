@@ -29,7 +29,7 @@ from v2pe_common.schema import load_manifest
 
 from .card import CARD_FILE, config_name, regenerate
 from .errors import V2PEDataError
-from .repocard import check_config, merge_card, repo_path
+from .repocard import check_config, merge_card, repo_path, stale_paths
 
 # Layouts a push may add to the default (parquet + card); each is a folder of the build.
 LAYOUTS = {"parquet": "parquet", "wds": "shards", "internvl": "internvl", "mmniah": "mmniah"}
@@ -307,7 +307,7 @@ def _push(placed: _Placed, repo_id: str, *, private: bool, revision: str | None,
             echo(line)
         return {"committed": [], "skipped": [], "commits": 0, "plan": [[f.path_in_repo for f in c] for c in plan]}
 
-    from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
 
     if constants.is_offline_mode():
         raise _hub_error(_offline(), repo_id)
@@ -324,15 +324,20 @@ def _push(placed: _Placed, repo_id: str, *, private: bool, revision: str | None,
         files = placed.with_card(_remote_card(repo_id, revision, token) if CARD_FILE in remote else None)
         todo = [f for f in files if not already_there(remote.get(f.path_in_repo), f)]
         skipped = [f.path_in_repo for f in files if f not in todo]
-        plan = chunk(todo, max_files, max_bytes) if todo else []
+        stale = stale_paths(remote, placed.name, placed.manifest["split"], [f.path_in_repo for f in files])
+        plan = chunk(todo, max_files, max_bytes) if todo else ([[]] if stale else [])
         for line in describe_plan(plan, len(skipped)):
             echo(line)
+        if stale:
+            echo(f"deleting {len(stale)} file(s) of {placed.name}/{placed.manifest['split']} this build does not "
+                 "hold (an earlier push's), with the last commit")
         committed = []
         for i, c in enumerate(plan, 1):
-            api.create_commit(
-                repo_id, repo_type="dataset", revision=revision,
-                operations=[CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in c],
-                commit_message=f"v2pe push: part {i}/{len(plan)} ({len(c)} files)")
+            ops = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in c]
+            if i == len(plan):  # with the card and manifest: the split changes build in one commit
+                ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
+            api.create_commit(repo_id, repo_type="dataset", revision=revision, operations=ops,
+                              commit_message=f"v2pe push: part {i}/{len(plan)} ({len(c)} files)")
             committed.extend(f.path_in_repo for f in c)
             echo(f"committed {i}/{len(plan)}")
     except PushError:
@@ -347,7 +352,7 @@ def _push(placed: _Placed, repo_id: str, *, private: bool, revision: str | None,
         if type(exc).__module__.split(".")[0] not in ("huggingface_hub", "httpx", "httpx2", "httpcore"):
             raise
         raise _hub_error(exc, repo_id) from None
-    return {"committed": committed, "skipped": skipped, "commits": len(plan)}
+    return {"committed": committed, "skipped": skipped, "commits": len(plan), "deleted": stale}
 
 
 def _offline():

@@ -16,6 +16,7 @@ above v2pe's part; a card pushed by v2pe before configs existed has no markers a
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 import yaml
@@ -51,6 +52,14 @@ def repo_path(rel: str, name: str, split: str) -> str:
     if len(parts) == 2 and parts[0] == "parquet":
         return f"{name}/{parts[1]}"
     return f"{name}/{split}/{rel}"
+
+
+def stale_paths(remote: Iterable[str], name: str, split: str, pushed: Iterable[str]) -> list[str]:
+    """Files of config `name`, split `split` in the repo that this push does not hold: a build pushed again
+    with fewer shards would otherwise leave old shards that `NAME/<split>-*.parquet` still matches."""
+    keep = set(pushed)
+    return sorted(p for p in remote if p and p not in keep and (
+        (p.startswith(f"{name}/{split}-") and p.endswith(".parquet")) or p.startswith(f"{name}/{split}/")))
 
 
 def split_card(text: str | None) -> tuple[dict, str]:
