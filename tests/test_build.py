@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from v2pe_common.buildfolder import DONE_DIR
-from v2pe_data.build import build
+from v2pe_data.build import BuildError, build
 from v2pe_data.config import BuildConfig, ConfigError
 from v2pe_data.validate import ValidationError, iter_tar_samples, validate_build
 
@@ -236,3 +236,28 @@ def test_a_uniform_depth_puts_the_target_at_every_position_equally_often(tmp_pat
         expected_rounded += 1 / (n - 1)
     assert expected_uniform - expected_rounded > 20  # the two hypotheses are well apart at this size
     assert abs(ends - expected_uniform) < abs(ends - expected_rounded), (ends, expected_uniform, expected_rounded)
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda ident, tok: ident["tokenizer"].update(sha256=tok.legacy_sha256), "from before tokenizers were hashed"),
+    (lambda ident, tok: ident["versions"].update(pillow="9.0.0"), "package versions differ: pillow 9.0.0 -> "),
+])
+def test_a_folder_whose_identity_differs_in_tokenizer_or_versions_says_which(built, tmp_path, edit, says):
+    """Same arguments and sources, another recorded identity: the refusal names what differs instead of
+    guessing (a build started by an older v2pe that recorded the tokenizer's file hash, other packages)."""
+    import json
+    import shutil
+
+    from v2pe_common.tokenizer import load_tokenizer
+
+    out, _ = built
+    copy = tmp_path / "other"
+    shutil.copytree(out, copy)
+    ident = json.loads((copy / "build.json").read_text())
+    edit(ident, load_tokenizer())
+    ident["build_id"] = "0" * 16
+    (copy / "build.json").write_text(json.dumps(ident))
+    cfg = small(copy)
+    with pytest.raises(BuildError, match="holds another build") as exc:
+        build(cfg, show_progress=False)
+    assert says in str(exc.value)

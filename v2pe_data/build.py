@@ -256,8 +256,25 @@ def _claimed(builder: Builder) -> bool:
                                       builder.listings, f"since the build in {out} started"):
         why = f"{change}; restore it, or build into an empty --out"
     else:
-        why = f"{head}; tokenizer or package versions differ); choose an empty --out or rerun with the same versions"
+        why = f"{head}; {_identity_change(existing, builder)}); choose an empty --out or rerun with the same versions"
     raise BuildError(why, usage=True)
+
+
+def _identity_change(existing: dict, builder: Builder) -> str:
+    """What differs between a folder's recorded identity and this build's, arguments and sources being equal."""
+    new = builder.identity
+    old_tok = existing.get("tokenizer") or {}
+    if old_tok != new["tokenizer"]:
+        if builder.acc.tokenizer.matches(old_tok.get("sha256", "")):
+            return ("the same tokenizer, recorded by a v2pe from before tokenizers were hashed by their content: "
+                    "finish this build with that version")
+        return f"the tokenizer differs: {old_tok.get('name')} then, {new['tokenizer']['name']} now"
+    old_v = existing.get("versions") or {}
+    changed = sorted(k for k in set(old_v) | set(new["versions"]) if old_v.get(k) != new["versions"].get(k))
+    if changed:
+        pairs = (f"{k} {old_v.get(k)} -> {new['versions'].get(k)}" for k in changed)
+        return "package versions differ: " + ", ".join(pairs)
+    return "its identity was computed by another v2pe version"
 
 
 def _read_json(path: Path):
