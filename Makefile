@@ -66,7 +66,7 @@ DRY_RUN ?=
 experiment-v2pe:
 	$(PY) -m experiments.v2pe_delta run --scale $(SCALE) --out $(OUT)/v2pe_delta_$(SCALE)$(if $(DRY_RUN),_dry --dry-run)
 
-# The learning ladder (docs/experiments/learning.md): RUNG=a (~3 min, also in make test) ... d; SEEDS=0,1.
+# The learning ladder (docs/experiments/learning.md): RUNG=a (~2 min on 2 cores, also in make test) ... d; SEEDS=0,1.
 RUNG ?= a
 SEEDS ?=
 ladder:
