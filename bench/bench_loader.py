@@ -77,15 +77,9 @@ NESTED = {"tiling": ["decode", "processor", "rgb"]}
 
 def phase_breakdown(run) -> dict:
     """Seconds (under cProfile, one pass of `run()`) spent in each of PHASES, and the total."""
-    import cProfile
-    import pstats
+    from profiling import profile_stats  # the script's folder
 
-    profile = cProfile.Profile()
-    profile.enable()
-    run()
-    profile.disable()
-    stats = pstats.Stats(profile).stats  # {(file, line, name): (calls, prim, tottime, cumtime, callers)}
-    total = max(v[3] for v in stats.values())
+    stats, total = profile_stats(run)
     seconds = {}
     for phase, wanted in PHASES.items():
         seconds[phase] = sum(v[3] for (file, _, name), v in stats.items()

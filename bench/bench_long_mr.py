@@ -77,15 +77,9 @@ def _matches(key, wanted) -> bool:
 def profile_phases(run) -> dict:
     """Seconds of `run()` (a build) under cProfile by BUILD_PHASES and NESTED_PHASES, the floor's `LOAD`, the
     total, and `beyond_floor_s` (total less LOAD)."""
-    import cProfile
-    import pstats
+    from profiling import profile_stats  # the script's folder
 
-    profile = cProfile.Profile()
-    profile.enable()
-    run()
-    profile.disable()
-    stats = pstats.Stats(profile).stats  # {(file, line, name): (calls, prim, tottime, cumtime, callers)}
-    total = max(v[3] for v in stats.values())
+    stats, total = profile_stats(run)
     out = {}
     for phase, wanted in BUILD_PHASES.items():
         # a function counts once even when it calls another of its phase (a load inside a load)
