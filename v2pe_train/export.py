@@ -18,7 +18,7 @@ from .config import saved_settings
 from .errors import V2PETrainError
 from .eval.run import load_generator
 from .model import save_model
-from .model_files import IMAGE_PROCESSOR_FILE, run_max_tiles
+from .model_files import folder_max_tiles, run_max_tiles
 
 
 class ExportError(V2PETrainError, ValueError):
@@ -41,15 +41,6 @@ def _checkpoint(run: Path, step: int | None) -> Path:
     if not step_dir(run, step).is_dir():
         raise ExportError(f"{run}: no checkpoint at step {step}; there are steps {[s for s, _ in found]}")
     return step_dir(run, step)
-
-
-def _max_tiles(source: Path, config: dict) -> int:
-    """The checkpoint's own image processor setting (written while the run's builds were at hand), else the
-    run's builds as they are now."""
-    try:
-        return int(read_json(source / IMAGE_PROCESSOR_FILE)["max_patches"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return run_max_tiles(config)
 
 
 def export(run: str | Path, out: str | Path, *, step: int | None = None) -> Path:
@@ -78,7 +69,8 @@ def export(run: str | Path, out: str | Path, *, step: int | None = None) -> Path
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         save_model(gen.model, tmp, gen.tokenizer, template=config.get("template"),
-                   max_tiles=_max_tiles(source, config))
+                   # the checkpoint's own setting (written while the run's builds were at hand), else the builds now
+                   max_tiles=folder_max_tiles(source, run_max_tiles(config)))
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from v2pe_common.tiling import TILE_SIZE, TOKENS_PER_TILE
+from v2pe_common.tiling import TILE_SIZE, TOKENS_PER_TILE, TilingConfig
 from v2pe_common.tokenizer import TOKENIZER_PATTERNS, TextTokenizer, is_hub_id, resolve_hub_id
 
 from .model_files import save_processor, save_tokenizer
@@ -379,7 +379,7 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer: TextTokenizer
     model.save_pretrained(str(directory))
     if tokenizer is not None:
         save_tokenizer(tokenizer, directory, template)
-    save_processor(directory, *([max_tiles] if max_tiles else []))
+    save_processor(directory, max_tiles or TilingConfig().max_tiles)
     return directory
 
 

@@ -96,6 +96,14 @@ def save_processor(directory: Path, max_tiles: int = TilingConfig().max_tiles) -
     (directory / PROCESSOR_FILE).write_text(json.dumps(processor, indent=2, sort_keys=True) + "\n")
 
 
+def folder_max_tiles(folder: str | Path, default: int) -> int:
+    """`max_patches` of a model folder's image processor config (`save_processor`); `default` without one."""
+    try:
+        return int(json.loads((Path(folder) / IMAGE_PROCESSOR_FILE).read_text())["max_patches"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 def run_max_tiles(settings: dict) -> int:
     """Tiles per image at most in a run's data: the largest `tiling.max_tiles` of the build manifests its
     (flat, `saved_settings`) config reads; InternVL's default 12 when none can be read (a foreign JSONL,

@@ -24,7 +24,6 @@ and encodes the conversation, `SampleProcessor.tile` tiles and normalises each i
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from ..data.samples import SampleProcessor
 from ..data.stats import SampleError
 from ..errors import V2PETrainError
 from ..model import build_model, resolve_tokenizer
-from ..model_files import IMAGE_PROCESSOR_FILE
+from ..model_files import folder_max_tiles
 from ..positions import position_ids
 from ..rope import has_float64_rope
 from .teacher_forced import TeacherForced, teacher_forced
@@ -137,14 +136,6 @@ def continued_positions(prompt_pos: np.ndarray, n: int) -> np.ndarray:
     """float64 [n] positions of the n tokens after a prompt: last prompt position + 1, + 2, ..."""
     last = float(prompt_pos[-1]) if prompt_pos.size else -1.0
     return last + np.arange(1, n + 1, dtype=np.float64)
-
-
-def folder_max_tiles(folder: str | Path, default: int) -> int:
-    """`max_patches` of a model folder's image processor config (model_files.save_processor); `default` without."""
-    try:
-        return int(json.loads((Path(folder) / IMAGE_PROCESSOR_FILE).read_text())["max_patches"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return default
 
 
 def split_prompt(input_ids: np.ndarray, labels: np.ndarray, end_id: int, where: str) -> tuple[int, int]:

@@ -38,7 +38,8 @@ IDENTITY = "eval.json"
 def load_generator(spec: str | Path, *, tokenizer: str | None = None, device: str = "cpu"):
     """A generator for a preset ('tiny'), a native InternVL folder, a training run (its latest checkpoint) or
     one checkpoint folder (`RUN/checkpoints/step_N`: the run's model, these weights)."""
-    from .inference import V2PEGenerator, folder_max_tiles
+    from ..model_files import folder_max_tiles
+    from .inference import V2PEGenerator
 
     path = Path(spec)
     if (path / "checkpoints").is_dir():  # a run folder: its latest checkpoint
