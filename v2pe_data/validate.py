@@ -88,13 +88,62 @@ def _tokenizer_for(manifest: dict, tokenizer_path: str | None):
     return tok if tok.matches(manifest["tokenizer"]["sha256"]) else None  # a build before the content hash too
 
 
+def _check_sample(where: str, key: str, record: dict | None, members: dict, seen: dict, split: str,
+                  check_images: bool, control, counting) -> bool:
+    """Check one tar sample against the schemas, its key, the build's split, its images and (with a tokenizer,
+    `counting` = (tok, template, tiling)) its token count; record its fingerprint in `seen`. Whether it was
+    recounted."""
+    from PIL import Image
+
+    tok, template, tiling = counting
+    if record is None:
+        raise ValidationError(f"{where}: no {key}.json member")
+    try:
+        schema.validate(record, schema.SAMPLE, where=where)
+        schema.check_counts(record)
+    except schema.SchemaError as exc:
+        raise ValidationError(str(exc)) from None
+    if record["id"] != key:
+        raise ValidationError(f"{where}: $.id {record['id']!r} differs from the tar key")
+    if record["id"] in seen:
+        raise ValidationError(f"{where}: duplicate sample id")
+    seen[record["id"]] = _fingerprint(record, members)
+    # an evaluation benchmark's items (MileBench) declare their benchmark and test split on purpose
+    crossed = [s for s in record["meta"]["sources"] + record["meta"].get("pasted", [])
+               if s["split"] != split and "benchmark" not in s]
+    if crossed:
+        raise ValidationError(f"{where}: item {crossed[0]['id']!r} comes from split "
+                              f"{crossed[0]['split']!r}, the build is {split!r}")
+    if sorted(members) != sorted(record["images"]):
+        raise ValidationError(f"{where}: image members {sorted(members)} != $.images {record['images']}")
+    if check_images:
+        for name, wh in zip(record["images"], record["meta"]["image_sizes"]):
+            try:
+                with Image.open(io.BytesIO(members[name])) as im:
+                    got = list(im.size)
+            except Exception as exc:
+                raise ValidationError(f"{where}: image {name} does not decode: {exc}") from None
+            if got != wh:
+                raise ValidationError(f"{where}: image {name} is {got}, $.meta.image_sizes says {wh}")
+    if control is not None:
+        try:
+            control.apply_turns(record["conversations"], "$.conversations")
+        except ControlTokenError as exc:
+            raise ValidationError(f"{where}: {exc}") from None
+    if tok is not None:
+        counted = encoding.count(record["conversations"], record["meta"]["tiles"], tok, template, tiling)
+        if counted.total != record["meta"]["num_tokens"]:
+            raise ValidationError(f"{where}: $.meta.num_tokens {record['meta']['num_tokens']} but the "
+                                  f"tokenizer counts {counted.total}")
+        return True
+    return False
+
+
 def validate_build(out: str | Path, tokenizer_path: str | None = None, check_images: bool = True,
                    show_progress: bool | None = False) -> dict:
     """Raise ValidationError naming the first problem; return a summary when everything holds.
 
     `show_progress`: bars on stderr for the hashing and the sample checks (None: only on a terminal)."""
-    from PIL import Image
-
     out = Path(out)
     try:
         manifest = schema.load_manifest(out / MANIFEST_FILE)
@@ -109,6 +158,7 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
     seen: dict[str, str] = {}  # sample id -> fingerprint of its record and image bytes, from the tars
     samples = recounted = 0
     shards = manifest["shards"]
+    split = manifest.get("split", manifest["args"].get("split"))
     log.info("hashing %d shard file(s)", len(shards))
     with progress_bar(len(shards), "validate: hashes", "shard", show_progress) as bar:
         for shard in shards:
@@ -126,48 +176,8 @@ def validate_build(out: str | Path, tokenizer_path: str | None = None, check_ima
             path = out / shard["path"]
             count = 0
             for key, record, members in _tar_samples(path):
-                where = f"{path.name}:{key}"
-                if record is None:
-                    raise ValidationError(f"{where}: no {key}.json member")
-                try:
-                    schema.validate(record, schema.SAMPLE, where=where)
-                    schema.check_counts(record)
-                except schema.SchemaError as exc:
-                    raise ValidationError(str(exc)) from None
-                if record["id"] != key:
-                    raise ValidationError(f"{where}: $.id {record['id']!r} differs from the tar key")
-                if record["id"] in seen:
-                    raise ValidationError(f"{where}: duplicate sample id")
-                seen[record["id"]] = _fingerprint(record, members)
-                split = manifest.get("split", manifest["args"].get("split"))
-                # an evaluation benchmark's items (MileBench) declare their benchmark and test split on purpose
-                crossed = [s for s in record["meta"]["sources"] + record["meta"].get("pasted", [])
-                           if s["split"] != split and "benchmark" not in s]
-                if crossed:
-                    raise ValidationError(f"{where}: item {crossed[0]['id']!r} comes from split "
-                                          f"{crossed[0]['split']!r}, the build is {split!r}")
-                if sorted(members) != sorted(record["images"]):
-                    raise ValidationError(f"{where}: image members {sorted(members)} != $.images {record['images']}")
-                if check_images:
-                    for name, wh in zip(record["images"], record["meta"]["image_sizes"]):
-                        try:
-                            with Image.open(io.BytesIO(members[name])) as im:
-                                got = list(im.size)
-                        except Exception as exc:
-                            raise ValidationError(f"{where}: image {name} does not decode: {exc}") from None
-                        if got != wh:
-                            raise ValidationError(f"{where}: image {name} is {got}, $.meta.image_sizes says {wh}")
-                if control is not None:
-                    try:
-                        control.apply_turns(record["conversations"], "$.conversations")
-                    except ControlTokenError as exc:
-                        raise ValidationError(f"{where}: {exc}") from None
-                if tok is not None:
-                    counted = encoding.count(record["conversations"], record["meta"]["tiles"], tok, template, tiling)
-                    if counted.total != record["meta"]["num_tokens"]:
-                        raise ValidationError(f"{where}: $.meta.num_tokens {record['meta']['num_tokens']} but the "
-                                              f"tokenizer counts {counted.total}")
-                    recounted += 1
+                recounted += _check_sample(f"{path.name}:{key}", key, record, members, seen, split, check_images,
+                                           control, (tok, template, tiling))
                 count += 1
                 bar.update(1)
             if count != shard["num_samples"]:
