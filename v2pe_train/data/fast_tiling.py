@@ -30,8 +30,6 @@ from v2pe_common.tiling import TilingConfig, grid
 BACKENDS = ("fast", "reference")
 
 
-
-
 def _resize(src: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Pillow's bicubic resize of a [1, 3, h, w] uint8 tensor, in Pillow's order of passes.
 
